@@ -1,0 +1,17 @@
+//! snapgate: an EVO Snap* (CWS v2.0) Terminal Authentication gateway.
+//!
+//! Request path: `server` (HTTP, limits, routing) → `soap` (envelope) → `ops` (one file per
+//! operation) → `dukpt` / `token` / `store` → back through `error` (the one fault mapping).
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod dukpt;
+pub mod error;
+pub mod ops;
+pub mod server;
+pub mod soap;
+pub mod store;
+pub mod token;
+pub mod util;
