@@ -1,0 +1,790 @@
+//! Configuration: the operator's TOML config file, the secret key file (BDKs and token signing
+//! keys), and the dev defaults `snapgate init` writes. Paths in a config file are relative to
+//! the file's folder. Flags and environment variables override the file (see `main.rs`).
+
+use crate::dukpt::{AesKeyType, AesUsage, Bdk, KeyUsage, Ksn, Scheme, TdesVariant};
+use crate::token::{KeyRing, SigningKey};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error(
+        "key file {path} is readable by group or others (mode {mode:o}); \
+         it holds BDKs and signing keys. Fix it with: chmod 600 {path}"
+    )]
+    KeyFileTooOpen { path: PathBuf, mode: u32 },
+    #[error("key file {path}: {message}")]
+    Keys { path: PathBuf, message: String },
+    #[error("{0} already exists; refusing to overwrite it")]
+    Exists(PathBuf),
+}
+
+fn parse_err(path: &Path, message: impl fmt::Display) -> ConfigError {
+    ConfigError::Parse {
+        path: path.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+fn keys_err(path: &Path, message: impl fmt::Display) -> ConfigError {
+    ConfigError::Keys {
+        path: path.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+/// The whole operator config file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: Limits,
+    pub store: StoreConfig,
+    pub token: TokenConfig,
+    pub security: SecurityConfig,
+    pub processor: ProcessorConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where the SOAP endpoint listens.
+    pub listen: SocketAddr,
+    /// Where /metrics and /healthz listen; none disables the admin listener.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".parse().expect("literal address"),
+            admin_listen: None,
+        }
+    }
+}
+
+/// Every bound the server puts on a client. All are explicit so an operator can see and tune them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted; larger gets 413.
+    pub max_body_bytes: usize,
+    /// Deepest element nesting accepted in an envelope.
+    pub max_xml_depth: usize,
+    /// Most elements accepted in one envelope.
+    pub max_xml_elements: usize,
+    /// Most attributes (namespace declarations included) on one element.
+    pub max_xml_attributes: usize,
+    /// Largest request head (request line + headers).
+    pub max_header_bytes: usize,
+    /// Time allowed to send the request head.
+    pub header_timeout_ms: u64,
+    /// Time allowed to send the request body.
+    pub body_timeout_ms: u64,
+    /// Time allowed to handle one request once read.
+    pub handler_timeout_ms: u64,
+    /// Most open client connections; more wait in the accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_xml_depth: 32,
+            max_xml_elements: 2_000,
+            max_xml_attributes: 32,
+            max_header_bytes: 16 * 1024,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            handler_timeout_ms: 15_000,
+            max_connections: 4_096,
+        }
+    }
+}
+
+impl Limits {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+    pub fn handler_timeout(&self) -> Duration {
+        Duration::from_millis(self.handler_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The sled database folder.
+    pub path: PathBuf,
+    /// How long a durable write may wait to share an fsync with others.
+    pub group_commit_window_us: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("db"),
+            group_commit_window_us: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// The `Issuer` written into every token.
+    pub issuer: String,
+    /// How long a TerminalAccessToken is valid.
+    pub lifetime_days: u32,
+    /// Age at which a token's terminal is flagged for a renewed token.
+    pub refresh_age_days: u32,
+    /// Clock difference tolerated on NotBefore / NotOnOrAfter.
+    pub clock_skew_seconds: u32,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            issuer: "snapgate".into(),
+            lifetime_days: 90,
+            refresh_age_days: 30,
+            clock_skew_seconds: 300,
+        }
+    }
+}
+
+impl TokenConfig {
+    pub fn lifetime(&self) -> chrono::Duration {
+        chrono::Duration::days(self.lifetime_days.into())
+    }
+    pub fn refresh_age(&self) -> chrono::Duration {
+        chrono::Duration::days(self.refresh_age_days.into())
+    }
+    pub fn skew(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.clock_skew_seconds.into())
+    }
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lifetime_days == 0 {
+            return Err("token.lifetime_days must be at least 1".into());
+        }
+        if self.refresh_age_days == 0 || self.refresh_age_days >= self.lifetime_days {
+            return Err(format!(
+                "token.refresh_age_days ({}) must be between 1 and lifetime_days - 1 ({})",
+                self.refresh_age_days,
+                self.lifetime_days.saturating_sub(1)
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// The key file with BDKs and signing keys (mode 600).
+    pub keys_file: PathBuf,
+    /// A token only works with track data from the KSN device it registered with.
+    pub device_binding: bool,
+    /// A KSN counter not above the last one seen for the device is refused.
+    pub replay_protection: bool,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            keys_file: PathBuf::from("keys.toml"),
+            device_binding: true,
+            replay_protection: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessorConfig {
+    /// `sandbox` (embedded, deterministic) or `forward` (relay to `upstream_url`).
+    pub mode: ProcessorMode,
+    pub upstream_url: Option<String>,
+    pub upstream_timeout_ms: u64,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        ProcessorConfig {
+            mode: ProcessorMode::Sandbox,
+            upstream_url: None,
+            upstream_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessorMode {
+    Sandbox,
+    Forward,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `snapgate=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Read a config file; relative paths inside it are resolved against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| parse_err(path, e))?;
+        cfg.token.validate().map_err(|m| parse_err(path, m))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.store.path = base.join(&cfg.store.path);
+        cfg.security.keys_file = base.join(&cfg.security.keys_file);
+        Ok(cfg)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The key file
+
+/// The key file as written on disk.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    active_signing_key: String,
+    #[serde(default, rename = "signing_key")]
+    signing_keys: Vec<SigningKeyEntry>,
+    #[serde(default, rename = "bdk")]
+    bdks: Vec<BdkEntry>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct SigningKeyEntry {
+    kid: String,
+    key: Zeroizing<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct BdkEntry {
+    id: String,
+    scheme: SchemeName,
+    key: Zeroizing<String>,
+    /// KSN key-set ids this BDK answers for: TDES 10 hex digits, AES 8 (the BDK ID).
+    key_set_ids: Vec<String>,
+    #[serde(default)]
+    variant: VariantName,
+    /// Key usage for encrypted track data; defaults to `variant`.
+    #[serde(default)]
+    track_variant: Option<VariantName>,
+    /// AES working key type; defaults to the BDK's own size.
+    #[serde(default)]
+    working_key: Option<AesKeyName>,
+    #[serde(default)]
+    secret_format: SecretFormat,
+    /// serviceKeys this BDK's terminals may register for; "*" allows any.
+    service_keys: Vec<String>,
+    /// vendorIds this BDK's terminals may register for; "*" allows any.
+    vendor_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum SchemeName {
+    Tdes,
+    Aes128,
+    Aes256,
+}
+
+/// Which derived key encrypts the secret. TDES: pin = PIN variant (EVO's samples), data-request =
+/// data variant plus the standard one-way step, data-request-legacy = variant only.
+/// AES: pin = usage 1000, data-request = 3000, data-both = 3002.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VariantName {
+    #[default]
+    Pin,
+    DataRequest,
+    DataRequestLegacy,
+    DataBoth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum AesKeyName {
+    Aes128,
+    Aes256,
+}
+
+/// The decrypted secret's fields, separated by `|`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum SecretFormat {
+    /// `MerchantProfileId|DeviceSerialNumber` (the older documented form).
+    #[default]
+    #[serde(rename = "MerchantProfileId|DeviceSerialNumber")]
+    TwoField,
+    /// `MerchantProfileId|DeviceSerialNumber|ServiceId` (the newer documented form).
+    #[serde(rename = "MerchantProfileId|DeviceSerialNumber|ServiceId")]
+    ThreeField,
+}
+
+impl SecretFormat {
+    pub fn fields(self) -> usize {
+        match self {
+            SecretFormat::TwoField => 2,
+            SecretFormat::ThreeField => 3,
+        }
+    }
+}
+
+/// One configured BDK, ready to use.
+pub struct BdkConfig {
+    pub id: String,
+    pub bdk: Bdk,
+    pub key_set_ids: Vec<String>,
+    /// How the terminal's secret was encrypted.
+    pub secret_usage: KeyUsage,
+    /// How the terminal's track data was encrypted.
+    pub track_usage: KeyUsage,
+    pub secret_format: SecretFormat,
+    pub service_keys: Vec<String>,
+    pub vendor_ids: Vec<String>,
+}
+
+impl fmt::Debug for BdkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BdkConfig")
+            .field("id", &self.id)
+            .field("scheme", &self.bdk.scheme())
+            .field("key", &"<redacted>")
+            .field("key_set_ids", &self.key_set_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+fn allows(list: &[String], value: &str) -> bool {
+    list.iter()
+        .any(|v| v == "*" || crate::util::ct_eq(v.as_bytes(), value.as_bytes()))
+}
+
+impl BdkConfig {
+    pub fn allows_service_key(&self, service_key: &str) -> bool {
+        allows(&self.service_keys, service_key)
+    }
+    pub fn allows_vendor(&self, vendor_id: &str) -> bool {
+        allows(&self.vendor_ids, vendor_id)
+    }
+}
+
+/// Everything secret the server holds.
+#[derive(Debug)]
+pub struct Keys {
+    pub signing: KeyRing,
+    pub bdks: Vec<BdkConfig>,
+}
+
+impl Keys {
+    /// The BDK that serves a KSN, chosen by the KSN's key-set id and scheme.
+    pub fn bdk_for(&self, ksn: &Ksn) -> Option<&BdkConfig> {
+        let ksi = ksn.key_set_id();
+        let tdes_ksn = matches!(ksn, Ksn::Tdes(_));
+        self.bdks.iter().find(|b| {
+            (b.bdk.scheme() == Scheme::Tdes) == tdes_ksn
+                && b.key_set_ids.iter().any(|k| k.eq_ignore_ascii_case(&ksi))
+        })
+    }
+
+    pub fn bdk_by_id(&self, id: &str) -> Option<&BdkConfig> {
+        self.bdks.iter().find(|b| b.id == id)
+    }
+
+    /// Load and check the key file; refuse one that group or others can read.
+    pub fn load(path: &Path) -> Result<Keys, ConfigError> {
+        check_private(path)?;
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            );
+        // toml's messages quote the offending line, which may hold a key: keep only the position.
+        let file: KeyFile = toml::from_str(&text).map_err(|e| {
+            keys_err(
+                path,
+                format!("not a valid key file (near byte {:?})", e.span()),
+            )
+        })?;
+        Self::from_file(path, file)
+    }
+
+    fn from_file(path: &Path, file: KeyFile) -> Result<Keys, ConfigError> {
+        let mut signing = Vec::new();
+        for e in &file.signing_keys {
+            let mut key = [0u8; 32];
+            hex::decode_to_slice(e.key.as_bytes(), &mut key).map_err(|_| {
+                keys_err(
+                    path,
+                    format!("signing key {:?}: key must be 64 hex digits", e.kid),
+                )
+            })?;
+            let k = SigningKey::new(&e.kid, key).map_err(|err| keys_err(path, err))?;
+            zeroize::Zeroize::zeroize(&mut key);
+            signing.push(k);
+        }
+        let signing = KeyRing::new(signing, &file.active_signing_key).ok_or_else(|| {
+            keys_err(
+                path,
+                "active_signing_key must name one [[signing_key]] and kids must be unique",
+            )
+        })?;
+
+        let mut bdks = Vec::new();
+        for e in &file.bdks {
+            let scheme = match e.scheme {
+                SchemeName::Tdes => Scheme::Tdes,
+                SchemeName::Aes128 => Scheme::Aes128,
+                SchemeName::Aes256 => Scheme::Aes256,
+            };
+            let bdk = Bdk::from_hex(scheme, &e.key).map_err(|_| {
+                keys_err(
+                    path,
+                    format!(
+                        "bdk {:?}: key is not {} hex digits",
+                        e.id,
+                        if scheme == Scheme::Aes256 { 64 } else { 32 }
+                    ),
+                )
+            })?;
+            let ksi_len = if scheme == Scheme::Tdes { 10 } else { 8 };
+            for k in &e.key_set_ids {
+                if k.len() != ksi_len || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(keys_err(
+                        path,
+                        format!(
+                            "bdk {:?}: key_set_id {k:?} must be {ksi_len} hex digits",
+                            e.id
+                        ),
+                    ));
+                }
+            }
+            if e.key_set_ids.is_empty() || e.service_keys.is_empty() || e.vendor_ids.is_empty() {
+                return Err(keys_err(
+                    path,
+                    format!(
+                        "bdk {:?}: key_set_ids, service_keys and vendor_ids must not be empty \
+                         (use \"*\" to allow any service key or vendor)",
+                        e.id
+                    ),
+                ));
+            }
+            let working = match (e.working_key, scheme) {
+                (Some(AesKeyName::Aes256), _) => AesKeyType::Aes256,
+                (Some(AesKeyName::Aes128), _) => AesKeyType::Aes128,
+                (None, Scheme::Aes256) => AesKeyType::Aes256,
+                (None, _) => AesKeyType::Aes128,
+            };
+            let usage = |v: VariantName| -> Result<KeyUsage, ConfigError> {
+                key_usage(v, scheme, working).ok_or_else(|| {
+                    keys_err(
+                        path,
+                        format!("bdk {:?}: variant {v:?} does not apply to {scheme:?}", e.id),
+                    )
+                })
+            };
+            let secret_usage = usage(e.variant)?;
+            let track_usage = usage(e.track_variant.unwrap_or(e.variant))?;
+            if bdks.iter().any(|b: &BdkConfig| b.id == e.id) {
+                return Err(keys_err(path, format!("bdk id {:?} appears twice", e.id)));
+            }
+            bdks.push(BdkConfig {
+                id: e.id.clone(),
+                bdk,
+                key_set_ids: e.key_set_ids.iter().map(|k| k.to_uppercase()).collect(),
+                secret_usage,
+                track_usage,
+                secret_format: e.secret_format,
+                service_keys: e.service_keys.clone(),
+                vendor_ids: e.vendor_ids.clone(),
+            });
+        }
+        for (i, b) in bdks.iter().enumerate() {
+            for o in &bdks[..i] {
+                if (o.bdk.scheme() == Scheme::Tdes) == (b.bdk.scheme() == Scheme::Tdes)
+                    && b.key_set_ids.iter().any(|k| o.key_set_ids.contains(k))
+                {
+                    return Err(keys_err(
+                        path,
+                        format!("bdks {:?} and {:?} share a key_set_id", o.id, b.id),
+                    ));
+                }
+            }
+        }
+        Ok(Keys { signing, bdks })
+    }
+}
+
+fn key_usage(v: VariantName, scheme: Scheme, aes_key_type: AesKeyType) -> Option<KeyUsage> {
+    let (tdes_variant, tdes_data_owf, aes_usage) = match (v, scheme) {
+        (VariantName::Pin, _) => (TdesVariant::Pin, false, AesUsage::Pin),
+        (VariantName::DataRequest, _) => (TdesVariant::DataRequest, true, AesUsage::DataEncrypt),
+        (VariantName::DataRequestLegacy, Scheme::Tdes) => {
+            (TdesVariant::DataRequest, false, AesUsage::DataEncrypt)
+        }
+        (VariantName::DataBoth, Scheme::Aes128 | Scheme::Aes256) => {
+            (TdesVariant::DataRequest, true, AesUsage::DataBoth)
+        }
+        _ => return None,
+    };
+    Some(KeyUsage {
+        tdes_variant,
+        tdes_data_owf,
+        aes_usage,
+        aes_key_type,
+    })
+}
+
+#[cfg(unix)]
+fn check_private(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::KeyFileTooOpen {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path) -> Result<(), ConfigError> {
+    Ok(())
+}
+
+/// Write `contents` to a new file readable by its owner only.
+pub fn write_private(path: &Path, contents: &str) -> Result<(), ConfigError> {
+    use std::io::Write;
+    let werr = |source| ConfigError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            ConfigError::Exists(path.to_owned())
+        } else {
+            werr(e)
+        }
+    })?;
+    f.write_all(contents.as_bytes()).map_err(werr)?;
+    f.sync_all().map_err(werr)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dev defaults
+
+/// The ANSI X9.24 test BDK: public, for development only.
+pub const ANSI_TEST_BDK: &str = "0123456789ABCDEFFEDCBA9876543210";
+/// The AES test BDK from the X9.24-3 supplement: public, for development only.
+pub const AES_TEST_BDK: &str = "FEDCBA9876543210F1F1F1F1F1F1F1F1";
+pub const DEV_SERVICE_KEY: &str = "6B2866C8FD500001";
+pub const DEV_VENDOR_ID: &str = "A96A5D589D";
+
+/// The dev key file: the public test BDKs and a fresh random signing key.
+pub fn dev_key_file() -> Zeroizing<String> {
+    let sk = SigningKey::generate();
+    Zeroizing::new(format!(
+        r#"# snapgate DEV key file: public ANSI/X9 test BDKs. Never use these keys in production.
+# Keep this file mode 600: snapgate refuses to start on a key file others can read.
+active_signing_key = "{kid}"
+
+[[signing_key]]
+kid = "{kid}"
+key = "{key}"
+
+# TDES DUKPT, ANSI test BDK. Key-set ids: the X9.24 sample KSN, EVO's Magensa sample and
+# EVO's RegisterTerminal sample.
+[[bdk]]
+id = "ansi-test-tdes"
+scheme = "tdes"
+key = "{tdes}"
+key_set_ids = ["FFFF987654", "9010010B0C", "FFFF007900"]
+variant = "pin"
+secret_format = "MerchantProfileId|DeviceSerialNumber"
+service_keys = ["{sk}"]
+vendor_ids = ["{vendor}"]
+
+# AES-128 DUKPT, X9.24-3 test BDK, BDK ID 12345678.
+[[bdk]]
+id = "x9-test-aes128"
+scheme = "aes128"
+key = "{aes}"
+key_set_ids = ["12345678"]
+variant = "data-request"
+secret_format = "MerchantProfileId|DeviceSerialNumber"
+service_keys = ["{sk}"]
+vendor_ids = ["{vendor}"]
+"#,
+        kid = sk.kid(),
+        key = sk.key_hex().as_str(),
+        tdes = ANSI_TEST_BDK,
+        aes = AES_TEST_BDK,
+        sk = DEV_SERVICE_KEY,
+        vendor = DEV_VENDOR_ID,
+    ))
+}
+
+/// The dev config file, with every setting written out.
+pub fn dev_config_file(listen: SocketAddr) -> String {
+    let mut cfg = Config::default();
+    cfg.server.listen = listen;
+    format!(
+        "# snapgate dev config, written by `snapgate init`. Paths are relative to this file.\n{}",
+        toml::to_string_pretty(&cfg).expect("config serializes")
+    )
+}
+
+/// Write a dev config and key file into `dir` (which is created). Returns the config path.
+pub fn init_dev(dir: &Path, listen: SocketAddr) -> Result<PathBuf, ConfigError> {
+    std::fs::create_dir_all(dir).map_err(|source| ConfigError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let cfg_path = dir.join("snapgate.toml");
+    let keys_path = dir.join("keys.toml");
+    if cfg_path.exists() {
+        return Err(ConfigError::Exists(cfg_path));
+    }
+    if !keys_path.exists() {
+        write_private(&keys_path, &dev_key_file())?;
+    }
+    std::fs::write(&cfg_path, dev_config_file(listen)).map_err(|source| ConfigError::Write {
+        path: cfg_path.clone(),
+        source,
+    })?;
+    Ok(cfg_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_files_load_and_select_bdks_by_key_set_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = init_dev(dir.path(), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let cfg = Config::load(&cfg_path).unwrap();
+        assert_eq!(cfg.token.lifetime_days, 90);
+        assert_eq!(cfg.token.refresh_age_days, 30);
+        let keys = Keys::load(&cfg.security.keys_file).unwrap();
+        let ksn = Ksn::parse_hex("9010010B0C2472000021").unwrap();
+        assert_eq!(keys.bdk_for(&ksn).unwrap().id, "ansi-test-tdes");
+        let aes = Ksn::parse_hex("123456789012345600000001").unwrap();
+        assert_eq!(keys.bdk_for(&aes).unwrap().id, "x9-test-aes128");
+        assert!(keys
+            .bdk_for(&Ksn::parse_hex("AAAAAAAAAA2472000021").unwrap())
+            .is_none());
+        let dbg = format!("{keys:?}");
+        assert!(!dbg.contains(ANSI_TEST_BDK) && !dbg.contains(AES_TEST_BDK));
+        // init never overwrites.
+        assert!(matches!(
+            init_dev(dir.path(), "127.0.0.1:0".parse().unwrap()),
+            Err(ConfigError::Exists(_))
+        ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_file_readable_by_others_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keys.toml");
+        std::fs::write(&p, dev_key_file().as_str()).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Keys::load(&p).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn key_file_errors_never_quote_key_material() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keys.toml");
+        let bad = dev_key_file().replace("scheme = \"tdes\"", "scheme = \"tdes\"\nbogus = 1");
+        write_private(&p, &bad).unwrap();
+        let err = Keys::load(&p).unwrap_err().to_string();
+        assert!(!err.contains(ANSI_TEST_BDK), "{err}");
+        let short = dev_key_file().replace(ANSI_TEST_BDK, "0123456789ABCDEFFEDCBA98765432");
+        let p2 = dir.path().join("keys2.toml");
+        write_private(&p2, &short).unwrap();
+        let err = Keys::load(&p2).unwrap_err().to_string();
+        assert!(
+            err.contains("32 hex digits") && !err.contains("0123456789ABCDEF"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refresh_age_must_be_below_lifetime() {
+        let t = TokenConfig {
+            refresh_age_days: 90,
+            ..TokenConfig::default()
+        };
+        assert!(t.validate().is_err());
+        assert!(TokenConfig::default().validate().is_ok());
+    }
+}
