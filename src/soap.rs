@@ -1,0 +1,553 @@
+//! The SOAP 1.1 codec: reads an envelope into a small element tree under explicit limits, and
+//! writes response and fault envelopes. It knows nothing of operations.
+//!
+//! The reader accepts UTF-8 only, never processes a DTD (a DOCTYPE is an error, so no entity can
+//! be declared or expanded), and bounds depth, element count and attributes per element. The
+//! tree keeps namespaces resolved, `i:type` (resolved to namespace + local name) and `i:nil`;
+//! other attributes are counted against the limit and dropped.
+
+use quick_xml::events::Event;
+use quick_xml::name::{QName, ResolveResult};
+use quick_xml::NsReader;
+
+pub const SOAP_ENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+pub const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
+
+/// The namespace base a client used: today's or the IP Commerce era's. Responses echo it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Base {
+    #[default]
+    Evosnap,
+    IpCommerce,
+}
+
+impl Base {
+    pub fn uri(self) -> &'static str {
+        match self {
+            Base::Evosnap => "http://schemas.evosnap.com/",
+            Base::IpCommerce => "http://schemas.ipcommerce.com/",
+        }
+    }
+
+    /// Split a namespace URI into the base and the path under it.
+    pub fn split(ns: &str) -> Option<(Base, &str)> {
+        if let Some(p) = ns.strip_prefix(Base::Evosnap.uri()) {
+            Some((Base::Evosnap, p))
+        } else {
+            ns.strip_prefix(Base::IpCommerce.uri())
+                .map(|p| (Base::IpCommerce, p))
+        }
+    }
+
+    pub fn ns(self, path: &str) -> String {
+        format!("{}{}", self.uri(), path)
+    }
+}
+
+/// Bounds on one envelope.
+#[derive(Debug, Clone, Copy)]
+pub struct XmlLimits {
+    pub max_depth: usize,
+    pub max_elements: usize,
+    pub max_attributes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("the request is not UTF-8")]
+    NotUtf8,
+    #[error("the request is not well-formed XML: {0}")]
+    Syntax(String),
+    #[error("document type declarations are not accepted")]
+    Dtd,
+    #[error("processing instructions are not accepted")]
+    ProcessingInstruction,
+    #[error("elements nest deeper than {0}")]
+    TooDeep(usize),
+    #[error("the envelope has more than {0} elements")]
+    TooManyElements(usize),
+    #[error("an element has more than {0} attributes")]
+    TooManyAttributes(usize),
+    #[error("the document is not a SOAP 1.1 Envelope")]
+    NotAnEnvelope,
+    #[error("the Envelope must hold exactly one Body")]
+    BodyCount,
+    #[error("the Body must hold exactly one element")]
+    BodyElementCount,
+    #[error("the Envelope holds something other than Header and Body")]
+    UnexpectedEnvelopeChild,
+}
+
+/// One element: resolved name, the attributes we use, text and children.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Element {
+    pub ns: Option<String>,
+    pub name: String,
+    /// `i:type`, resolved: (namespace, local name).
+    pub xsi_type: Option<(Option<String>, String)>,
+    pub nil: bool,
+    pub text: String,
+    pub children: Vec<Element>,
+}
+
+impl Element {
+    pub fn is(&self, ns: &str, name: &str) -> bool {
+        self.name == name && self.ns.as_deref() == Some(ns)
+    }
+
+    /// Children with this local name, in any namespace.
+    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+
+    /// The only child with this local name; a second one is an error (the name is returned).
+    pub fn child<'a>(&'a self, name: &str) -> Result<Option<&'a Element>, String> {
+        let mut it = self.children.iter().filter(|c| c.name == name);
+        let first = it.next();
+        if it.next().is_some() {
+            return Err(name.to_owned());
+        }
+        Ok(first)
+    }
+
+    /// The trimmed text of the only child with this name; absent, nil or empty gives None.
+    pub fn child_text<'a>(&'a self, name: &str) -> Result<Option<&'a str>, String> {
+        Ok(self
+            .child(name)?
+            .filter(|c| !c.nil)
+            .map(|c| c.text.trim())
+            .filter(|t| !t.is_empty()))
+    }
+
+    pub fn type_name(&self) -> Option<&str> {
+        self.xsi_type.as_ref().map(|(_, n)| n.as_str())
+    }
+}
+
+/// A parsed request envelope.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub header: Option<Element>,
+    /// The one element inside Body: the operation.
+    pub operation: Element,
+}
+
+/// Read an envelope under `limits`.
+pub fn parse_envelope(bytes: &[u8], limits: &XmlLimits) -> Result<Envelope, EnvelopeError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| EnvelopeError::NotUtf8)?;
+    let root = parse_document(text, limits)?;
+    if !root.is(SOAP_ENV_NS, "Envelope") {
+        return Err(EnvelopeError::NotAnEnvelope);
+    }
+    let mut header = None;
+    let mut body = None;
+    let mut bodies = 0;
+    for c in root.children {
+        if c.ns.as_deref() != Some(SOAP_ENV_NS) {
+            return Err(EnvelopeError::UnexpectedEnvelopeChild);
+        }
+        match c.name.as_str() {
+            "Header" if header.is_none() && body.is_none() => header = Some(c),
+            "Body" => {
+                bodies += 1;
+                body = Some(c);
+            }
+            _ => return Err(EnvelopeError::UnexpectedEnvelopeChild),
+        }
+    }
+    if bodies != 1 {
+        return Err(EnvelopeError::BodyCount);
+    }
+    let mut body = body.ok_or(EnvelopeError::BodyCount)?;
+    if body.children.len() != 1 || !body.text.trim().is_empty() {
+        return Err(EnvelopeError::BodyElementCount);
+    }
+    let operation = body.children.pop().ok_or(EnvelopeError::BodyElementCount)?;
+    Ok(Envelope { header, operation })
+}
+
+fn syntax(e: impl std::fmt::Display) -> EnvelopeError {
+    // quick-xml's messages name positions and tags, never more than a short excerpt.
+    let mut m = e.to_string();
+    m.truncate(160);
+    EnvelopeError::Syntax(m)
+}
+
+fn ns_of(r: ResolveResult) -> Result<Option<String>, EnvelopeError> {
+    match r {
+        ResolveResult::Bound(ns) => Ok(Some(
+            std::str::from_utf8(ns.into_inner())
+                .map_err(|_| EnvelopeError::NotUtf8)?
+                .to_owned(),
+        )),
+        ResolveResult::Unbound => Ok(None),
+        ResolveResult::Unknown(p) => Err(EnvelopeError::Syntax(format!(
+            "undeclared namespace prefix {:?}",
+            String::from_utf8_lossy(&p)
+        ))),
+    }
+}
+
+/// Parse one XML document into its root element.
+pub fn parse_document(text: &str, limits: &XmlLimits) -> Result<Element, EnvelopeError> {
+    let mut reader = NsReader::from_str(text);
+    let cfg = reader.config_mut();
+    cfg.expand_empty_elements = true;
+    cfg.check_end_names = true;
+    cfg.trim_text(false);
+
+    let mut stack: Vec<Element> = Vec::with_capacity(16);
+    let mut root: Option<Element> = None;
+    let mut elements = 0usize;
+    let mut seen_any = false;
+    loop {
+        let (res, ev) = reader.read_resolved_event().map_err(syntax)?;
+        match ev {
+            Event::Start(e) => {
+                if root.is_some() {
+                    return Err(EnvelopeError::Syntax(
+                        "content after the root element".into(),
+                    ));
+                }
+                elements += 1;
+                if elements > limits.max_elements {
+                    return Err(EnvelopeError::TooManyElements(limits.max_elements));
+                }
+                if stack.len() >= limits.max_depth {
+                    return Err(EnvelopeError::TooDeep(limits.max_depth));
+                }
+                let mut el = Element {
+                    ns: ns_of(res)?,
+                    name: std::str::from_utf8(e.local_name().into_inner())
+                        .map_err(|_| EnvelopeError::NotUtf8)?
+                        .to_owned(),
+                    ..Element::default()
+                };
+                let mut count = 0;
+                for a in e.attributes() {
+                    let a = a.map_err(syntax)?;
+                    count += 1;
+                    if count > limits.max_attributes {
+                        return Err(EnvelopeError::TooManyAttributes(limits.max_attributes));
+                    }
+                    let (ans, local) = reader.resolve_attribute(a.key);
+                    if !matches!(ans, ResolveResult::Bound(n) if n.into_inner() == XSI_NS.as_bytes())
+                    {
+                        continue;
+                    }
+                    let v = a.unescape_value().map_err(syntax)?;
+                    match local.into_inner() {
+                        b"type" => {
+                            let (tns, tlocal) = reader.resolve(QName(v.trim().as_bytes()), false);
+                            el.xsi_type = Some((
+                                ns_of(tns)?,
+                                String::from_utf8_lossy(tlocal.into_inner()).into_owned(),
+                            ));
+                        }
+                        b"nil" => el.nil = v.trim() == "true" || v.trim() == "1",
+                        _ => {}
+                    }
+                }
+                seen_any = true;
+                stack.push(el);
+            }
+            Event::End(_) => {
+                let el = stack
+                    .pop()
+                    .ok_or_else(|| EnvelopeError::Syntax("unbalanced end tag".into()))?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(el),
+                    None => root = Some(el),
+                }
+            }
+            Event::Text(t) => {
+                let s = t.unescape().map_err(syntax)?;
+                match stack.last_mut() {
+                    Some(el) => el.text.push_str(&s),
+                    None if s.trim().is_empty() => {}
+                    None => {
+                        return Err(EnvelopeError::Syntax(
+                            "text outside the root element".into(),
+                        ))
+                    }
+                }
+            }
+            Event::CData(t) => {
+                let s = std::str::from_utf8(&t).map_err(|_| EnvelopeError::NotUtf8)?;
+                match stack.last_mut() {
+                    Some(el) => el.text.push_str(s),
+                    None => {
+                        return Err(EnvelopeError::Syntax(
+                            "CDATA outside the root element".into(),
+                        ))
+                    }
+                }
+            }
+            Event::DocType(_) => return Err(EnvelopeError::Dtd),
+            Event::PI(_) => return Err(EnvelopeError::ProcessingInstruction),
+            Event::Decl(_) if !seen_any => {}
+            Event::Decl(_) => {
+                return Err(EnvelopeError::Syntax("misplaced XML declaration".into()))
+            }
+            Event::Comment(_) => {}
+            Event::Empty(_) => unreachable!("expand_empty_elements is set"),
+            Event::Eof => break,
+        }
+    }
+    if !stack.is_empty() {
+        return Err(EnvelopeError::Syntax(
+            "the document ends inside an element".into(),
+        ));
+    }
+    root.ok_or_else(|| EnvelopeError::Syntax("no root element".into()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+pub use crate::util::xml_escape_into as escape_into;
+
+/// Append `<name xmlns="ns">text</name>` (escaped); `None` writes an `i:nil` element.
+pub fn text_element(out: &mut String, name: &str, text: Option<&str>) {
+    out.push('<');
+    out.push_str(name);
+    match text {
+        Some(t) => {
+            out.push('>');
+            escape_into(out, t);
+            out.push_str("</");
+            out.push_str(name);
+            out.push('>');
+        }
+        None => out.push_str(" i:nil=\"true\"/>"),
+    }
+}
+
+/// Wrap body content (and optional header content) in a SOAP 1.1 envelope.
+pub fn envelope(header: Option<&str>, body: &str) -> String {
+    let mut out = String::with_capacity(body.len() + header.map_or(0, str::len) + 160);
+    out.push_str("<s:Envelope xmlns:s=\"");
+    out.push_str(SOAP_ENV_NS);
+    out.push_str("\">");
+    if let Some(h) = header {
+        out.push_str("<s:Header>");
+        out.push_str(h);
+        out.push_str("</s:Header>");
+    }
+    out.push_str("<s:Body>");
+    out.push_str(body);
+    out.push_str("</s:Body></s:Envelope>");
+    out
+}
+
+/// Where a fault's detail type is declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultFamily {
+    /// `Identity/1.0/`: AuthenticationFault, ExpiredTokenFault, InvalidTokenFault.
+    Identity,
+    /// `CWS/v2.0/ServiceInformation/Faults`.
+    ServiceInformation,
+    /// `CWS/v2.0/Transactions/Faults`.
+    Transactions,
+}
+
+impl FaultFamily {
+    fn path(self) -> &'static str {
+        match self {
+            FaultFamily::Identity => "Identity/1.0/",
+            FaultFamily::ServiceInformation => "CWS/v2.0/ServiceInformation/Faults",
+            FaultFamily::Transactions => "CWS/v2.0/Transactions/Faults",
+        }
+    }
+}
+
+/// One `CWSValidationErrorFault` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    pub rule_key: String,
+    pub rule_location_key: String,
+    pub rule_message: String,
+}
+
+/// A SOAP fault, ready to write. Built only by `error::Error::to_fault`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub http_status: u16,
+    /// `s:Client` or `s:Server`.
+    pub code: &'static str,
+    pub string: String,
+    pub family: FaultFamily,
+    pub detail: &'static str,
+    pub error_id: u32,
+    pub operation: String,
+    pub problem_type: String,
+    pub errors: Vec<ValidationError>,
+    pub transaction_id: Option<String>,
+    pub transaction_state: Option<String>,
+}
+
+impl Fault {
+    /// The full SOAP envelope for this fault.
+    pub fn to_envelope(&self, base: Base) -> String {
+        let mut d = String::with_capacity(512);
+        d.push_str("<s:Fault><faultcode>");
+        d.push_str(self.code);
+        d.push_str("</faultcode><faultstring xml:lang=\"en-US\">");
+        escape_into(&mut d, &self.string);
+        d.push_str("</faultstring><detail><");
+        d.push_str(self.detail);
+        d.push_str(" xmlns=\"");
+        d.push_str(base.uri());
+        d.push_str(self.family.path());
+        d.push_str("\" xmlns:i=\"");
+        d.push_str(XSI_NS);
+        d.push_str("\">");
+        if self.family == FaultFamily::Transactions {
+            d.push_str("<BatchId i:nil=\"true\"/>");
+        }
+        d.push_str("<ErrorID>");
+        d.push_str(&self.error_id.to_string());
+        d.push_str("</ErrorID><HelpURL i:nil=\"true\"/>");
+        text_element(&mut d, "Operation", Some(&self.operation));
+        text_element(&mut d, "ProblemType", Some(&self.problem_type));
+        if self.family == FaultFamily::Transactions {
+            text_element(&mut d, "TransactionId", self.transaction_id.as_deref());
+            text_element(
+                &mut d,
+                "TransactionState",
+                self.transaction_state.as_deref(),
+            );
+        }
+        if !self.errors.is_empty() {
+            d.push_str("<Errors>");
+            for e in &self.errors {
+                d.push_str("<CWSValidationErrorFault><ErrorType>Validation</ErrorType>");
+                text_element(&mut d, "RuleKey", Some(&e.rule_key));
+                text_element(&mut d, "RuleLocationKey", Some(&e.rule_location_key));
+                text_element(&mut d, "RuleMessage", Some(&e.rule_message));
+                d.push_str("<TransactionId i:nil=\"true\"/></CWSValidationErrorFault>");
+            }
+            d.push_str("</Errors>");
+        }
+        d.push_str("</");
+        d.push_str(self.detail);
+        d.push_str("></detail></s:Fault>");
+        envelope(None, &d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: XmlLimits = XmlLimits {
+        max_depth: 32,
+        max_elements: 200,
+        max_attributes: 16,
+    };
+
+    fn env(body: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><s:Envelope xmlns:s=\"{SOAP_ENV_NS}\"><s:Body>{body}</s:Body></s:Envelope>"
+        )
+    }
+
+    #[test]
+    fn reads_operation_children_with_namespaces_and_types() {
+        let x = env(
+            r#"<Op xmlns="urn:a" xmlns:i="http://www.w3.org/2001/XMLSchema-instance" xmlns:b="urn:b">
+                 <x>  1 &amp; 2 </x><y i:nil="true"/><t i:type="b:Special"><z><![CDATA[<raw>]]></z></t></Op>"#,
+        );
+        let e = parse_envelope(x.as_bytes(), &LIMITS).unwrap();
+        let op = &e.operation;
+        assert!(op.is("urn:a", "Op"));
+        assert_eq!(op.child_text("x").unwrap(), Some("1 & 2"));
+        assert_eq!(op.child_text("y").unwrap(), None);
+        let t = op.child("t").unwrap().unwrap();
+        assert_eq!(t.xsi_type, Some((Some("urn:b".into()), "Special".into())));
+        assert_eq!(t.child_text("z").unwrap(), Some("<raw>"));
+    }
+
+    #[test]
+    fn duplicate_children_are_reported() {
+        let x = env(r#"<Op xmlns="urn:a"><x>1</x><x>2</x></Op>"#);
+        let e = parse_envelope(x.as_bytes(), &LIMITS).unwrap();
+        assert_eq!(e.operation.child_text("x"), Err("x".into()));
+    }
+
+    #[test]
+    fn structural_problems_are_typed_errors() {
+        let cases: Vec<(String, EnvelopeError)> = vec![
+            (
+                format!("<!DOCTYPE x [<!ENTITY a \"b\">]>{}", env("<Op/>")),
+                EnvelopeError::Dtd,
+            ),
+            (
+                format!("<s:Envelope xmlns:s=\"{SOAP_ENV_NS}\"><s:Body><A/></s:Body><s:Body><B/></s:Body></s:Envelope>"),
+                EnvelopeError::BodyCount,
+            ),
+            (env("<A/><B/>"), EnvelopeError::BodyElementCount),
+            (env(""), EnvelopeError::BodyElementCount),
+            ("<Envelope><Body><A/></Body></Envelope>".into(), EnvelopeError::NotAnEnvelope),
+            (env(&"<a>".repeat(40)), EnvelopeError::TooDeep(32)),
+            (env(&"<a/>".repeat(300)), EnvelopeError::TooManyElements(200)),
+            (
+                env(&format!("<a {}/>", (0..20).map(|i| format!("x{i}=\"1\"")).collect::<Vec<_>>().join(" "))),
+                EnvelopeError::TooManyAttributes(16),
+            ),
+            (env("<?pi x?><A/>"), EnvelopeError::ProcessingInstruction),
+        ];
+        for (xml, want) in cases {
+            assert_eq!(
+                parse_envelope(xml.as_bytes(), &LIMITS).unwrap_err(),
+                want,
+                "{xml}"
+            );
+        }
+        assert_eq!(
+            parse_envelope(b"\xff\xfe<x/>", &LIMITS).unwrap_err(),
+            EnvelopeError::NotUtf8
+        );
+        for bad in [
+            &env("<A>")[..60],
+            "not xml at all",
+            "",
+            &env("<A>&ext;</A>"),
+        ] {
+            assert!(
+                matches!(
+                    parse_envelope(bad.as_bytes(), &LIMITS),
+                    Err(EnvelopeError::Syntax(_)) | Err(EnvelopeError::NotAnEnvelope)
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn fault_envelope_is_well_formed_and_typed() {
+        let f = Fault {
+            http_status: 500,
+            code: "s:Client",
+            string: "Terminal could not be authenticated".into(),
+            family: FaultFamily::Identity,
+            detail: "AuthenticationFault",
+            error_id: 406,
+            operation: "RegisterTerminal".into(),
+            problem_type: "Terminal could not be authenticated".into(),
+            errors: vec![],
+            transaction_id: None,
+            transaction_state: None,
+        };
+        let x = f.to_envelope(Base::Evosnap);
+        let root = parse_document(&x, &LIMITS).unwrap();
+        let fault = &root.children[0].children[0];
+        assert!(fault.is(SOAP_ENV_NS, "Fault"));
+        let detail = fault.child("detail").unwrap().unwrap().children[0].clone();
+        assert!(detail.is(
+            "http://schemas.evosnap.com/Identity/1.0/",
+            "AuthenticationFault"
+        ));
+        assert_eq!(detail.child_text("ErrorID").unwrap(), Some("406"));
+    }
+}
