@@ -1,0 +1,262 @@
+//! RegisterTerminal: a terminal proves it holds a key derived from a configured BDK by sending
+//! `MerchantProfileId|DeviceSerialNumber` encrypted under it, and gets a TerminalAccessToken.
+//! Registering again resets the terminal: a new token, and every older one stops working.
+//!
+//! Every failure is the same AuthenticationFault to the client; the reason is only logged.
+
+use super::{Context, SIS_PATH};
+use crate::app::App;
+use crate::dukpt::{self, Ksn};
+use crate::error::{AuthFailure, Error};
+use crate::soap::{Base, Element};
+use crate::store::{self, to_ms, TerminalId, TerminalRecord};
+use crate::token::{self, Claims, TokenId};
+
+/// Longest encryptedSecret accepted, in hex digits (the secret is two or three short fields).
+pub const MAX_SECRET_HEX: usize = 512;
+/// Longest field inside the secret.
+pub const MAX_FIELD_LEN: usize = 64;
+
+/// What the terminal sent, before any check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub service_key: String,
+    pub vendor_id: String,
+    pub encrypted_secret: String,
+    pub encryption_key_id: String,
+}
+
+/// A terminal whose secret decrypted and checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub bdk_id: String,
+    pub ksn: Ksn,
+    pub merchant_profile_id: String,
+    pub device_serial: String,
+    pub service_id: Option<String>,
+}
+
+/// Read the credentials from the body, falling back to the HTTP Basic credentials
+/// `{EncryptedSecret}:{EncryptionKeyId}` (with or without a trailing `:`).
+pub fn parse(op: &Element, basic: Option<&str>) -> Result<Credentials, Error> {
+    let get = |name: &str| {
+        op.child_text(name).map_err(|dup| {
+            Error::validation(
+                format!("RegisterTerminal/{dup}"),
+                "The element appears more than once",
+            )
+        })
+    };
+    let service_key = get("serviceKey")?;
+    let vendor_id = get("vendorId")?;
+    let mut secret = get("encryptedSecret")?.map(str::to_owned);
+    let mut ksn = get("encryptionKeyId")?.map(str::to_owned);
+    if secret.is_none() && ksn.is_none() {
+        if let Some((s, k)) = basic.and_then(split_basic) {
+            secret = Some(s);
+            ksn = Some(k);
+        }
+    }
+    from_parts(service_key, vendor_id, secret.as_deref(), ksn.as_deref())
+}
+
+/// Build credentials from loose parts (the REST form gives service key and vendor in the path).
+pub fn from_parts(
+    service_key: Option<&str>,
+    vendor_id: Option<&str>,
+    encrypted_secret: Option<&str>,
+    encryption_key_id: Option<&str>,
+) -> Result<Credentials, Error> {
+    match (service_key, vendor_id, encrypted_secret, encryption_key_id) {
+        (Some(s), Some(v), Some(e), Some(k)) => Ok(Credentials {
+            service_key: s.to_owned(),
+            vendor_id: v.to_owned(),
+            encrypted_secret: e.to_owned(),
+            encryption_key_id: k.to_owned(),
+        }),
+        _ => Err(Error::Authentication(AuthFailure::MissingCredentials)),
+    }
+}
+
+/// Split `ES:KSN` or `ES:KSN:` (the decoded Basic credentials).
+pub fn split_basic(decoded: &str) -> Option<(String, String)> {
+    let d = decoded.strip_suffix(':').unwrap_or(decoded);
+    let (es, ksn) = d.split_once(':')?;
+    if es.is_empty() || ksn.is_empty() || ksn.contains(':') {
+        return None;
+    }
+    Some((es.trim().to_owned(), ksn.trim().to_owned()))
+}
+
+/// Check the credentials against the configured BDKs. Pure: no store access.
+pub fn authenticate(app: &App, c: &Credentials) -> Result<Authenticated, Error> {
+    let fail = |r| Error::Authentication(r);
+    let ksn = Ksn::parse_hex(&c.encryption_key_id).map_err(|_| fail(AuthFailure::BadKsn))?;
+    let bdk = app
+        .keys
+        .bdk_for(&ksn)
+        .ok_or(fail(AuthFailure::UnknownKeySet))?;
+    if !bdk.allows_service_key(&c.service_key) {
+        return Err(fail(AuthFailure::ServiceKeyNotAllowed));
+    }
+    if !bdk.allows_vendor(&c.vendor_id) {
+        return Err(fail(AuthFailure::VendorNotAllowed));
+    }
+    if ksn.counter() == 0 {
+        return Err(fail(AuthFailure::ZeroCounter));
+    }
+    if c.encrypted_secret.len() > MAX_SECRET_HEX {
+        return Err(fail(AuthFailure::BadCiphertext));
+    }
+    let ciphertext =
+        hex::decode(&c.encrypted_secret).map_err(|_| fail(AuthFailure::BadCiphertext))?;
+    let key = dukpt::working_key(&bdk.bdk, &ksn, &bdk.secret_usage)
+        .map_err(|_| fail(AuthFailure::BadKsn))?;
+    let plain =
+        dukpt::decrypt_cbc(&key, &ciphertext).map_err(|_| fail(AuthFailure::BadCiphertext))?;
+    let text = dukpt::strip_zero_padding(&plain);
+    let (mid, serial, service_id) =
+        parse_secret(text, bdk.secret_format.fields()).ok_or(fail(AuthFailure::BadSecret))?;
+    Ok(Authenticated {
+        bdk_id: bdk.id.clone(),
+        ksn,
+        merchant_profile_id: mid,
+        device_serial: serial,
+        service_id,
+    })
+}
+
+/// `MerchantProfileId|DeviceSerialNumber[|ServiceId]`: printable ASCII, no empty field.
+fn parse_secret(text: &[u8], fields: usize) -> Option<(String, String, Option<String>)> {
+    if !text.iter().all(|b| (0x20..0x7F).contains(b)) {
+        return None;
+    }
+    let text = std::str::from_utf8(text).ok()?;
+    let parts: Vec<&str> = text.split('|').collect();
+    if parts.len() != fields
+        || parts
+            .iter()
+            .any(|p| p.trim().is_empty() || p.len() > MAX_FIELD_LEN || p.trim() != *p)
+    {
+        return None;
+    }
+    Some((
+        parts[0].to_owned(),
+        parts[1].to_owned(),
+        parts.get(2).map(|s| (*s).to_owned()),
+    ))
+}
+
+/// Authenticate, store the new terminal record durably, and return the new token.
+pub async fn apply(app: &App, c: &Credentials, ctx: &Context) -> Result<String, Error> {
+    let auth = match authenticate(app, c) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::info!(peer = ?ctx.peer, reason = %e, "registration refused");
+            return Err(e);
+        }
+    };
+    let now = app.clock.now();
+    let tcfg = &app.config.token;
+    let device_id = auth.ksn.device_id();
+    let claims = Claims {
+        token_id: TokenId::random(),
+        issuer: tcfg.issuer.clone(),
+        issued_at: now,
+        not_on_or_after: now + tcfg.lifetime(),
+        service_key: c.service_key.clone(),
+        merchant_profile_id: auth.merchant_profile_id.clone(),
+        device_serial: auth.device_serial.clone(),
+        device_id: device_id.clone(),
+    };
+    let record = TerminalRecord {
+        merchant_profile_id: auth.merchant_profile_id.clone(),
+        device_serial: auth.device_serial.clone(),
+        service_key: c.service_key.clone(),
+        vendor_id: c.vendor_id.clone(),
+        service_id: auth.service_id.clone(),
+        bdk_id: auth.bdk_id.clone(),
+        device_id: device_id.clone(),
+        registered_at_ms: to_ms(now),
+        token_id: claims.token_id,
+        issued_at_ms: to_ms(now),
+        expires_at_ms: to_ms(claims.not_on_or_after),
+        refresh_due_at_ms: to_ms(now + tcfg.refresh_age()),
+        refresh_flag: false,
+        pending: None,
+        last_counter: auth.ksn.counter(),
+        revoked: false,
+    };
+    let id = TerminalId::new(&c.service_key, &auth.device_serial);
+    let replay_protection = app.config.security.replay_protection;
+    store::update(&*app.store, &id, |current| {
+        if let Some(cur) = current {
+            if replay_protection
+                && cur.device_id == device_id
+                && auth.ksn.counter() <= cur.last_counter
+            {
+                return Err(Error::Authentication(AuthFailure::Replay));
+            }
+        }
+        Ok((Some(record.clone()), ()))
+    })
+    .inspect_err(
+        |e| tracing::info!(peer = ?ctx.peer, terminal = %id, reason = %e, "registration refused"),
+    )?;
+    app.commit.durable().await?;
+    tracing::info!(
+        terminal = %id,
+        bdk = %auth.bdk_id,
+        token_id = %claims.token_id,
+        "terminal registered"
+    );
+    Ok(token::issue(&app.keys.signing, &claims))
+}
+
+/// The response body for a new token.
+pub fn respond(base: Base, token: &str) -> String {
+    format!(
+        "<RegisterTerminalResponse xmlns=\"{}{SIS_PATH}\"><RegisterTerminalResult>{token}\
+         </RegisterTerminalResult></RegisterTerminalResponse>",
+        base.uri()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_username_splits_with_or_without_trailing_colon() {
+        let want = Some(("AB12".to_string(), "FFFF0079000007E0007C".to_string()));
+        assert_eq!(split_basic("AB12:FFFF0079000007E0007C"), want);
+        assert_eq!(split_basic("AB12:FFFF0079000007E0007C:"), want);
+        assert_eq!(split_basic("AB12"), None);
+        assert_eq!(split_basic(":KSN"), None);
+        assert_eq!(split_basic("a:b:c:"), None);
+    }
+
+    #[test]
+    fn secret_needs_the_configured_number_of_clean_fields() {
+        assert_eq!(
+            parse_secret(b"MP1|B1234567", 2),
+            Some(("MP1".into(), "B1234567".into(), None))
+        );
+        assert_eq!(
+            parse_secret(b"MP1|B1|2317000001", 3),
+            Some(("MP1".into(), "B1".into(), Some("2317000001".into())))
+        );
+        for bad in [
+            &b"MP1|B1|x"[..],
+            b"MP1",
+            b"|B1",
+            b"MP1|",
+            b"MP1|B1\x01",
+            b"MP1| B1",
+            b"\xffx|y",
+        ] {
+            assert_eq!(parse_secret(bad, 2), None, "{bad:?}");
+        }
+        assert_eq!(parse_secret(b"MP1|B1", 3), None);
+    }
+}

@@ -1,0 +1,368 @@
+//! The HTTP side: a hyper 1 server on a real socket. It enforces the transport limits (headers,
+//! body size and time, connections), routes paths to a service, reads the envelope, checks the
+//! SOAPAction, hands the operation to `ops::dispatch` and writes the reply or the fault.
+
+use crate::app::App;
+use crate::error::{Error, Service};
+use crate::ops::{self, register_terminal, Context, Reply};
+use crate::soap::{self, Base};
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+/// Our WSDL and schema files, compiled in so the binary serves them from anywhere.
+pub const WSDL_FILES: &[(&str, &str)] = &[
+    ("SIS.wsdl", include_str!("../wsdl/SIS.wsdl")),
+    ("TPS.wsdl", include_str!("../wsdl/TPS.wsdl")),
+];
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Serve until `shutdown` resolves, then finish in-flight requests and return.
+pub async fn run(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let limits = app.config.limits.clone();
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let svc = hyper::service::service_fn(move |req| handle(app.clone(), peer, req));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout())
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    app.store.flush().map_err(std::io::Error::other)?;
+    Ok(())
+}
+
+fn service_for(path: &str) -> Option<Service> {
+    match path {
+        "/SIS.svc" | "/2.1.32/SIS.svc" | "/2.1.28/SIS.svc" => Some(Service::Sis),
+        "/TPS.svc" | "/2.1.32/TPS.svc" | "/2.1.28/TPS.svc" => Some(Service::Tps),
+        _ => None,
+    }
+}
+
+async fn handle(
+    app: Arc<App>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("request", id, method = %req.method(), path = req.uri().path());
+    let started = std::time::Instant::now();
+    let resp = route(&app, peer, req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "done"
+        )
+    });
+    Ok(resp)
+}
+
+async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_ascii_lowercase();
+    let method = req.method().clone();
+    if let Some(service) = service_for(&path) {
+        return match method {
+            Method::POST => soap_request(app, service, peer, req).await,
+            Method::GET if query == "wsdl" || query == "singlewsdl" => {
+                let name = if service == Service::Sis {
+                    "SIS.wsdl"
+                } else {
+                    "TPS.wsdl"
+                };
+                wsdl_file(name)
+            }
+            _ => fault_response(&Error::MethodNotAllowed, service, "Unknown", Base::Evosnap),
+        };
+    }
+    if let Some(name) = path.strip_prefix("/wsdl/") {
+        return wsdl_file(name);
+    }
+    if let Some(rest) = path
+        .strip_prefix("/2.1.32/REST/SIS.svc/registerTerminal/")
+        .or_else(|| path.strip_prefix("/REST/SIS.svc/registerTerminal/"))
+    {
+        if method != Method::POST {
+            return fault_response(
+                &Error::MethodNotAllowed,
+                Service::Sis,
+                "RegisterTerminal",
+                Base::Evosnap,
+            );
+        }
+        return rest_register(app, peer, rest, &req).await;
+    }
+    if path == "/healthz" && method == Method::GET {
+        return plain(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into());
+    }
+    fault_response(&Error::NotFound, Service::Sis, "Unknown", Base::Evosnap)
+}
+
+fn wsdl_file(name: &str) -> Response<Full<Bytes>> {
+    match WSDL_FILES.iter().find(|(n, _)| *n == name) {
+        Some((_, body)) => plain(
+            StatusCode::OK,
+            "text/xml; charset=utf-8",
+            Bytes::from_static(body.as_bytes()),
+        ),
+        None => fault_response(&Error::NotFound, Service::Sis, "Unknown", Base::Evosnap),
+    }
+}
+
+fn plain(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn fault_response(err: &Error, service: Service, op: &str, base: Base) -> Response<Full<Bytes>> {
+    let fault = err.to_fault(service, op);
+    if fault.code == "s:Server" {
+        tracing::error!(error = %err, operation = op, "request failed");
+    } else {
+        tracing::debug!(error = %err, operation = op, "request refused");
+    }
+    let status =
+        StatusCode::from_u16(fault.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    plain(
+        status,
+        "text/xml; charset=utf-8",
+        fault.to_envelope(base).into(),
+    )
+}
+
+/// The decoded HTTP Basic credentials (`user:password`), if the header is there and decodes.
+fn basic_credentials<B>(req: &Request<B>) -> Option<String> {
+    let v = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, b64) = v.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") || b64.len() > 8192 {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    String::from_utf8(raw).ok()
+}
+
+/// Read the whole body under the size and time limits.
+async fn read_body(app: &App, body: Incoming) -> Result<Bytes, Error> {
+    let max = app.config.limits.max_body_bytes;
+    let collect = Limited::new(body, max).collect();
+    match tokio::time::timeout(app.config.limits.body_timeout(), collect).await {
+        Err(_) => Err(Error::BodyTimeout),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Error::PayloadTooLarge(max))
+        }
+        Ok(Err(e)) => Err(Error::validation(
+            "Body",
+            format!("the request body could not be read: {e}"),
+        )),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+async fn soap_request(
+    app: &App,
+    service: Service,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let ct_ok = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase().starts_with("text/xml"))
+        .unwrap_or(false);
+    if !ct_ok {
+        return fault_response(
+            &Error::UnsupportedMediaType,
+            service,
+            "Unknown",
+            Base::Evosnap,
+        );
+    }
+    if let Some(len) = req.headers().get(hyper::header::CONTENT_LENGTH) {
+        let too_big = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|n| n > app.config.limits.max_body_bytes as u64);
+        if too_big {
+            return fault_response(
+                &Error::PayloadTooLarge(app.config.limits.max_body_bytes),
+                service,
+                "Unknown",
+                Base::Evosnap,
+            );
+        }
+    }
+    let action = req
+        .headers()
+        .get("soapaction")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().trim_matches('"').to_owned());
+    let basic = basic_credentials(&req);
+    let body = match read_body(app, req.into_body()).await {
+        Ok(b) => b,
+        Err(e) => return fault_response(&e, service, "Unknown", Base::Evosnap),
+    };
+    let envelope = match soap::parse_envelope(&body, &app.xml_limits) {
+        Ok(e) => e,
+        Err(e) => return fault_response(&e.into(), service, "Unknown", Base::Evosnap),
+    };
+    let op = &envelope.operation;
+    let Some((name, base)) = ops::identify(service, op) else {
+        let e = Error::UnknownOperation(op.name.clone());
+        return fault_response(&e, service, &op.name, Base::Evosnap);
+    };
+    if let Some(a) = action.as_deref().filter(|a| !a.is_empty()) {
+        if a != ops::soap_action(service, base, name) {
+            return fault_response(&Error::ActionMismatch, service, name, base);
+        }
+    }
+    let ctx = Context {
+        base,
+        basic_user: basic,
+        peer: Some(peer),
+    };
+    let work = ops::dispatch(app, service, name, op, &ctx);
+    let result = match tokio::time::timeout(app.config.limits.handler_timeout(), work).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::HandlerTimeout),
+    };
+    match result {
+        Ok(Reply { header, body }) => plain(
+            StatusCode::OK,
+            "text/xml; charset=utf-8",
+            soap::envelope(header.as_deref(), &body).into(),
+        ),
+        Err(e) => fault_response(&e, service, name, base),
+    }
+}
+
+/// `POST /2.1.32/REST/SIS.svc/registerTerminal/{ServiceKey}/{VendorId}`, credentials in Basic.
+/// Answers the token as a JSON string, or a REST ErrorResponse with 401.
+async fn rest_register(
+    app: &App,
+    peer: SocketAddr,
+    rest: &str,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let mut parts = rest.split('/');
+    let (sk, vendor) = (parts.next(), parts.next());
+    let creds = match (sk, vendor, parts.next()) {
+        (Some(s), Some(v), None) if !s.is_empty() && !v.is_empty() => {
+            let basic = basic_credentials(req).and_then(|b| register_terminal::split_basic(&b));
+            register_terminal::from_parts(
+                Some(s),
+                Some(v),
+                basic.as_ref().map(|b| b.0.as_str()),
+                basic.as_ref().map(|b| b.1.as_str()),
+            )
+        }
+        _ => Err(Error::NotFound),
+    };
+    let ctx = Context {
+        base: Base::Evosnap,
+        basic_user: None,
+        peer: Some(peer),
+    };
+    let result = match creds {
+        Ok(c) => register_terminal::apply(app, &c, &ctx).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(token) => plain(
+            StatusCode::OK,
+            "application/json; charset=utf-8",
+            format!("\"{token}\"").into(),
+        ),
+        Err(e) => {
+            let f = e.to_fault(Service::Sis, "RegisterTerminal");
+            let status = match &e {
+                Error::Authentication(_) => StatusCode::UNAUTHORIZED,
+                Error::NotFound => StatusCode::NOT_FOUND,
+                _ => {
+                    StatusCode::from_u16(f.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+                }
+            };
+            let json = format!(
+                "{{\"ErrorId\":{},\"HelpUrl\":null,\"Messages\":[{}],\"Operation\":\"RegisterTerminal\",\"Reason\":{},\"ValidationErrors\":[]}}",
+                f.error_id,
+                json_string(&f.problem_type),
+                json_string(&f.problem_type)
+            );
+            plain(status, "application/json; charset=utf-8", json.into())
+        }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
