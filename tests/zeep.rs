@@ -1,0 +1,85 @@
+//! A real SOAP client (Python zeep) loads our WSDL and calls the server over a real socket.
+//! `scripts/test` creates the virtualenv with zeep; set SNAPGATE_PYTHON to use another Python.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::process::Output;
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("SNAPGATE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "zeep is needed for this test: run ./scripts/test (it creates .venv with zeep), \
+         or set SNAPGATE_PYTHON to a python that has zeep installed"
+    );
+    venv
+}
+
+pub async fn zeep(args: Vec<String>) -> Output {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/zeep/client.py");
+    tokio::process::Command::new(python())
+        .arg(script)
+        .args(args)
+        .output()
+        .await
+        .expect("python runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn zeep_registers_a_terminal_from_our_wsdl_and_the_server_wsdl() {
+    let srv = TestServer::start().await;
+    let base = srv.url("");
+    for (i, from_server) in [false, true].into_iter().enumerate() {
+        let k = ksn(TDES_KSN_BASE, 1 + i as u32);
+        let es = srv.encrypt_secret(&k, "MP1|ZEEP0001");
+        let mut args = vec![];
+        if from_server {
+            args.push("--wsdl-from-server".to_string());
+        }
+        args.extend(
+            ["register", &base, SERVICE_KEY, VENDOR_ID, &es, &k]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        let out = zeep(args).await;
+        assert!(
+            out.status.success(),
+            "zeep failed: {}\n{}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tok = stdout(&out);
+        let claims = snapgate::token::verify(
+            &srv.app.keys.signing,
+            &tok,
+            t0(),
+            chrono::Duration::zero(),
+        )
+        .expect("zeep got a valid token");
+        assert_eq!(claims.claims().device_serial, "ZEEP0001");
+    }
+}
+
+#[tokio::test]
+async fn zeep_sees_a_typed_authentication_fault() {
+    let srv = TestServer::start().await;
+    let k = ksn(TDES_KSN_BASE, 1);
+    let out = zeep(
+        ["register", &srv.url(""), SERVICE_KEY, VENDOR_ID, &"00".repeat(16), &k]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout(&out), "FAULT AuthenticationFault 406");
+}
