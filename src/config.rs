@@ -228,6 +228,8 @@ pub struct ProcessorConfig {
     pub mode: ProcessorMode,
     pub upstream_url: Option<String>,
     pub upstream_timeout_ms: u64,
+    /// Session token sent upstream in place of the terminal's (forward mode); none keeps it.
+    pub upstream_session_token: Option<String>,
 }
 
 impl Default for ProcessorConfig {
@@ -236,6 +238,7 @@ impl Default for ProcessorConfig {
             mode: ProcessorMode::Sandbox,
             upstream_url: None,
             upstream_timeout_ms: 10_000,
+            upstream_session_token: None,
         }
     }
 }

@@ -83,6 +83,9 @@ pub enum Error {
     },
     #[error("upstream processor: {0}")]
     Upstream(String),
+    /// A SOAP fault the upstream processor sent, relayed to the terminal as it came.
+    #[error("upstream processor answered with a fault")]
+    UpstreamFault(String),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("internal: {0}")]
@@ -126,7 +129,7 @@ impl Error {
             Error::Envelope(_) | Error::Validation { .. } | Error::ActionMismatch => "validation",
             Error::UnknownOperation(_) => "unknown_operation",
             Error::Transaction { .. } => "transaction",
-            Error::Upstream(_) => "upstream",
+            Error::Upstream(_) | Error::UpstreamFault(_) => "upstream",
             Error::Store(_) | Error::Internal(_) => "internal",
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
@@ -217,7 +220,7 @@ impl Error {
                 f.transaction_id = transaction_id.clone();
                 f.transaction_state = state.clone();
             }
-            Error::Upstream(_) => {
+            Error::Upstream(_) | Error::UpstreamFault(_) => {
                 f.code = "s:Server";
                 f.detail = "CWSConnectionFault";
                 f.error_id = 328;

@@ -5,12 +5,15 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod card;
 pub mod clock;
 pub mod config;
 pub mod dukpt;
 pub mod error;
 pub mod ops;
+pub mod processor;
 pub mod server;
+pub mod session;
 pub mod soap;
 pub mod store;
 pub mod token;

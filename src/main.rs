@@ -166,7 +166,7 @@ fn serve(
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.server.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(%addr, store = %cfg.store.path.display(), bdks = keys.bdks.len(), "snapgate listening");
-        let app = App::new(cfg, keys, store, Arc::new(SystemClock));
+        let app = App::new(cfg, keys, store, Arc::new(SystemClock))?;
         snapgate::server::run(app, listener, shutdown_signal())
             .await
             .map_err(|e| e.to_string())?;

@@ -291,6 +291,18 @@ async fn soap_request(
             "text/xml; charset=utf-8",
             soap::envelope(header.as_deref(), &body).into(),
         ),
+        Err(Error::UpstreamFault(body)) => {
+            let mut r = plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/xml; charset=utf-8",
+                body.into(),
+            );
+            r.headers_mut().insert(
+                "x-snapgate-relayed",
+                HeaderValue::from_static("upstream-fault"),
+            );
+            r
+        }
         Err(e) => fault_response(&e, service, name, base),
     }
 }

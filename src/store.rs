@@ -67,6 +67,7 @@ impl fmt::Display for TerminalId {
 pub struct PendingToken {
     pub token_id: TokenId,
     pub issued_at_ms: i64,
+    pub expires_at_ms: i64,
 }
 
 /// Everything snapgate keeps about one terminal. Times are Unix milliseconds.

@@ -3,6 +3,7 @@
 
 pub mod ping;
 pub mod register_terminal;
+pub mod transaction;
 
 use crate::app::App;
 use crate::error::{Error, Service};
@@ -68,6 +69,9 @@ pub async fn dispatch(
                 header: None,
                 body: register_terminal::respond(ctx.base, &token),
             })
+        }
+        (Service::Tps, op_name) if transaction::OPERATIONS.contains(&op_name) => {
+            transaction::apply(app, name, op, ctx).await
         }
         _ => Err(Error::UnknownOperation(name.to_owned())),
     }

@@ -1,0 +1,164 @@
+//! Who is calling a transaction operation, and the renewed-token state machine.
+//!
+//! `authenticate` checks a TerminalAccessToken: signature and validity window (no store access),
+//! then one store read to see that it is the terminal's current token or its pending renewed
+//! one. Using the pending token is the terminal's proof that it received it: only then does it
+//! become current, the flag clear, and the old token stop working.
+//!
+//! `settle` runs once the request is known to be valid: it records the KSN counter (replay
+//! protection), raises the RefreshToken flag once the token is `refresh_age` old, and, when the
+//! transaction carries encrypted track data and the flag is up, returns the renewed token to
+//! append. There is at most one pending token per terminal, and re-sending it mints the same
+//! bytes, so concurrent transactions all hand out the same token and none can strand the
+//! terminal. Transactions without track data and without a due refresh write nothing.
+
+use crate::app::App;
+use crate::dukpt::Ksn;
+use crate::error::{AuthFailure, Error};
+use crate::store::{self, from_ms, to_ms, PendingToken, TerminalId, TerminalRecord};
+use crate::token::{self, Claims, TokenError, TokenId, VerifiedToken};
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub terminal_id: TerminalId,
+    pub token: VerifiedToken,
+    /// The terminal record as read (after promoting a pending token, if that happened).
+    pub record: TerminalRecord,
+}
+
+fn invalid(reason: &'static str) -> Error {
+    Error::InvalidToken(reason)
+}
+
+/// Check a session token and find its terminal.
+pub fn authenticate(app: &App, session_token: Option<&str>) -> Result<Session, Error> {
+    let raw = session_token.ok_or(invalid("missing"))?;
+    let now = app.clock.now();
+    let verified = token::verify(&app.keys.signing, raw, now, app.config.token.skew()).map_err(
+        |e| match e {
+            TokenError::Expired => Error::ExpiredToken,
+            TokenError::Malformed => invalid("malformed"),
+            TokenError::UnknownKey => invalid("unknown signing key"),
+            TokenError::BadSignature => invalid("bad signature"),
+            TokenError::NotYetValid => invalid("not yet valid"),
+        },
+    )?;
+    let c = verified.claims();
+    let id = TerminalId::new(&c.service_key, &c.device_serial);
+    let record = app.store.get(&id)?.ok_or(invalid("unknown terminal"))?;
+    if record.revoked {
+        return Err(invalid("terminal revoked"));
+    }
+    if record.device_id != c.device_id || record.merchant_profile_id != c.merchant_profile_id {
+        return Err(invalid("terminal re-registered"));
+    }
+    if record.token_id == c.token_id {
+        return Ok(Session {
+            terminal_id: id,
+            token: verified,
+            record,
+        });
+    }
+    match record.pending {
+        Some(p) if p.token_id == c.token_id => {
+            let record = promote(app, &id, c.token_id)?;
+            tracing::info!(terminal = %id, token_id = %c.token_id, "renewed token received; now current");
+            Ok(Session {
+                terminal_id: id,
+                token: verified,
+                record,
+            })
+        }
+        _ => Err(invalid("superseded")),
+    }
+}
+
+/// Make the pending token `token_id` current: the terminal has shown it holds it.
+fn promote(app: &App, id: &TerminalId, token_id: TokenId) -> Result<TerminalRecord, Error> {
+    let refresh_age = app.config.token.refresh_age();
+    store::update(&*app.store, id, |cur| {
+        let cur = cur.ok_or(invalid("unknown terminal"))?;
+        if cur.token_id == token_id {
+            // Another request promoted it first.
+            return Ok((None, cur.clone()));
+        }
+        let p = match cur.pending {
+            Some(p) if p.token_id == token_id => p,
+            _ => return Err(invalid("superseded")),
+        };
+        let mut r = cur.clone();
+        r.token_id = p.token_id;
+        r.issued_at_ms = p.issued_at_ms;
+        r.expires_at_ms = p.expires_at_ms;
+        r.refresh_due_at_ms = to_ms(from_ms(p.issued_at_ms) + refresh_age);
+        r.refresh_flag = false;
+        r.pending = None;
+        Ok((Some(r.clone()), r))
+    })
+}
+
+/// Encrypted track data a transaction carried, already decrypted successfully.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackKsn(pub Ksn);
+
+/// Record what this transaction tells about the terminal; return the renewed token to append,
+/// if one is due and the transaction carried encrypted track data.
+pub fn settle(app: &App, s: &Session, track: Option<TrackKsn>) -> Result<Option<String>, Error> {
+    let now = app.clock.now();
+    let now_ms = to_ms(now);
+    let binding = app.config.security.device_binding;
+    let replay = app.config.security.replay_protection;
+    let claims = s.token.claims();
+    if let Some(TrackKsn(ksn)) = track {
+        if binding && ksn.device_id() != claims.device_id {
+            return Err(invalid("track data from another device"));
+        }
+    }
+    let tcfg = &app.config.token;
+    let due = |r: &TerminalRecord| r.refresh_flag || now_ms >= r.refresh_due_at_ms;
+    // Fast path: nothing to record, nothing to hand out.
+    if track.is_none() && (!due(&s.record) || s.record.refresh_flag) {
+        return Ok(None);
+    }
+    let pending = store::update(&*app.store, &s.terminal_id, |cur| {
+        let cur = cur.ok_or(invalid("unknown terminal"))?;
+        if cur.token_id != claims.token_id {
+            return Err(invalid("superseded"));
+        }
+        let mut r = cur.clone();
+        if let Some(TrackKsn(ksn)) = track {
+            if replay && r.device_id == ksn.device_id() && ksn.counter() <= r.last_counter {
+                return Err(Error::Authentication(AuthFailure::Replay));
+            }
+            r.last_counter = ksn.counter();
+        }
+        if due(&r) {
+            r.refresh_flag = true;
+            if track.is_some() && r.pending.is_none() {
+                r.pending = Some(PendingToken {
+                    token_id: TokenId::random(),
+                    issued_at_ms: now_ms,
+                    expires_at_ms: to_ms(now + tcfg.lifetime()),
+                });
+            }
+        }
+        let pending = if track.is_some() { r.pending } else { None };
+        let write = (r != *cur).then_some(r);
+        Ok((write, pending))
+    })?;
+    Ok(pending.map(|p| {
+        let renewed = Claims {
+            token_id: p.token_id,
+            issuer: tcfg.issuer.clone(),
+            issued_at: from_ms(p.issued_at_ms),
+            not_on_or_after: from_ms(p.expires_at_ms),
+            service_key: claims.service_key.clone(),
+            merchant_profile_id: claims.merchant_profile_id.clone(),
+            device_serial: claims.device_serial.clone(),
+            device_id: claims.device_id.clone(),
+        };
+        tracing::info!(terminal = %s.terminal_id, token_id = %p.token_id, "renewed token appended");
+        token::issue(&app.keys.signing, &renewed)
+    }))
+}
