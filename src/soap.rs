@@ -5,6 +5,11 @@
 //! be declared or expanded), and bounds depth, element count and attributes per element. The
 //! tree keeps namespaces resolved, `i:type` (resolved to namespace + local name) and `i:nil`;
 //! other attributes are counted against the limit and dropped.
+//!
+//! Every element owns a copy of its namespace name, so a namespace name used by an element is
+//! bounded too (`MAX_NAMESPACE_BYTES`): one long default namespace inherited by every element
+//! would otherwise turn a 64 KiB request into a tree of tens of megabytes. Error messages
+//! quote the request only in short excerpts, cut on a character boundary.
 
 use quick_xml::events::Event;
 use quick_xml::name::{QName, ResolveResult};
@@ -12,6 +17,10 @@ use quick_xml::NsReader;
 
 pub const SOAP_ENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 pub const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
+/// Longest namespace name an element or `i:type` may resolve to (real ones are under 100).
+pub const MAX_NAMESPACE_BYTES: usize = 512;
+/// Longest error message quoting the request.
+const MAX_MESSAGE_BYTES: usize = 160;
 
 /// The namespace base a client used: today's or the IP Commerce era's. Responses echo it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,6 +77,8 @@ pub enum EnvelopeError {
     TooManyElements(usize),
     #[error("an element has more than {0} attributes")]
     TooManyAttributes(usize),
+    #[error("a namespace name is longer than {0} bytes")]
+    NamespaceTooLong(usize),
     #[error("the document is not a SOAP 1.1 Envelope")]
     NotAnEnvelope,
     #[error("the Envelope must hold exactly one Body")]
@@ -167,21 +178,31 @@ pub fn parse_envelope(bytes: &[u8], limits: &XmlLimits) -> Result<Envelope, Enve
 }
 
 fn syntax(e: impl std::fmt::Display) -> EnvelopeError {
-    // quick-xml's messages name positions and tags, never more than a short excerpt.
+    // quick-xml's messages name positions and tags, which can be long and non-ASCII: keep a
+    // short excerpt, cut on a character boundary (`String::truncate` panics inside a char).
     let mut m = e.to_string();
-    m.truncate(160);
+    if m.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !m.is_char_boundary(end) {
+            end -= 1;
+        }
+        m.truncate(end);
+    }
     EnvelopeError::Syntax(m)
 }
 
 fn ns_of(r: ResolveResult) -> Result<Option<String>, EnvelopeError> {
     match r {
+        ResolveResult::Bound(ns) if ns.into_inner().len() > MAX_NAMESPACE_BYTES => {
+            Err(EnvelopeError::NamespaceTooLong(MAX_NAMESPACE_BYTES))
+        }
         ResolveResult::Bound(ns) => Ok(Some(
             std::str::from_utf8(ns.into_inner())
                 .map_err(|_| EnvelopeError::NotUtf8)?
                 .to_owned(),
         )),
         ResolveResult::Unbound => Ok(None),
-        ResolveResult::Unknown(p) => Err(EnvelopeError::Syntax(format!(
+        ResolveResult::Unknown(p) => Err(syntax(format_args!(
             "undeclared namespace prefix {:?}",
             String::from_utf8_lossy(&p)
         ))),
@@ -434,6 +455,49 @@ impl Fault {
         d.push_str("></detail></s:Fault>");
         envelope(None, &d)
     }
+}
+
+/// Write an element tree back out as XML (namespaces declared where they change). Used to relay
+/// requests and responses: only what the tree keeps (names, `i:type`, `i:nil`, text) survives.
+pub fn write_element(out: &mut String, e: &Element, parent_ns: Option<&str>) {
+    out.push('<');
+    out.push_str(&e.name);
+    if e.ns.as_deref() != parent_ns {
+        out.push_str(" xmlns=\"");
+        escape_into(out, e.ns.as_deref().unwrap_or(""));
+        out.push('"');
+    }
+    if e.xsi_type.is_some() || e.nil {
+        out.push_str(" xmlns:i=\"");
+        out.push_str(XSI_NS);
+        out.push('"');
+    }
+    if let Some((tns, local)) = &e.xsi_type {
+        if let Some(tns) = tns {
+            out.push_str(" xmlns:t0=\"");
+            escape_into(out, tns);
+            out.push_str("\" i:type=\"t0:");
+        } else {
+            out.push_str(" i:type=\"");
+        }
+        escape_into(out, local);
+        out.push('"');
+    }
+    if e.nil {
+        out.push_str(" i:nil=\"true\"");
+    }
+    if e.children.is_empty() && e.text.is_empty() {
+        out.push_str("/>");
+        return;
+    }
+    out.push('>');
+    escape_into(out, &e.text);
+    for c in &e.children {
+        write_element(out, c, e.ns.as_deref());
+    }
+    out.push_str("</");
+    out.push_str(&e.name);
+    out.push('>');
 }
 
 #[cfg(test)]
