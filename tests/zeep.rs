@@ -58,13 +58,9 @@ async fn zeep_registers_a_terminal_from_our_wsdl_and_the_server_wsdl() {
             String::from_utf8_lossy(&out.stderr)
         );
         let tok = stdout(&out);
-        let claims = snapgate::token::verify(
-            &srv.app.keys.signing,
-            &tok,
-            t0(),
-            chrono::Duration::zero(),
-        )
-        .expect("zeep got a valid token");
+        let claims =
+            snapgate::token::verify(&srv.app.keys.signing, &tok, t0(), chrono::Duration::zero())
+                .expect("zeep got a valid token");
         assert_eq!(claims.claims().device_serial, "ZEEP0001");
     }
 }
@@ -74,12 +70,68 @@ async fn zeep_sees_a_typed_authentication_fault() {
     let srv = TestServer::start().await;
     let k = ksn(TDES_KSN_BASE, 1);
     let out = zeep(
-        ["register", &srv.url(""), SERVICE_KEY, VENDOR_ID, &"00".repeat(16), &k]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        [
+            "register",
+            &srv.url(""),
+            SERVICE_KEY,
+            VENDOR_ID,
+            &"00".repeat(16),
+            &k,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
     )
     .await;
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stdout(&out), "FAULT AuthenticationFault 406");
+}
+
+#[tokio::test]
+async fn zeep_calls_authorize_and_capture_from_the_wsdl_and_reads_the_renewed_token() {
+    let srv = TestServer::start().await;
+    let base = srv.url("");
+    let tok = srv
+        .register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1234567")
+        .await;
+    let call = |tok: String, counter: u32| {
+        let k = ksn(TDES_KSN_BASE, counter);
+        let track = srv.encrypt_track(&k, TRACK2);
+        let base = base.clone();
+        async move {
+            zeep(
+                ["authorize-and-capture", &base, &tok, &track, &k, "10.00"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            )
+            .await
+        }
+    };
+    let out = call(tok.clone(), 2).await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = stdout(&out);
+    assert!(v.contains("\"Status\": \"Successful\""), "{v}");
+    assert!(v.contains("\"MaskedPAN\": \"545454XXXXXX5454\""), "{v}");
+    assert!(v.contains("\"TerminalAccessToken\": null"), "{v}");
+
+    srv.advance_days(30);
+    let out = call(tok.clone(), 3).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = stdout(&out);
+    assert!(v.contains("\"TerminalAccessToken\": \"PHNhbWw6"), "{v}");
 }

@@ -74,7 +74,7 @@ impl TestServer {
             }
         };
         let clock = ManualClock::new(t0());
-        let app = App::new(cfg, keys, store, Arc::new(clock.clone()));
+        let app = App::new(cfg, keys, store, Arc::new(clock.clone())).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -297,4 +297,95 @@ pub fn register_envelope(sk: &str, vendor: &str, es: &str, ksn: &str) -> String 
             ("KSN", ksn),
         ],
     )
+}
+
+pub const TPS_PATH: &str = "/2.1.32/TPS.svc";
+/// EVO's sample card on track 2.
+pub const TRACK2: &str = ";5454545454545454=13121010134988000010?";
+
+pub fn tps_action(op: &str) -> String {
+    format!(
+        "http://schemas.evosnap.com/CWS/v2.0/TransactionProcessing/ICwsTransactionProcessing/{op}"
+    )
+}
+
+impl TestServer {
+    pub async fn tps(&self, op: &str, body: &str) -> HttpReply {
+        self.soap(TPS_PATH, &tps_action(op), body).await
+    }
+
+    /// Authorize / AuthorizeAndCapture / ReturnUnlinked with EVO's card as encrypted track 2.
+    pub async fn swipe(&self, op: &str, token: &str, ksn_hex: &str, amount: &str) -> HttpReply {
+        let track = self.encrypt_track(ksn_hex, TRACK2);
+        let body = fixture(
+            "tps/new_transaction.xml",
+            &[
+                ("OP", op),
+                ("TOKEN", token),
+                ("TRACK", &track),
+                ("KSN", ksn_hex),
+                ("AMOUNT", amount),
+                ("REFERENCE", "R1"),
+            ],
+        );
+        self.tps(op, &body).await
+    }
+
+    /// A keyed (no track data) transaction.
+    pub async fn keyed(&self, op: &str, token: &str, merchant: &str, amount: &str) -> HttpReply {
+        let body = fixture(
+            "tps/keyed_transaction.xml",
+            &[
+                ("OP", op),
+                ("TOKEN", token),
+                ("PAN", "4012888888881881"),
+                ("AMOUNT", amount),
+                ("MERCHANT", merchant),
+            ],
+        );
+        self.tps(op, &body).await
+    }
+
+    /// Capture / Adjust / Undo / ReturnById on a transaction id; `extra` is inner XML.
+    pub async fn follow(&self, op: &str, token: &str, txn_id: &str, extra: &str) -> HttpReply {
+        let ty = match op {
+            "Capture" => "b:BankcardCapture",
+            "Adjust" => "t:Adjust",
+            "Undo" => "b:BankcardUndo",
+            _ => "b:BankcardReturn",
+        };
+        let body = fixture(
+            "tps/follow_up.xml",
+            &[
+                ("OP", op),
+                ("TOKEN", token),
+                ("TYPE", ty),
+                ("TXN_ID", txn_id),
+                ("EXTRA", extra),
+            ],
+        );
+        self.tps(op, &body).await
+    }
+}
+
+impl HttpReply {
+    /// The renewed TerminalAccessToken in the SOAP header, if any.
+    pub fn renewed_token(&self) -> Option<String> {
+        let x = self.xml();
+        let header = x.children.iter().find(|c| c.name == "Header")?;
+        let t = header
+            .children
+            .iter()
+            .find(|c| c.name == "TerminalAccessToken")?;
+        assert_eq!(
+            t.ns.as_deref(),
+            Some("http://schemas.evosnap.com/CWS/v2.0/ServiceInformation")
+        );
+        Some(t.text.trim().to_owned())
+    }
+
+    pub fn assert_ok(&self) -> &Self {
+        assert_eq!(self.status, 200, "{}", self.body);
+        self
+    }
 }

@@ -1,0 +1,289 @@
+//! The 30-day RefreshToken flow, walked day by day on a manual clock over a real socket.
+
+mod common;
+
+use common::*;
+use snapgate::store::{TerminalId, TerminalRecord};
+
+fn record(srv: &TestServer) -> TerminalRecord {
+    srv.app
+        .store
+        .get(&TerminalId::new(SERVICE_KEY, "B1234567"))
+        .unwrap()
+        .unwrap()
+}
+
+fn claims(srv: &TestServer, tok: &str) -> snapgate::token::Claims {
+    use snapgate::clock::Clock;
+    snapgate::token::verify(
+        &srv.app.keys.signing,
+        tok,
+        srv.clock.now(),
+        chrono::Duration::zero(),
+    )
+    .unwrap()
+    .claims()
+    .clone()
+}
+
+fn day(n: i64) -> chrono::DateTime<chrono::Utc> {
+    t0() + chrono::Duration::days(n)
+}
+
+async fn strict() -> TestServer {
+    TestServer::start_with(|c| c.token.clock_skew_seconds = 0).await
+}
+
+struct Terminal {
+    token: String,
+    counter: u32,
+}
+
+impl Terminal {
+    async fn register(srv: &TestServer) -> Terminal {
+        let token = srv
+            .register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1234567")
+            .await;
+        Terminal { token, counter: 1 }
+    }
+
+    fn next_ksn(&mut self) -> String {
+        self.counter += 1;
+        ksn(TDES_KSN_BASE, self.counter)
+    }
+
+    async fn swipe(&mut self, srv: &TestServer) -> HttpReply {
+        let k = self.next_ksn();
+        srv.swipe("AuthorizeAndCapture", &self.token.clone(), &k, "10.00")
+            .await
+    }
+}
+
+#[tokio::test]
+async fn flag_is_set_at_day_30_and_only_track_data_transactions_get_the_renewed_token() {
+    let srv = strict().await;
+    let mut t = Terminal::register(&srv).await;
+
+    // Day 0 and day 29: no flag, no token.
+    assert_eq!(t.swipe(&srv).await.assert_ok().renewed_token(), None);
+    srv.clock.set(day(29));
+    assert_eq!(t.swipe(&srv).await.assert_ok().renewed_token(), None);
+    assert!(!record(&srv).refresh_flag);
+
+    // Day 30: a transaction without track data sets the flag but carries no token.
+    srv.clock.set(day(30));
+    let r = srv
+        .keyed("AuthorizeAndCapture", &t.token, "MP1", "3.00")
+        .await;
+    assert_eq!(r.assert_ok().renewed_token(), None);
+    assert!(record(&srv).refresh_flag, "flag set in the store at day 30");
+    assert!(record(&srv).pending.is_none());
+
+    // The next transaction with encrypted track data gets the renewed token.
+    let r = t.swipe(&srv).await;
+    let renewed = r
+        .assert_ok()
+        .renewed_token()
+        .expect("renewed token appended");
+    let c = claims(&srv, &renewed);
+    assert_eq!(c.issued_at, day(30));
+    assert_eq!(c.not_on_or_after, day(120));
+    assert_eq!(c.device_serial, "B1234567");
+    assert_ne!(c.token_id, claims(&srv, &t.token).token_id);
+    // The flag stays set until the terminal uses it.
+    let rec = record(&srv);
+    assert!(rec.refresh_flag);
+    assert_eq!(rec.pending.unwrap().token_id, c.token_id);
+    assert_eq!(
+        rec.token_id,
+        claims(&srv, &t.token).token_id,
+        "old token still current"
+    );
+
+    // Follow-ups never carry a token.
+    let id = r.text_of("TransactionId").unwrap();
+    assert_eq!(
+        srv.follow("Undo", &t.token, &id, "")
+            .await
+            .assert_ok()
+            .renewed_token(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_lost_renewal_is_sent_again_and_the_switch_happens_only_on_use() {
+    let srv = strict().await;
+    let mut t = Terminal::register(&srv).await;
+    let old = t.token.clone();
+    srv.clock.set(day(30));
+    let first = t.swipe(&srv).await.assert_ok().renewed_token().unwrap();
+    // The terminal never saw that response: day 31 it swipes with the old token again.
+    srv.clock.set(day(31));
+    let again = t.swipe(&srv).await.assert_ok().renewed_token().unwrap();
+    assert_eq!(first, again, "the same renewed token, not a new one");
+    assert!(record(&srv).refresh_flag);
+
+    // Day 32: the terminal uses the renewed token: proof of receipt.
+    srv.clock.set(day(32));
+    t.token = again.clone();
+    let r = t.swipe(&srv).await;
+    assert_eq!(
+        r.assert_ok().renewed_token(),
+        None,
+        "no more tokens once the new one is in use"
+    );
+    let rec = record(&srv);
+    let c = claims(&srv, &again);
+    assert!(!rec.refresh_flag);
+    assert!(rec.pending.is_none());
+    assert_eq!(rec.token_id, c.token_id);
+    assert_eq!(rec.expires_at_ms, day(120).timestamp_millis());
+    assert_eq!(
+        rec.refresh_due_at_ms,
+        day(60).timestamp_millis(),
+        "next refresh 30 days after its issue"
+    );
+
+    // The old token is superseded.
+    let k = t.next_ksn();
+    srv.swipe("AuthorizeAndCapture", &old, &k, "1.00")
+        .await
+        .assert_fault("InvalidTokenFault", 5005);
+
+    // And the cycle repeats: day 59 nothing, day 60 a third token.
+    srv.clock.set(day(59));
+    assert_eq!(t.swipe(&srv).await.assert_ok().renewed_token(), None);
+    srv.clock.set(day(60));
+    let third = t.swipe(&srv).await.assert_ok().renewed_token().unwrap();
+    assert_eq!(claims(&srv, &third).not_on_or_after, day(150));
+}
+
+#[tokio::test]
+async fn a_terminal_that_never_swipes_its_renewal_expires_at_day_90() {
+    let srv = strict().await;
+    let mut t = Terminal::register(&srv).await;
+    // Only keyed transactions: the flag goes up but no token can be delivered.
+    srv.clock.set(day(31));
+    assert_eq!(
+        srv.keyed("Authorize", &t.token, "MP1", "1.00")
+            .await
+            .assert_ok()
+            .renewed_token(),
+        None
+    );
+    srv.clock.set(day(89));
+    assert_eq!(
+        srv.keyed("Authorize", &t.token, "MP1", "1.00")
+            .await
+            .assert_ok()
+            .renewed_token(),
+        None
+    );
+    assert!(record(&srv).refresh_flag);
+    srv.clock.set(day(90));
+    let k = t.next_ksn();
+    srv.swipe("Authorize", &t.token, &k, "1.00")
+        .await
+        .assert_fault("ExpiredTokenFault", 5000);
+    srv.clock.set(day(91));
+    srv.keyed("Authorize", &t.token, "MP1", "1.00")
+        .await
+        .assert_fault("ExpiredTokenFault", 5000);
+    // Registering again brings it back.
+    let k = t.next_ksn();
+    t.token = srv.register_ok(&k, "MP1|B1234567").await;
+    t.swipe(&srv).await.assert_ok();
+}
+
+#[tokio::test]
+async fn a_renewal_delivered_at_day_89_outlives_the_old_token() {
+    let srv = strict().await;
+    let mut t = Terminal::register(&srv).await;
+    srv.clock.set(day(89));
+    let renewed = t.swipe(&srv).await.assert_ok().renewed_token().unwrap();
+    assert_eq!(claims(&srv, &renewed).not_on_or_after, day(179));
+    srv.clock.set(day(91));
+    // Old token expired; the renewed one works and becomes current.
+    let k = t.next_ksn();
+    srv.swipe("Authorize", &t.token, &k, "1.00")
+        .await
+        .assert_fault("ExpiredTokenFault", 5000);
+    t.token = renewed;
+    assert_eq!(t.swipe(&srv).await.assert_ok().renewed_token(), None);
+    assert!(!record(&srv).refresh_flag);
+}
+
+#[tokio::test]
+async fn concurrent_eligible_transactions_all_carry_the_same_renewed_token() {
+    // Concurrency from one device interleaves KSN counters; replay protection would refuse
+    // the late ones, which is not what this test is about.
+    let srv = std::sync::Arc::new(
+        TestServer::start_with(|c| {
+            c.token.clock_skew_seconds = 0;
+            c.security.replay_protection = false;
+        })
+        .await,
+    );
+    let t = Terminal::register(&srv).await;
+    srv.clock.set(day(45));
+    let tasks: Vec<_> = (0..16u32)
+        .map(|i| {
+            let srv = srv.clone();
+            let tok = t.token.clone();
+            tokio::spawn(async move {
+                srv.swipe(
+                    "AuthorizeAndCapture",
+                    &tok,
+                    &ksn(TDES_KSN_BASE, 100 + i),
+                    "1.00",
+                )
+                .await
+                .assert_ok()
+                .renewed_token()
+            })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for task in tasks {
+        tokens.push(
+            task.await
+                .unwrap()
+                .expect("every eligible response carries a token"),
+        );
+    }
+    tokens.dedup();
+    assert_eq!(
+        tokens.len(),
+        1,
+        "one renewed token for all concurrent responses"
+    );
+    assert_eq!(
+        record(&srv).pending.unwrap().token_id,
+        claims(&srv, &tokens[0]).token_id
+    );
+}
+
+#[tokio::test]
+async fn renewal_survives_a_restart_and_reregistration_drops_it() {
+    let srv = strict().await;
+    let mut t = Terminal::register(&srv).await;
+    srv.clock.set(day(30));
+    let renewed = t.swipe(&srv).await.assert_ok().renewed_token().unwrap();
+    let dir = srv.stop().await;
+    let srv = TestServer::start_in(dir, |c| c.token.clock_skew_seconds = 0).await;
+    srv.clock.set(day(31));
+    assert!(record(&srv).refresh_flag, "flag survived the restart");
+    let again = t.swipe(&srv).await.assert_ok().renewed_token().unwrap();
+    assert_eq!(again, renewed);
+    // Registering again resets the terminal: the pending token dies with the old one.
+    let k = t.next_ksn();
+    let fresh = srv.register_ok(&k, "MP1|B1234567").await;
+    let k = t.next_ksn();
+    srv.swipe("Authorize", &renewed, &k, "1.00")
+        .await
+        .assert_fault("InvalidTokenFault", 5005);
+    t.token = fresh;
+    assert_eq!(t.swipe(&srv).await.assert_ok().renewed_token(), None);
+    assert!(!record(&srv).refresh_flag);
+}
