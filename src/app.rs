@@ -1,16 +1,25 @@
-//! The shared state every request sees: configuration, keys, the store, the clock.
+//! The shared state every request sees: configuration, keys, the store, the clock, metrics.
+//!
+//! Keys and token settings are "live": `reload` swaps them from the files without a restart,
+//! and every request takes the current ones with `keys()` / `token()` (an `Arc` clone).
 
 use crate::clock::Clock;
-use crate::config::{Config, Keys, ProcessorMode};
+use crate::config::{Config, Keys, ProcessorMode, TokenConfig};
+use crate::limiter::Limiter;
+use crate::metrics::Metrics;
 use crate::processor::forward::Forward;
 use crate::processor::sandbox::Sandbox;
 use crate::soap::XmlLimits;
 use crate::store::{GroupCommit, SledStore, TerminalStore};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 pub struct App {
     pub config: Config,
-    pub keys: Keys,
+    /// The config file the server was started from, for `reload`.
+    pub config_path: Option<PathBuf>,
+    keys: RwLock<Arc<Keys>>,
+    token: RwLock<Arc<TokenConfig>>,
     pub store: Arc<dyn TerminalStore>,
     pub sled: SledStore,
     pub commit: GroupCommit,
@@ -19,6 +28,8 @@ pub struct App {
     pub sandbox: Sandbox,
     /// Set in forward mode: transactions go upstream instead of to the sandbox.
     pub forward: Option<Forward>,
+    pub metrics: Metrics,
+    pub limiter: Limiter,
 }
 
 impl App {
@@ -53,9 +64,12 @@ impl App {
             max_elements: l.max_xml_elements,
             max_attributes: l.max_xml_attributes,
         };
+        let limiter = Limiter::new(config.security.lockout.clone());
         Ok(Arc::new(App {
+            token: RwLock::new(Arc::new(config.token.clone())),
             config,
-            keys,
+            config_path: None,
+            keys: RwLock::new(Arc::new(keys)),
             store,
             sled,
             commit,
@@ -63,6 +77,52 @@ impl App {
             xml_limits,
             sandbox,
             forward,
+            metrics: Metrics::default(),
+            limiter,
         }))
+    }
+
+    /// Remember the config file, so `reload` can read it again.
+    pub fn with_config_path(mut self: Arc<Self>, path: PathBuf) -> Arc<Self> {
+        if let Some(app) = Arc::get_mut(&mut self) {
+            app.config_path = Some(path);
+        }
+        self
+    }
+
+    /// The keys in force now.
+    pub fn keys(&self) -> Arc<Keys> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The token settings in force now.
+    pub fn token(&self) -> Arc<TokenConfig> {
+        self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Swap in new keys and token settings (they apply to tokens issued from now on).
+    pub fn replace(&self, keys: Keys, token: TokenConfig) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        *self.token.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(token);
+    }
+
+    /// Re-read the config file's `[token]` section and the key file. Other settings (listen
+    /// addresses, limits, store) need a restart. Nothing changes if either file is bad.
+    pub fn reload(&self) -> Result<(), String> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or("the server was not started from a config file")?;
+        let cfg = Config::load(path).map_err(|e| e.to_string())?;
+        let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
+        tracing::info!(
+            lifetime_days = cfg.token.lifetime_days,
+            refresh_age_days = cfg.token.refresh_age_days,
+            signing_key = keys.signing.active().kid(),
+            bdks = keys.bdks.len(),
+            "reloaded keys and token settings"
+        );
+        self.replace(keys, cfg.token);
+        Ok(())
     }
 }

@@ -61,6 +61,9 @@ pub struct Config {
     pub security: SecurityConfig,
     pub processor: ProcessorConfig,
     pub log: LogConfig,
+    /// HTTPS (and optionally mTLS) on the listener; none serves plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,6 +165,9 @@ pub struct TokenConfig {
     pub refresh_age_days: u32,
     /// Clock difference tolerated on NotBefore / NotOnOrAfter.
     pub clock_skew_seconds: u32,
+    /// How often the server raises RefreshToken flags that have come due (0: never; the first
+    /// transaction after the due date still raises it).
+    pub sweep_interval_seconds: u32,
 }
 
 impl Default for TokenConfig {
@@ -171,6 +177,7 @@ impl Default for TokenConfig {
             lifetime_days: 90,
             refresh_age_days: 30,
             clock_skew_seconds: 300,
+            sweep_interval_seconds: 3600,
         }
     }
 }
@@ -209,6 +216,35 @@ pub struct SecurityConfig {
     pub device_binding: bool,
     /// A KSN counter not above the last one seen for the device is refused.
     pub replay_protection: bool,
+    /// Lockout after repeated failed registrations.
+    pub lockout: LockoutConfig,
+}
+
+/// Brute-force protection for RegisterTerminal. A locked-out source gets the same
+/// AuthenticationFault as any other failure, without its secret being tried.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutConfig {
+    /// Failures from one source address within `window_seconds` that lock it out.
+    pub max_failures_per_address: u32,
+    /// Failures for one KSN device id or device serial within `window_seconds` that lock it.
+    pub max_failures_per_device: u32,
+    pub window_seconds: u32,
+    pub lockout_seconds: u32,
+    /// Most sources tracked at once (bounds memory under a flood of addresses).
+    pub max_tracked: usize,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        LockoutConfig {
+            max_failures_per_address: 20,
+            max_failures_per_device: 5,
+            window_seconds: 60,
+            lockout_seconds: 300,
+            max_tracked: 100_000,
+        }
+    }
 }
 
 impl Default for SecurityConfig {
@@ -217,6 +253,7 @@ impl Default for SecurityConfig {
             keys_file: PathBuf::from("keys.toml"),
             device_binding: true,
             replay_protection: true,
+            lockout: LockoutConfig::default(),
         }
     }
 }
@@ -286,6 +323,9 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.store.path = base.join(&cfg.store.path);
         cfg.security.keys_file = base.join(&cfg.security.keys_file);
+        if let Some(tls) = cfg.tls.as_mut() {
+            tls.resolve_paths(base);
+        }
         Ok(cfg)
     }
 }
@@ -591,8 +631,46 @@ fn key_usage(v: VariantName, scheme: Scheme, aes_key_type: AesKeyType) -> Option
     })
 }
 
+/// Add a fresh signing key to the key file and make it the active one. Older keys stay, so
+/// tokens they signed keep verifying; remove one only after `lifetime_days` have passed.
+/// The file is replaced atomically and stays mode 600. Returns the new key id.
+pub fn rotate_signing_key(path: &Path) -> Result<String, ConfigError> {
+    check_private(path)?;
+    let text =
+        Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?,
+        );
+    let mut file: KeyFile = toml::from_str(&text).map_err(|e| {
+        keys_err(
+            path,
+            format!("not a valid key file (near byte {:?})", e.span()),
+        )
+    })?;
+    let sk = SigningKey::generate();
+    file.signing_keys.push(SigningKeyEntry {
+        kid: sk.kid().to_owned(),
+        key: Zeroizing::new(sk.key_hex().to_string()),
+    });
+    file.active_signing_key = sk.kid().to_owned();
+    let out = Zeroizing::new(toml::to_string_pretty(&file).map_err(|e| keys_err(path, e))?);
+    // Check the result loads before it replaces anything.
+    let reparsed: KeyFile = toml::from_str(&out).map_err(|e| keys_err(path, e))?;
+    Keys::from_file(path, reparsed)?;
+    let tmp = path.with_extension("toml.new");
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, &out)?;
+    std::fs::rename(&tmp, path).map_err(|source| ConfigError::Write {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(sk.kid().to_owned())
+}
+
 #[cfg(unix)]
-fn check_private(path: &Path) -> Result<(), ConfigError> {
+pub(crate) fn check_private(path: &Path) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
@@ -609,7 +687,7 @@ fn check_private(path: &Path) -> Result<(), ConfigError> {
 }
 
 #[cfg(not(unix))]
-fn check_private(_path: &Path) -> Result<(), ConfigError> {
+pub(crate) fn check_private(_path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
@@ -693,9 +771,10 @@ vendor_ids = ["{vendor}"]
 }
 
 /// The dev config file, with every setting written out.
-pub fn dev_config_file(listen: SocketAddr) -> String {
+pub fn dev_config_file(listen: SocketAddr, admin: Option<SocketAddr>) -> String {
     let mut cfg = Config::default();
     cfg.server.listen = listen;
+    cfg.server.admin_listen = admin;
     format!(
         "# snapgate dev config, written by `snapgate init`. Paths are relative to this file.\n{}",
         toml::to_string_pretty(&cfg).expect("config serializes")
@@ -704,6 +783,15 @@ pub fn dev_config_file(listen: SocketAddr) -> String {
 
 /// Write a dev config and key file into `dir` (which is created). Returns the config path.
 pub fn init_dev(dir: &Path, listen: SocketAddr) -> Result<PathBuf, ConfigError> {
+    init_dev_with_admin(dir, listen, None)
+}
+
+/// `init_dev` with an admin listener (metrics, health, operator endpoints) written in.
+pub fn init_dev_with_admin(
+    dir: &Path,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+) -> Result<PathBuf, ConfigError> {
     std::fs::create_dir_all(dir).map_err(|source| ConfigError::Write {
         path: dir.to_owned(),
         source,
@@ -716,9 +804,11 @@ pub fn init_dev(dir: &Path, listen: SocketAddr) -> Result<PathBuf, ConfigError> 
     if !keys_path.exists() {
         write_private(&keys_path, &dev_key_file())?;
     }
-    std::fs::write(&cfg_path, dev_config_file(listen)).map_err(|source| ConfigError::Write {
-        path: cfg_path.clone(),
-        source,
+    std::fs::write(&cfg_path, dev_config_file(listen, admin)).map_err(|source| {
+        ConfigError::Write {
+            path: cfg_path.clone(),
+            source,
+        }
     })?;
     Ok(cfg_path)
 }
@@ -779,6 +869,21 @@ mod tests {
             err.contains("32 hex digits") && !err.contains("0123456789ABCDEF"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn rotation_adds_an_active_key_and_keeps_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = init_dev(dir.path(), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let keys_path = Config::load(&cfg_path).unwrap().security.keys_file;
+        let before = Keys::load(&keys_path).unwrap();
+        let old_kid = before.signing.active().kid().to_owned();
+        let new_kid = rotate_signing_key(&keys_path).unwrap();
+        let after = Keys::load(&keys_path).unwrap();
+        assert_eq!(after.signing.active().kid(), new_kid);
+        assert_ne!(new_kid, old_kid);
+        assert!(after.signing.keys().iter().any(|k| k.kid() == old_kid));
+        assert_eq!(after.bdks.len(), before.bdks.len());
     }
 
     #[test]

@@ -54,6 +54,37 @@ enum Command {
         /// Listen address written into the config.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Admin listener (/metrics, /healthz, operator endpoints) written into the config.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_listen: SocketAddr,
+        /// Also write a DEV CA, server and client certificates into <dir>/tls/ and turn TLS on.
+        #[arg(long)]
+        tls: bool,
+    },
+    /// Operate on registered terminals: through the admin listener when the server runs
+    /// (`--admin`, or the config's server.admin_listen), else on the data folder directly.
+    Terminals {
+        #[arg(long, short, env = "SNAPGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// Admin listener base URL, e.g. http://127.0.0.1:9090.
+        #[arg(long, env = "SNAPGATE_ADMIN", global = true)]
+        admin: Option<String>,
+        #[command(subcommand)]
+        action: TerminalAction,
+    },
+    /// Manage the token signing keys in the key file.
+    Keys {
+        #[arg(long, short, env = "SNAPGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Ask a running server to reload keys and token settings (same as SIGHUP).
+    Reload {
+        #[arg(long, short, env = "SNAPGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, env = "SNAPGATE_ADMIN")]
+        admin: Option<String>,
     },
     /// Encrypt a RegisterTerminal secret the way a terminal would (for tests and integration).
     EncryptSecret {
@@ -68,6 +99,30 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TerminalAction {
+    /// List terminals (JSON, one array), in terminal-id order.
+    List {
+        /// Start after this terminal id (for paging).
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one terminal: by terminal id or `SERVICEKEY/SERIAL`.
+    Show { terminal: String },
+    /// Revoke a terminal: all its tokens fail until it registers again.
+    Revoke { terminal: String },
+    /// Raise its RefreshToken flag now: the next swipe gets a renewed token.
+    Refresh { terminal: String },
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Add a new signing key and make it active; old keys keep verifying their tokens.
+    Rotate,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -77,15 +132,42 @@ fn main() -> ExitCode {
             log_format,
             log,
         } => serve(config, listen, log_format, log),
-        Command::Init { dir, listen } => config::init_dev(&dir, listen)
-            .map(|p| {
-                println!(
-                    "wrote {} and {}",
-                    p.display(),
-                    dir.join("keys.toml").display()
-                )
-            })
-            .map_err(|e| e.to_string()),
+        Command::Init {
+            dir,
+            listen,
+            admin_listen,
+            tls,
+        } => init(&dir, listen, admin_listen, tls),
+        Command::Terminals {
+            config,
+            admin,
+            action,
+        } => terminals(config, admin, action),
+        Command::Keys {
+            config,
+            action: KeyAction::Rotate,
+        } => resolve_config(config).and_then(|cfg| {
+            let kid =
+                config::rotate_signing_key(&cfg.security.keys_file).map_err(|e| e.to_string())?;
+            println!(
+                "new active signing key {kid}; older keys stay for verification. \
+                 Reload a running server: `snapgate reload` or kill -HUP <pid>"
+            );
+            Ok(())
+        }),
+        Command::Reload { config, admin } => resolve_config(config).and_then(|cfg| {
+            let base = admin_url(admin, &cfg)
+                .ok_or("no admin listener: give --admin or set server.admin_listen")?;
+            let (status, body) = block_on(snapgate::admin::call(
+                &base,
+                hyper::Method::POST,
+                "/admin/reload",
+            ))??;
+            print!("{body}");
+            (status == 200)
+                .then_some(())
+                .ok_or(format!("reload failed (HTTP {status})"))
+        }),
         Command::EncryptSecret {
             config,
             ksn,
@@ -101,6 +183,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// `snapgate init`: the dev config and key file, and with `tls` the dev PKI.
+fn init(dir: &Path, listen: SocketAddr, admin: SocketAddr, tls: bool) -> Result<(), String> {
+    let p = config::init_dev_with_admin(dir, listen, Some(admin)).map_err(|e| e.to_string())?;
+    println!(
+        "wrote {} and {}",
+        p.display(),
+        dir.join("keys.toml").display()
+    );
+    if tls {
+        let pki = snapgate::tls::init_dev_tls(dir).map_err(|e| e.to_string())?;
+        println!(
+            "wrote a DEV CA ({}), a server certificate for localhost and a client certificate \
+             in {}; TLS is on (see docs/TLS.md)",
+            pki.ca_cert.display(),
+            dir.join("tls").display()
+        );
+    }
+    Ok(())
+}
+
 /// The config to use: the one named, or the default one (created on first run).
 fn resolve_config(path: Option<PathBuf>) -> Result<Config, String> {
     let path = match path {
@@ -108,9 +210,10 @@ fn resolve_config(path: Option<PathBuf>) -> Result<Config, String> {
         None => {
             let p = Path::new(DEFAULT_DIR).join("snapgate.toml");
             if !p.exists() {
-                config::init_dev(
+                config::init_dev_with_admin(
                     Path::new(DEFAULT_DIR),
                     "127.0.0.1:8080".parse().expect("literal"),
+                    Some("127.0.0.1:9090".parse().expect("literal")),
                 )
                 .map_err(|e| e.to_string())?;
                 eprintln!(
@@ -121,7 +224,101 @@ fn resolve_config(path: Option<PathBuf>) -> Result<Config, String> {
             p
         }
     };
-    Config::load(&path).map_err(|e| e.to_string())
+    let cfg = Config::load(&path).map_err(|e| e.to_string())?;
+    let _ = CONFIG_PATH.set(path);
+    Ok(cfg)
+}
+
+/// The config file this process loaded, for `reload`.
+static CONFIG_PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, String> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(f))
+}
+
+fn admin_url(flag: Option<String>, cfg: &Config) -> Option<String> {
+    flag.or_else(|| cfg.server.admin_listen.map(|a| format!("http://{a}")))
+}
+
+fn terminals(
+    config: Option<PathBuf>,
+    admin: Option<String>,
+    action: TerminalAction,
+) -> Result<(), String> {
+    use snapgate::admin;
+    use snapgate::store::TerminalStore;
+    let cfg = resolve_config(config)?;
+    let which = |t: &str| {
+        admin::resolve(t).ok_or(format!(
+            "{t:?} is neither a terminal id nor SERVICEKEY/SERIAL"
+        ))
+    };
+    // The server holds the database lock while it runs: then go through its admin listener.
+    let local = if admin.is_some() {
+        None
+    } else {
+        SledStore::open(&cfg.store.path).ok()
+    };
+    let Some(store) = local else {
+        let base = admin_url(admin, &cfg).ok_or(
+            "the data folder is in use (is the server running?) and no admin listener is \
+             configured: give --admin URL or set server.admin_listen",
+        )?;
+        let one = |t: &String, action: &str| -> Result<String, String> {
+            Ok(format!("/admin/terminals/{}{action}", which(t)?.to_hex()))
+        };
+        let (method, path) = match &action {
+            TerminalAction::List { after, limit } => (
+                hyper::Method::GET,
+                format!(
+                    "/admin/terminals?limit={limit}{}",
+                    after
+                        .as_ref()
+                        .map(|a| format!("&after={a}"))
+                        .unwrap_or_default()
+                ),
+            ),
+            TerminalAction::Show { terminal } => (hyper::Method::GET, one(terminal, "")?),
+            TerminalAction::Revoke { terminal } => (hyper::Method::POST, one(terminal, "/revoke")?),
+            TerminalAction::Refresh { terminal } => {
+                (hyper::Method::POST, one(terminal, "/refresh")?)
+            }
+        };
+        let (status, body) = block_on(admin::call(&base, method, &path))??;
+        print!("{body}");
+        return (status == 200)
+            .then_some(())
+            .ok_or(format!("HTTP {status}"));
+    };
+    let store: &dyn TerminalStore = &store;
+    let e = |e: snapgate::error::Error| e.to_string();
+    let out = match action {
+        TerminalAction::List { after, limit } => {
+            let after = after.as_deref().map(which).transpose()?;
+            Some(admin::list(store, after.as_ref(), limit).map_err(e)?)
+        }
+        TerminalAction::Show { terminal } => admin::show(store, &which(&terminal)?).map_err(e)?,
+        TerminalAction::Revoke { terminal } => {
+            admin::revoke(store, &which(&terminal)?).map_err(e)?
+        }
+        TerminalAction::Refresh { terminal } => {
+            admin::force_refresh(store, &which(&terminal)?, chrono::Utc::now()).map_err(e)?
+        }
+    };
+    match out {
+        Some(v) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+            );
+            Ok(())
+        }
+        None => Err("no such terminal".into()),
+    }
 }
 
 fn init_logging(cfg: &Config) {
@@ -166,10 +363,64 @@ fn serve(
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.server.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(%addr, store = %cfg.store.path.display(), bdks = keys.bdks.len(), "snapgate listening");
-        let app = App::new(cfg, keys, store, Arc::new(SystemClock))?;
-        snapgate::server::run(app, listener, shutdown_signal())
-            .await
-            .map_err(|e| e.to_string())?;
+        let admin = match cfg.server.admin_listen {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|e| format!("cannot listen on {a} (server.admin_listen): {e}"))?,
+            ),
+            None => None,
+        };
+        let mut app = App::new(cfg, keys, store, Arc::new(SystemClock))?;
+        if let Some(p) = CONFIG_PATH.get() {
+            app = app.with_config_path(p.clone());
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        if let Some(l) = admin {
+            let addr = l.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(%addr, "admin listener (metrics, health, operator endpoints)");
+            let mut rx = stop_rx.clone();
+            tokio::spawn(snapgate::admin::run(app.clone(), l, async move {
+                let _ = rx.changed().await;
+            }));
+        }
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let app = app.clone();
+            if let Ok(mut hup) = signal(SignalKind::hangup()) {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        if let Err(e) = app.reload() {
+                            tracing::error!(error = %e, "reload failed; keeping the current keys");
+                        }
+                    }
+                });
+            }
+        }
+        let every = app.token().sweep_interval_seconds;
+        if every > 0 {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(every.into()));
+                loop {
+                    tick.tick().await;
+                    let a = app.clone();
+                    match tokio::task::spawn_blocking(move || snapgate::session::sweep(&a)).await {
+                        Ok(Err(e)) => tracing::error!(error = %e, "refresh sweep failed"),
+                        Err(e) => tracing::error!(error = %e, "refresh sweep panicked"),
+                        Ok(Ok(_)) => {}
+                    }
+                }
+            });
+        }
+        snapgate::server::run(app, listener, async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        drop(stop_rx);
         tracing::info!("snapgate stopped; store flushed");
         Ok(())
     })

@@ -1,6 +1,7 @@
-//! The HTTP side: a hyper 1 server on a real socket. It enforces the transport limits (headers,
-//! body size and time, connections), routes paths to a service, reads the envelope, checks the
-//! SOAPAction, hands the operation to `ops::dispatch` and writes the reply or the fault.
+//! The HTTP side: a hyper 1 server on a real socket, plain or TLS (see `tls`). It enforces the
+//! transport limits (headers, body size and time, connections), routes paths to a service, reads
+//! the envelope, checks the SOAPAction, hands the operation to `ops::dispatch` and writes the
+//! reply or the fault.
 
 use crate::app::App;
 use crate::error::{Error, Service};
@@ -13,6 +14,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,6 +41,15 @@ pub async fn run(
     let limits = app.config.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let tls = match &app.config.tls {
+        Some(cfg) => {
+            let acceptor = crate::tls::acceptor(cfg).map_err(std::io::Error::other)?;
+            let mtls = cfg.client_ca_file.is_some();
+            tracing::info!(client_certificates_required = mtls, "serving HTTPS");
+            Some(acceptor)
+        }
+        None => None,
+    };
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -59,16 +70,21 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let svc = hyper::service::service_fn(move |req| handle(app.clone(), peer, req));
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout())
-            .max_buf_size(limits.max_header_bytes.max(8192))
-            .serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
+        // Taken now, so a shutdown also waits for (and then closes) a connection mid-handshake.
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match tls {
+                None => serve_connection(app, peer, watcher, stream).await,
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(app.config.limits.header_timeout(), handshake).await
+                    {
+                        Ok(Ok(stream)) => serve_connection(app, peer, watcher, stream).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
             drop(permit);
         });
@@ -77,6 +93,23 @@ pub async fn run(
     graceful.shutdown().await;
     app.store.flush().map_err(std::io::Error::other)?;
     Ok(())
+}
+
+/// Serve HTTP/1.1 on one accepted connection, plain or TLS, until it closes.
+async fn serve_connection<I>(app: Arc<App>, peer: SocketAddr, watcher: Watcher, io: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = app.config.limits.clone();
+    let svc = hyper::service::service_fn(move |req| handle(app.clone(), peer, req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout())
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .serve_connection(TokioIo::new(io), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
 }
 
 fn service_for(path: &str) -> Option<Service> {
@@ -95,7 +128,9 @@ async fn handle(
     let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("request", id, method = %req.method(), path = req.uri().path());
     let started = std::time::Instant::now();
-    let resp = route(&app, peer, req).instrument(span.clone()).await;
+    let mut resp = route(&app, peer, req).instrument(span.clone()).await;
+    resp.headers_mut()
+        .insert("x-request-id", HeaderValue::from(id));
     span.in_scope(|| {
         tracing::debug!(
             status = resp.status().as_u16(),
@@ -280,11 +315,13 @@ async fn soap_request(
         basic_user: basic,
         peer: Some(peer),
     };
+    let started = std::time::Instant::now();
     let work = ops::dispatch(app, service, name, op, &ctx);
     let result = match tokio::time::timeout(app.config.limits.handler_timeout(), work).await {
         Ok(r) => r,
         Err(_) => Err(Error::HandlerTimeout),
     };
+    record(app, service, name, &result, started.elapsed());
     match result {
         Ok(Reply { header, body }) => plain(
             StatusCode::OK,
@@ -304,6 +341,36 @@ async fn soap_request(
             r
         }
         Err(e) => fault_response(&e, service, name, base),
+    }
+}
+
+/// Count one SOAP operation in the metrics.
+fn record(
+    app: &App,
+    service: Service,
+    name: &str,
+    result: &Result<Reply, Error>,
+    took: std::time::Duration,
+) {
+    let m = &app.metrics;
+    // Operation names come from our fixed lists, never from the request.
+    let label = ops::known_operation(service, name).unwrap_or("other");
+    m.observe(label, took);
+    match result {
+        Ok(r) => {
+            if r.header.is_some() {
+                m.token_renewed();
+            }
+            if service == Service::Tps && label != "Ping" {
+                m.transaction(label, "ok");
+            }
+        }
+        Err(e) => {
+            m.fault(e.kind());
+            if service == Service::Tps && label != "Ping" {
+                m.transaction(label, e.kind());
+            }
+        }
     }
 }
 

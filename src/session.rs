@@ -35,15 +35,14 @@ fn invalid(reason: &'static str) -> Error {
 pub fn authenticate(app: &App, session_token: Option<&str>) -> Result<Session, Error> {
     let raw = session_token.ok_or(invalid("missing"))?;
     let now = app.clock.now();
-    let verified = token::verify(&app.keys.signing, raw, now, app.config.token.skew()).map_err(
-        |e| match e {
+    let verified =
+        token::verify(&app.keys().signing, raw, now, app.token().skew()).map_err(|e| match e {
             TokenError::Expired => Error::ExpiredToken,
             TokenError::Malformed => invalid("malformed"),
             TokenError::UnknownKey => invalid("unknown signing key"),
             TokenError::BadSignature => invalid("bad signature"),
             TokenError::NotYetValid => invalid("not yet valid"),
-        },
-    )?;
+        })?;
     let c = verified.claims();
     let id = TerminalId::new(&c.service_key, &c.device_serial);
     let record = app.store.get(&id)?.ok_or(invalid("unknown terminal"))?;
@@ -76,7 +75,7 @@ pub fn authenticate(app: &App, session_token: Option<&str>) -> Result<Session, E
 
 /// Make the pending token `token_id` current: the terminal has shown it holds it.
 fn promote(app: &App, id: &TerminalId, token_id: TokenId) -> Result<TerminalRecord, Error> {
-    let refresh_age = app.config.token.refresh_age();
+    let refresh_age = app.token().refresh_age();
     store::update(&*app.store, id, |cur| {
         let cur = cur.ok_or(invalid("unknown terminal"))?;
         if cur.token_id == token_id {
@@ -115,7 +114,7 @@ pub fn settle(app: &App, s: &Session, track: Option<TrackKsn>) -> Result<Option<
             return Err(invalid("track data from another device"));
         }
     }
-    let tcfg = &app.config.token;
+    let tcfg = app.token();
     let due = |r: &TerminalRecord| r.refresh_flag || now_ms >= r.refresh_due_at_ms;
     // Fast path: nothing to record, nothing to hand out.
     if track.is_none() && (!due(&s.record) || s.record.refresh_flag) {
@@ -159,6 +158,41 @@ pub fn settle(app: &App, s: &Session, track: Option<TrackKsn>) -> Result<Option<
             device_id: claims.device_id.clone(),
         };
         tracing::info!(terminal = %s.terminal_id, token_id = %p.token_id, "renewed token appended");
-        token::issue(&app.keys.signing, &renewed)
+        token::issue(&app.keys().signing, &renewed)
     }))
+}
+
+/// Raise the RefreshToken flag of every terminal whose token is due, so the store shows it even
+/// before the terminal's next transaction. Returns how many flags were raised.
+pub fn sweep(app: &App) -> Result<usize, Error> {
+    let now_ms = to_ms(app.clock.now());
+    let mut raised = 0;
+    let mut after: Option<TerminalId> = None;
+    loop {
+        let page = app.store.list(after.as_ref(), 1024)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(*last);
+        for (id, r) in &page {
+            if r.refresh_flag || r.revoked || now_ms < r.refresh_due_at_ms {
+                continue;
+            }
+            let flagged = store::update(&*app.store, id, |cur| {
+                let Some(cur) = cur else {
+                    return Ok::<_, Error>((None, false));
+                };
+                if cur.refresh_flag || now_ms < cur.refresh_due_at_ms {
+                    return Ok((None, false));
+                }
+                let mut r = cur.clone();
+                r.refresh_flag = true;
+                Ok((Some(r), true))
+            })?;
+            raised += usize::from(flagged);
+        }
+    }
+    if raised > 0 {
+        app.store.flush()?;
+        tracing::info!(raised, "RefreshToken flags raised");
+    }
+    Ok(raised)
 }

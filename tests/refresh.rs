@@ -16,7 +16,7 @@ fn record(srv: &TestServer) -> TerminalRecord {
 fn claims(srv: &TestServer, tok: &str) -> snapgate::token::Claims {
     use snapgate::clock::Clock;
     snapgate::token::verify(
-        &srv.app.keys.signing,
+        &srv.app.keys().signing,
         tok,
         srv.clock.now(),
         chrono::Duration::zero(),
@@ -286,4 +286,21 @@ async fn renewal_survives_a_restart_and_reregistration_drops_it() {
     t.token = fresh;
     assert_eq!(t.swipe(&srv).await.assert_ok().renewed_token(), None);
     assert!(!record(&srv).refresh_flag);
+}
+
+#[tokio::test]
+async fn the_sweep_raises_due_flags_without_any_transaction() {
+    let srv = strict().await;
+    Terminal::register(&srv).await;
+    srv.clock.set(day(29));
+    assert_eq!(snapgate::session::sweep(&srv.app).unwrap(), 0);
+    assert!(!record(&srv).refresh_flag);
+    srv.clock.set(day(30));
+    assert_eq!(snapgate::session::sweep(&srv.app).unwrap(), 1);
+    assert!(record(&srv).refresh_flag);
+    assert_eq!(
+        snapgate::session::sweep(&srv.app).unwrap(),
+        0,
+        "raised once"
+    );
 }

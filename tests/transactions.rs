@@ -282,12 +282,16 @@ async fn token_problems_get_the_sts_faults() {
         .await
         .assert_fault("InvalidTokenFault", 5005);
     // A token signed by someone else's key, for the same terminal.
-    let claims =
-        snapgate::token::verify(&srv.app.keys.signing, &tok, t0(), chrono::Duration::zero())
-            .unwrap()
-            .claims()
-            .clone();
-    let kid = srv.app.keys.signing.active().kid().to_owned();
+    let claims = snapgate::token::verify(
+        &srv.app.keys().signing,
+        &tok,
+        t0(),
+        chrono::Duration::zero(),
+    )
+    .unwrap()
+    .claims()
+    .clone();
+    let kid = srv.app.keys().signing.active().kid().to_owned();
     let impostor = snapgate::token::KeyRing::new(
         vec![snapgate::token::SigningKey::new(&kid, [9u8; 32]).unwrap()],
         &kid,

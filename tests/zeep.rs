@@ -58,9 +58,13 @@ async fn zeep_registers_a_terminal_from_our_wsdl_and_the_server_wsdl() {
             String::from_utf8_lossy(&out.stderr)
         );
         let tok = stdout(&out);
-        let claims =
-            snapgate::token::verify(&srv.app.keys.signing, &tok, t0(), chrono::Duration::zero())
-                .expect("zeep got a valid token");
+        let claims = snapgate::token::verify(
+            &srv.app.keys().signing,
+            &tok,
+            t0(),
+            chrono::Duration::zero(),
+        )
+        .expect("zeep got a valid token");
         assert_eq!(claims.claims().device_serial, "ZEEP0001");
     }
 }

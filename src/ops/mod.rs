@@ -40,6 +40,19 @@ pub fn identify(service: Service, op: &Element) -> Option<(&str, Base)> {
     ok.then_some((op.name.as_str(), base))
 }
 
+/// The operation's name from our fixed list, for labels that must not carry request text.
+pub fn known_operation(service: Service, name: &str) -> Option<&'static str> {
+    let sis: &[&'static str] = &["Ping", "RegisterTerminal"];
+    let list = match service {
+        Service::Sis => sis,
+        Service::Tps => transaction::OPERATIONS,
+    };
+    list.iter()
+        .chain(["Ping"].iter())
+        .find(|o| **o == name)
+        .copied()
+}
+
 /// The SOAPAction a client should send for an operation.
 pub fn soap_action(service: Service, base: Base, op: &str) -> String {
     match (service, op) {

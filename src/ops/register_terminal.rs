@@ -8,6 +8,7 @@ use super::{Context, SIS_PATH};
 use crate::app::App;
 use crate::dukpt::{self, Ksn};
 use crate::error::{AuthFailure, Error};
+use crate::limiter::Subject;
 use crate::soap::{Base, Element};
 use crate::store::{self, to_ms, TerminalId, TerminalRecord};
 use crate::token::{self, Claims, TokenId};
@@ -92,10 +93,8 @@ pub fn split_basic(decoded: &str) -> Option<(String, String)> {
 pub fn authenticate(app: &App, c: &Credentials) -> Result<Authenticated, Error> {
     let fail = |r| Error::Authentication(r);
     let ksn = Ksn::parse_hex(&c.encryption_key_id).map_err(|_| fail(AuthFailure::BadKsn))?;
-    let bdk = app
-        .keys
-        .bdk_for(&ksn)
-        .ok_or(fail(AuthFailure::UnknownKeySet))?;
+    let keys = app.keys();
+    let bdk = keys.bdk_for(&ksn).ok_or(fail(AuthFailure::UnknownKeySet))?;
     if !bdk.allows_service_key(&c.service_key) {
         return Err(fail(AuthFailure::ServiceKeyNotAllowed));
     }
@@ -149,15 +148,49 @@ fn parse_secret(text: &[u8], fields: usize) -> Option<(String, String, Option<St
 
 /// Authenticate, store the new terminal record durably, and return the new token.
 pub async fn apply(app: &App, c: &Credentials, ctx: &Context) -> Result<String, Error> {
-    let auth = match authenticate(app, c) {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::info!(peer = ?ctx.peer, reason = %e, "registration refused");
-            return Err(e);
-        }
-    };
     let now = app.clock.now();
-    let tcfg = &app.config.token;
+    // Lockout subjects known before decrypting: the address and the KSN's device.
+    let mut subjects = Vec::with_capacity(3);
+    if let Some(peer) = ctx.peer {
+        subjects.push(Subject::Address(peer.ip()));
+    }
+    if let Ok(ksn) = Ksn::parse_hex(&c.encryption_key_id) {
+        subjects.push(Subject::Device(ksn.device_id()));
+    }
+    let result = if app.limiter.allowed(&subjects, now) {
+        register(app, c, now).await
+    } else {
+        Err(Error::Authentication(AuthFailure::RateLimited))
+    };
+    match &result {
+        Ok((_, serial)) => {
+            subjects.push(Subject::Serial(serial.clone()));
+            app.limiter.succeeded(&subjects);
+            app.metrics.registration("ok");
+        }
+        Err(e) => {
+            if let Error::Authentication(reason) = e {
+                app.metrics.registration(reason.as_str());
+                if *reason != AuthFailure::RateLimited {
+                    app.limiter.failed(&subjects, now);
+                }
+            } else {
+                app.metrics.registration("error");
+            }
+            tracing::info!(peer = ?ctx.peer, reason = %e, "registration refused");
+        }
+    }
+    result.map(|(token, _)| token)
+}
+
+/// The registration itself: returns the token and the device serial.
+async fn register(
+    app: &App,
+    c: &Credentials,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(String, String), Error> {
+    let auth = authenticate(app, c)?;
+    let tcfg = app.token();
     let device_id = auth.ksn.device_id();
     let claims = Claims {
         token_id: TokenId::random(),
@@ -199,10 +232,7 @@ pub async fn apply(app: &App, c: &Credentials, ctx: &Context) -> Result<String, 
             }
         }
         Ok((Some(record.clone()), ()))
-    })
-    .inspect_err(
-        |e| tracing::info!(peer = ?ctx.peer, terminal = %id, reason = %e, "registration refused"),
-    )?;
+    })?;
     app.commit.durable().await?;
     tracing::info!(
         terminal = %id,
@@ -210,7 +240,10 @@ pub async fn apply(app: &App, c: &Credentials, ctx: &Context) -> Result<String, 
         token_id = %claims.token_id,
         "terminal registered"
     );
-    Ok(token::issue(&app.keys.signing, &claims))
+    Ok((
+        token::issue(&app.keys().signing, &claims),
+        auth.device_serial,
+    ))
 }
 
 /// The response body for a new token.

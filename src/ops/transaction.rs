@@ -209,8 +209,9 @@ pub async fn apply(app: &App, name: &str, op: &Element, ctx: &Context) -> Result
         if let Some(s) = &n.secure {
             track = Some(TrackKsn(s.ksn));
             if forward.is_none() {
-                card =
-                    Some(card::from_secure_track(&app.keys, &s.ksn, &s.data).map_err(card_error)?);
+                card = Some(
+                    card::from_secure_track(&app.keys(), &s.ksn, &s.data).map_err(card_error)?,
+                );
             }
         } else if let Some(pan) = &n.keyed_pan {
             card = Some(

@@ -74,7 +74,9 @@ impl TestServer {
             }
         };
         let clock = ManualClock::new(t0());
-        let app = App::new(cfg, keys, store, Arc::new(clock.clone())).unwrap();
+        let app = App::new(cfg, keys, store, Arc::new(clock.clone()))
+            .unwrap()
+            .with_config_path(cfg_path.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -101,7 +103,16 @@ impl TestServer {
         }
         // Let the App (and so sled's file lock) go before a restart opens the folder again.
         let TestServer { app, dir, .. } = self;
+        let db = app.config.store.path.clone();
         drop(app);
+        // Background tasks let go of sled's file lock a moment later: wait for it, so another
+        // process (the CLI) can open the folder.
+        for _ in 0..200 {
+            if SledStore::open(&db).is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         dir
     }
 
@@ -120,7 +131,8 @@ impl TestServer {
     /// Encrypt `secret` as a terminal holding `ksn` would, with the configured BDK.
     pub fn encrypt_secret(&self, ksn: &str, secret: &str) -> String {
         let ksn = Ksn::parse_hex(ksn).unwrap();
-        let bdk = self.app.keys.bdk_for(&ksn).expect("a BDK serves this KSN");
+        let keys = self.app.keys();
+        let bdk = keys.bdk_for(&ksn).expect("a BDK serves this KSN");
         let key = dukpt::working_key(&bdk.bdk, &ksn, &bdk.secret_usage).unwrap();
         hex::encode_upper(dukpt::encrypt_cbc(&key, secret.as_bytes()))
     }
@@ -128,7 +140,8 @@ impl TestServer {
     /// Encrypt track data as a terminal holding `ksn` would.
     pub fn encrypt_track(&self, ksn: &str, track: &str) -> String {
         let ksn = Ksn::parse_hex(ksn).unwrap();
-        let bdk = self.app.keys.bdk_for(&ksn).expect("a BDK serves this KSN");
+        let keys = self.app.keys();
+        let bdk = keys.bdk_for(&ksn).expect("a BDK serves this KSN");
         let key = dukpt::working_key(&bdk.bdk, &ksn, &bdk.track_usage).unwrap();
         hex::encode_upper(dukpt::encrypt_cbc(&key, track.as_bytes()))
     }
@@ -388,4 +401,106 @@ impl HttpReply {
         assert_eq!(self.status, 200, "{}", self.body);
         self
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS clients (tests/tls.rs): rustls via tokio-rustls, HTTP/1.1 via hyper's client.
+
+/// A TLS client config trusting the CA certificates in `ca_file`, presenting the client
+/// certificate `(cert_file, key_file)` when given.
+pub fn tls_client_config(
+    ca_file: &std::path::Path,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(snapgate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let certs = CertificateDer::pem_file_iter(cert)
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(key).unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        }
+    };
+    Arc::new(config)
+}
+
+/// One HTTP/1.1 request over TLS to `addr` as server name `localhost`. An error (refused
+/// handshake, TLS alert, closed connection) comes back with its whole source chain.
+pub async fn send_tls(
+    addr: SocketAddr,
+    client: Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<HttpReply, String> {
+    let work = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(client)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| error_chain(&e))?;
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", format!("localhost:{}", addr.port()));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = sender
+            .send_request(req.body(Full::new(body)).unwrap())
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| error_chain(&e))?
+            .to_bytes();
+        Ok(HttpReply {
+            status,
+            content_type,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        })
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), work)
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()))
+}
+
+/// An error and its sources, joined with ": ".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(c) = source {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        source = c.source();
+    }
+    s
 }

@@ -1,0 +1,159 @@
+//! Counters and latency histograms, written in the Prometheus text format for `/metrics`.
+//! Label values come from fixed sets (operations, fault kinds, reasons), never from requests.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Latency bucket bounds, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+];
+
+#[derive(Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+}
+
+const HELP: &[(&str, &str)] = &[
+    (
+        "snapgate_registrations_total",
+        "RegisterTerminal outcomes, by result and refusal reason.",
+    ),
+    (
+        "snapgate_transactions_total",
+        "TPS operations, by operation and outcome.",
+    ),
+    (
+        "snapgate_tokens_renewed_total",
+        "Responses that carried a renewed TerminalAccessToken.",
+    ),
+    ("snapgate_faults_total", "SOAP faults sent, by fault kind."),
+];
+
+impl Metrics {
+    fn add(&self, name: &'static str, labels: String) {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        *c.entry((name, labels)).or_insert(0) += 1;
+    }
+
+    pub fn registration(&self, result: &str) {
+        self.add(
+            "snapgate_registrations_total",
+            format!("result=\"{result}\""),
+        );
+    }
+
+    pub fn transaction(&self, operation: &str, outcome: &str) {
+        self.add(
+            "snapgate_transactions_total",
+            format!("operation=\"{operation}\",outcome=\"{outcome}\""),
+        );
+    }
+
+    pub fn token_renewed(&self) {
+        self.add("snapgate_tokens_renewed_total", String::new());
+    }
+
+    pub fn fault(&self, kind: &str) {
+        self.add("snapgate_faults_total", format!("kind=\"{kind}\""));
+    }
+
+    pub fn observe(&self, operation: &str, took: Duration) {
+        let secs = took.as_secs_f64();
+        let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let h = l.entry(operation.to_owned()).or_default();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let counters = self
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (name, help) in HELP {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((n, labels), v) in counters.iter().filter(|((n, _), _)| n == name) {
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{n} {v}");
+                } else {
+                    let _ = writeln!(out, "{n}{{{labels}}} {v}");
+                }
+            }
+        }
+        let name = "snapgate_request_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to answer a SOAP request, by operation.\n# TYPE {name} histogram"
+        );
+        let latency = self
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (op, h) in &latency {
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{operation=\"{op}\",le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{operation=\"{op}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(out, "{name}_sum{{operation=\"{op}\"}} {}", h.sum);
+            let _ = writeln!(out, "{name}_count{{operation=\"{op}\"}} {}", h.count);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_histograms() {
+        let m = Metrics::default();
+        m.registration("ok");
+        m.registration("ok");
+        m.registration("bad_ksn");
+        m.observe("RegisterTerminal", Duration::from_micros(700));
+        m.observe("RegisterTerminal", Duration::from_millis(30));
+        let text = m.render();
+        assert!(
+            text.contains("snapgate_registrations_total{result=\"ok\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("snapgate_registrations_total{result=\"bad_ksn\"} 1"));
+        assert!(text.contains(
+            "snapgate_request_duration_seconds_bucket{operation=\"RegisterTerminal\",le=\"0.001\"} 1"
+        ));
+        assert!(text.contains(
+            "snapgate_request_duration_seconds_bucket{operation=\"RegisterTerminal\",le=\"0.05\"} 2"
+        ));
+        assert!(text
+            .contains("snapgate_request_duration_seconds_count{operation=\"RegisterTerminal\"} 2"));
+    }
+}

@@ -1,0 +1,250 @@
+//! Operator tooling: /metrics and /healthz on the admin listener, terminal list/show/revoke/
+//! refresh over it and from the CLI, signing-key rotation and live reload.
+
+mod common;
+
+use common::*;
+use hyper::Method;
+use snapgate::admin;
+use std::process::Command;
+
+async fn admin_listener(srv: &TestServer) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(admin::run(srv.app.clone(), l, std::future::pending()));
+    base
+}
+
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_count_registrations_transactions_renewals_and_faults() {
+    let srv = TestServer::start().await;
+    let base = admin_listener(&srv).await;
+    let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
+    let unknown_bdk = register_envelope(
+        SERVICE_KEY,
+        VENDOR_ID,
+        &"00".repeat(16),
+        "ABCDEF0123456789E001",
+    );
+    srv.soap("/SIS.svc", SIS_ACTION, &unknown_bdk)
+        .await
+        .assert_fault("AuthenticationFault", 406);
+    srv.swipe("Authorize", &tok, &ksn(TDES_KSN_BASE, 2), "1.00")
+        .await
+        .assert_ok();
+    srv.swipe("Authorize", "junk", &ksn(TDES_KSN_BASE, 3), "1.00")
+        .await
+        .assert_fault("InvalidTokenFault", 5005);
+    srv.advance_days(30);
+    assert!(srv
+        .swipe("AuthorizeAndCapture", &tok, &ksn(TDES_KSN_BASE, 4), "1.00")
+        .await
+        .renewed_token()
+        .is_some());
+
+    let (status, text) = admin::call(&base, Method::GET, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric(&text, "snapgate_registrations_total{result=\"ok\"}"),
+        1
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "snapgate_registrations_total{result=\"unknown_key_set\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "snapgate_transactions_total{operation=\"Authorize\",outcome=\"ok\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "snapgate_transactions_total{operation=\"Authorize\",outcome=\"invalid_token\"}"
+        ),
+        1
+    );
+    assert_eq!(metric(&text, "snapgate_tokens_renewed_total"), 1);
+    assert_eq!(
+        metric(&text, "snapgate_faults_total{kind=\"authentication\"}"),
+        1
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "snapgate_request_duration_seconds_count{operation=\"RegisterTerminal\"}"
+        ),
+        2
+    );
+    let (status, body) = admin::call(&base, Method::GET, "/healthz").await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+}
+
+#[tokio::test]
+async fn admin_endpoints_list_show_revoke_and_force_a_refresh() {
+    let srv = TestServer::start().await;
+    let base = admin_listener(&srv).await;
+    let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
+    let (_, list) = admin::call(&base, Method::GET, "/admin/terminals")
+        .await
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let id = list[0]["terminal_id"].as_str().unwrap().to_owned();
+    assert_eq!(list[0]["device_serial"], "B1");
+    assert!(!list.to_string().contains(&tok), "tokens are never shown");
+
+    // Refresh: the next swipe gets a renewed token although the token is a day old.
+    srv.advance_days(1);
+    let (status, v) = admin::call(
+        &base,
+        Method::POST,
+        &format!("/admin/terminals/{id}/refresh"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{v}");
+    let r = srv
+        .swipe("AuthorizeAndCapture", &tok, &ksn(TDES_KSN_BASE, 2), "1.00")
+        .await;
+    assert!(r.assert_ok().renewed_token().is_some());
+
+    // Revoke by service key and serial: the token stops working at once.
+    let path = format!("/admin/terminals/{SERVICE_KEY}/B1/revoke");
+    let (status, v) = admin::call(&base, Method::POST, &path).await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert!(v.contains("\"revoked\":true"), "{v}");
+    srv.swipe("Authorize", &tok, &ksn(TDES_KSN_BASE, 3), "1.00")
+        .await
+        .assert_fault("InvalidTokenFault", 5005);
+    let (status, _) = admin::call(
+        &base,
+        Method::GET,
+        &format!("/admin/terminals/{}", "00".repeat(16)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 404);
+    // Registering again brings it back.
+    let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 4), "MP1|B1").await;
+    srv.swipe("Authorize", &tok, &ksn(TDES_KSN_BASE, 5), "1.00")
+        .await
+        .assert_ok();
+}
+
+#[tokio::test]
+async fn rotated_keys_and_new_lifetimes_apply_on_reload_and_old_tokens_keep_working() {
+    let srv = TestServer::start().await;
+    let old = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
+    let keys_file = srv.app.config.security.keys_file.clone();
+    let old_kid = srv.app.keys().signing.active().kid().to_owned();
+    let new_kid = snapgate::config::rotate_signing_key(&keys_file).unwrap();
+    let cfg_file = srv.data_dir().join("snapgate.toml");
+    let text = std::fs::read_to_string(&cfg_file).unwrap();
+    std::fs::write(
+        &cfg_file,
+        text.replace("lifetime_days = 90", "lifetime_days = 45"),
+    )
+    .unwrap();
+    srv.app.reload().unwrap();
+    assert_eq!(srv.app.keys().signing.active().kid(), new_kid);
+    assert_eq!(srv.app.token().lifetime_days, 45);
+
+    // The old token (old key) still works; new tokens use the new key and lifetime.
+    srv.swipe("Authorize", &old, &ksn(TDES_KSN_BASE, 2), "1.00")
+        .await
+        .assert_ok();
+    let new = srv.register_ok(&ksn(TDES_KSN_BASE, 3), "MP1|B2").await;
+    let decoded = snapgate::token::decode_unverified(&new).unwrap();
+    assert!(decoded.contains(&format!("<ds:KeyName>{new_kid}</ds:KeyName>")));
+    assert!(!decoded.contains(&old_kid));
+    let c = snapgate::token::verify(
+        &srv.app.keys().signing,
+        &new,
+        t0(),
+        chrono::Duration::zero(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.claims().not_on_or_after,
+        t0() + chrono::Duration::days(45)
+    );
+
+    // A broken key file is refused and the running keys stay.
+    std::fs::write(&keys_file, "garbage").unwrap();
+    assert!(srv.app.reload().is_err());
+    assert_eq!(srv.app.keys().signing.active().kid(), new_kid);
+}
+
+#[tokio::test]
+async fn cli_lists_shows_revokes_and_rotates_on_the_data_folder() {
+    let srv = TestServer::start().await;
+    srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|CLI01").await;
+    let dir = srv.stop().await;
+    let cfg = dir.path().join("snapgate.toml");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_snapgate"))
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&["terminals", "list"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["device_serial"], "CLI01");
+    assert_eq!(v[0]["refresh_flag"], false);
+    let serial = format!("{SERVICE_KEY}/CLI01");
+    let (ok, out, err) = run(&["terminals", "refresh", &serial]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"refresh_flag\": true"), "{out}");
+    let (ok, out, _) = run(&["terminals", "revoke", &serial]);
+    assert!(ok && out.contains("\"revoked\": true"), "{out}");
+    let (ok, _, err) = run(&["terminals", "show", &format!("{SERVICE_KEY}/NOPE")]);
+    assert!(!ok && err.contains("no such terminal"), "{err}");
+    let (ok, out, err) = run(&["keys", "rotate"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("new active signing key"), "{out}");
+    let keys = std::fs::read_to_string(dir.path().join("keys.toml")).unwrap();
+    assert_eq!(keys.matches("[[signing_key]]").count(), 2);
+    assert!(
+        !out.contains(&keys[keys.find("key = \"").unwrap() + 7..][..16]),
+        "key printed"
+    );
+}
+
+#[tokio::test]
+async fn a_locked_out_device_is_refused_even_with_the_right_secret_until_the_lockout_ends() {
+    let srv = TestServer::start().await;
+    let k = ksn(TDES_KSN_BASE, 1);
+    for _ in 0..5 {
+        let body = register_envelope(SERVICE_KEY, VENDOR_ID, &"00".repeat(16), &k);
+        srv.soap("/SIS.svc", SIS_ACTION, &body)
+            .await
+            .assert_fault("AuthenticationFault", 406);
+    }
+    // The right secret now: still the same generic fault, nothing stored.
+    srv.register(&ksn(TDES_KSN_BASE, 2), "MP1|B1")
+        .await
+        .assert_fault("AuthenticationFault", 406);
+    assert_eq!(srv.app.store.len(), 0);
+    srv.clock.advance(chrono::Duration::seconds(301));
+    srv.register_ok(&ksn(TDES_KSN_BASE, 3), "MP1|B1").await;
+}
