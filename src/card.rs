@@ -4,7 +4,6 @@
 
 use crate::config::Keys;
 use crate::dukpt::{self, Ksn};
-use zeroize::Zeroizing;
 
 /// Longest SecurePaymentAccountData accepted, in hex digits.
 pub const MAX_TRACK_HEX: usize = 1024;
@@ -52,10 +51,6 @@ pub fn from_track2(track: &[u8]) -> Result<Card, CardError> {
         .iter()
         .position(|&b| b == b'=' || b == b'D')
         .ok_or(CardError::NotTrack2)?;
-    let pan = Zeroizing::new(t[..sep].to_vec());
-    if !(12..=19).contains(&pan.len()) || !pan.iter().all(u8::is_ascii_digit) {
-        return Err(CardError::NotTrack2);
-    }
     let rest = &t[sep + 1..];
     if rest.len() < 4 || !rest[..4].iter().all(u8::is_ascii_digit) {
         return Err(CardError::NotTrack2);
@@ -64,29 +59,26 @@ pub fn from_track2(track: &[u8]) -> Result<Card, CardError> {
     if !tail.iter().all(u8::is_ascii_digit) {
         return Err(CardError::NotTrack2);
     }
-    if !luhn_ok(&pan) {
-        return Err(CardError::BadCheckDigit);
-    }
-    Ok(Card {
-        masked_pan: mask(&pan),
-        card_type: card_type(&pan),
-        expire: String::from_utf8_lossy(&rest[..4]).into_owned(),
-    })
+    card(&t[..sep], String::from_utf8_lossy(&rest[..4]).into_owned())
 }
 
 /// A keyed PAN (CardData/PAN): same checks and the same masking.
 pub fn from_keyed_pan(pan: &str) -> Result<Card, CardError> {
-    let pan = Zeroizing::new(pan.trim().as_bytes().to_vec());
+    card(pan.trim().as_bytes(), String::new())
+}
+
+/// Check a PAN (borrowed from a buffer the caller zeroizes) and keep only its masked form.
+fn card(pan: &[u8], expire: String) -> Result<Card, CardError> {
     if !(12..=19).contains(&pan.len()) || !pan.iter().all(u8::is_ascii_digit) {
         return Err(CardError::NotTrack2);
     }
-    if !luhn_ok(&pan) {
+    if !luhn_ok(pan) {
         return Err(CardError::BadCheckDigit);
     }
     Ok(Card {
-        masked_pan: mask(&pan),
-        card_type: card_type(&pan),
-        expire: String::new(),
+        masked_pan: mask(pan),
+        card_type: card_type(pan),
+        expire,
     })
 }
 

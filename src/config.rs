@@ -487,22 +487,7 @@ impl Keys {
 
     /// Load and check the key file; refuse one that group or others can read.
     pub fn load(path: &Path) -> Result<Keys, ConfigError> {
-        check_private(path)?;
-        let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?,
-            );
-        // toml's messages quote the offending line, which may hold a key: keep only the position.
-        let file: KeyFile = toml::from_str(&text).map_err(|e| {
-            keys_err(
-                path,
-                format!("not a valid key file (near byte {:?})", e.span()),
-            )
-        })?;
-        Self::from_file(path, file)
+        Self::from_file(path, read_key_file(path)?)
     }
 
     fn from_file(path: &Path, file: KeyFile) -> Result<Keys, ConfigError> {
@@ -631,10 +616,8 @@ fn key_usage(v: VariantName, scheme: Scheme, aes_key_type: AesKeyType) -> Option
     })
 }
 
-/// Add a fresh signing key to the key file and make it the active one. Older keys stay, so
-/// tokens they signed keep verifying; remove one only after `lifetime_days` have passed.
-/// The file is replaced atomically and stays mode 600. Returns the new key id.
-pub fn rotate_signing_key(path: &Path) -> Result<String, ConfigError> {
+/// Read the key file after checking that only its owner can read it.
+fn read_key_file(path: &Path) -> Result<KeyFile, ConfigError> {
     check_private(path)?;
     let text =
         Zeroizing::new(
@@ -643,12 +626,20 @@ pub fn rotate_signing_key(path: &Path) -> Result<String, ConfigError> {
                 source,
             })?,
         );
-    let mut file: KeyFile = toml::from_str(&text).map_err(|e| {
+    // toml's messages quote the offending line, which may hold a key: keep only the position.
+    toml::from_str(&text).map_err(|e| {
         keys_err(
             path,
             format!("not a valid key file (near byte {:?})", e.span()),
         )
-    })?;
+    })
+}
+
+/// Add a fresh signing key to the key file and make it the active one. Older keys stay, so
+/// tokens they signed keep verifying; remove one only after `lifetime_days` have passed.
+/// The file is replaced atomically and stays mode 600. Returns the new key id.
+pub fn rotate_signing_key(path: &Path) -> Result<String, ConfigError> {
+    let mut file = read_key_file(path)?;
     let sk = SigningKey::generate();
     file.signing_keys.push(SigningKeyEntry {
         kid: sk.kid().to_owned(),

@@ -130,20 +130,25 @@ impl TestServer {
 
     /// Encrypt `secret` as a terminal holding `ksn` would, with the configured BDK.
     pub fn encrypt_secret(&self, ksn: &str, secret: &str) -> String {
-        let ksn = Ksn::parse_hex(ksn).unwrap();
-        let keys = self.app.keys();
-        let bdk = keys.bdk_for(&ksn).expect("a BDK serves this KSN");
-        let key = dukpt::working_key(&bdk.bdk, &ksn, &bdk.secret_usage).unwrap();
-        hex::encode_upper(dukpt::encrypt_cbc(&key, secret.as_bytes()))
+        self.encrypt(ksn, secret, false)
     }
 
     /// Encrypt track data as a terminal holding `ksn` would.
     pub fn encrypt_track(&self, ksn: &str, track: &str) -> String {
+        self.encrypt(ksn, track, true)
+    }
+
+    fn encrypt(&self, ksn: &str, text: &str, track: bool) -> String {
         let ksn = Ksn::parse_hex(ksn).unwrap();
         let keys = self.app.keys();
         let bdk = keys.bdk_for(&ksn).expect("a BDK serves this KSN");
-        let key = dukpt::working_key(&bdk.bdk, &ksn, &bdk.track_usage).unwrap();
-        hex::encode_upper(dukpt::encrypt_cbc(&key, track.as_bytes()))
+        let usage = if track {
+            &bdk.track_usage
+        } else {
+            &bdk.secret_usage
+        };
+        let key = dukpt::working_key(&bdk.bdk, &ksn, usage).unwrap();
+        hex::encode_upper(dukpt::encrypt_cbc(&key, text.as_bytes()))
     }
 
     pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> HttpReply {
