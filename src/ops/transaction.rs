@@ -235,6 +235,11 @@ pub async fn apply(app: &App, name: &str, op: &Element, ctx: &Context) -> Result
     });
 
     if let Some(fwd) = forward {
+        // settle recorded the KSN counter (and maybe a pending token): make it durable before
+        // the upstream sees the transaction, as the sandbox path does after its own write.
+        if track.is_some() {
+            app.commit.durable().await?;
+        }
         let body = relay(app, fwd, name, op, ctx.base).await?;
         return Ok(Reply { header, body });
     }
