@@ -1,0 +1,997 @@
+//! Crash safety against the real `snapgate` binary: SIGKILL mid-load, restart on the same folder,
+//! and check that everything the server acknowledged is still there.
+//!
+//! - Registrations: concurrent clients register distinct terminals; the server is killed with
+//!   SIGKILL while requests are in flight; after a restart every registration that got an HTTP
+//!   200 must authenticate a real transaction (AuthorizeAndCapture with encrypted track data).
+//! - Refresh flag state: with refresh dates moved into the past in the store (the binary runs on
+//!   the wall clock), transactions raise the RefreshToken flag and mint renewed tokens; the
+//!   server is killed right after those responses, and the flag and the pending token must
+//!   survive (read from the store, and observed: the same renewed token is handed out again,
+//!   and using it succeeds and clears the flag).
+//! - The same renewal in forward mode (transactions relayed to an upstream).
+//!
+//! Everything runs on 127.0.0.1, every loop and wait is bounded, and every failed wait shows the
+//! server's stderr.
+
+use bytes::Bytes;
+use chrono::Utc;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use snapgate::config::{Config, Keys, ProcessorMode, DEV_SERVICE_KEY, DEV_VENDOR_ID};
+use snapgate::dukpt::{self, Ksn};
+use snapgate::soap::{self, Element, XmlLimits};
+use snapgate::store::{self, SledStore, StoreError, TerminalId, TerminalRecord, TerminalStore};
+use snapgate::token::TokenId;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SIS_PATH: &str = "/2.1.32/SIS.svc";
+const TPS_PATH: &str = "/2.1.32/TPS.svc";
+const SIS_ACTION: &str =
+    "http://schemas.evosnap.com/CWS/v2.0/ServiceInformation/ICWSServiceInformation/RegisterTerminal";
+/// EVO's sample card on track 2.
+const TRACK2: &str = ";5454545454545454=13121010134988000010?";
+/// How long a server may take to come up (debug build, busy 2-core machine).
+const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
+/// How long one HTTP exchange may take.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// The server process
+
+/// A free loopback port: bind port 0 and let it go (the caller retries if someone takes it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `snapgate init --dir DIR --listen 127.0.0.1:PORT`; returns the config path. An admin
+/// listener the config names gets a free port too: a fixed default would collide between
+/// tests running in parallel.
+fn init(dir: &Path) -> PathBuf {
+    let out = Command::new(env!("CARGO_BIN_EXE_snapgate"))
+        .args(["init", "--dir"])
+        .arg(dir)
+        .arg("--listen")
+        .arg(loopback(free_port()).to_string())
+        .env_remove("SNAPGATE_CONFIG")
+        .output()
+        .expect("run snapgate init");
+    assert!(
+        out.status.success(),
+        "snapgate init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = dir.join("snapgate.toml");
+    assert!(cfg.exists(), "snapgate init wrote no {}", cfg.display());
+    edit_config(&cfg, |c| {
+        if c.server.admin_listen.is_some() {
+            c.server.admin_listen = Some(loopback(free_port()));
+        }
+    });
+    cfg
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Change a config file (the rest of it as `snapgate init` wrote it).
+fn edit_config(cfg: &Path, f: impl FnOnce(&mut Config)) {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    let mut c: Config = toml::from_str(&text).unwrap();
+    f(&mut c);
+    std::fs::write(cfg, toml::to_string_pretty(&c).unwrap()).unwrap();
+}
+
+/// A running `snapgate serve`. Dropping it kills the process, so a failing test leaves nothing.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    stderr_path: PathBuf,
+}
+
+/// Numbers the stderr files, one per server start.
+static STARTS: AtomicUsize = AtomicUsize::new(0);
+
+impl Server {
+    /// `snapgate serve --config CFG`, waiting (bounded) until it listens and /healthz answers.
+    /// If a port of the config was taken meanwhile, the next attempt writes fresh ones into it.
+    async fn start(cfg: &Path) -> Server {
+        let dir = cfg.parent().unwrap();
+        let mut last_stderr = String::new();
+        for attempt in 0..5 {
+            if attempt > 0 {
+                edit_config(cfg, |c| {
+                    c.server.listen = loopback(free_port());
+                    if c.server.admin_listen.is_some() {
+                        c.server.admin_listen = Some(loopback(free_port()));
+                    }
+                });
+            }
+            let addr = Config::load(cfg).unwrap().server.listen;
+            let n = STARTS.fetch_add(1, Ordering::Relaxed);
+            let stderr_path = dir.join(format!("serve-{n}.stderr"));
+            let stderr = std::fs::File::create(&stderr_path).unwrap();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_snapgate"));
+            cmd.arg("serve")
+                .arg("--config")
+                .arg(cfg)
+                .args(["--log-format", "json", "--log", "info"])
+                .env_remove("SNAPGATE_CONFIG")
+                .env_remove("SNAPGATE_LISTEN")
+                .env_remove("SNAPGATE_LOG")
+                .env_remove("SNAPGATE_LOG_FORMAT")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(stderr));
+            let child = cmd.spawn().expect("spawn snapgate serve");
+            let mut server = Server {
+                child,
+                addr,
+                stderr_path,
+            };
+            match server.wait_ready().await {
+                Ok(()) => return server,
+                Err(text) => {
+                    // Only a lost port race or a store lock still held is worth another try.
+                    let retry = text.contains("cannot listen") || text.contains("cannot open");
+                    assert!(retry, "snapgate serve did not start:\n{text}");
+                    last_stderr = text;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        panic!("snapgate serve did not start after 5 attempts; last stderr:\n{last_stderr}");
+    }
+
+    /// Until the process has logged that it listens and /healthz answers 200. Err(stderr) if
+    /// it exited; panics with its stderr at the deadline.
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Err(format!("exited with {status}; stderr:\n{}", self.stderr()));
+            }
+            // The log line proves that this process holds the port, not someone else.
+            let log = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+            if log.contains("snapgate listening") {
+                if let Ok(r) = http(self.addr, "GET", "/healthz", &[], "").await {
+                    if r.status == 200 {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "snapgate serve on {} not ready after {STARTUP_DEADLINE:?}; stderr:\n{}",
+                    self.addr,
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The end of what the server wrote to stderr, for failure messages (it logs every request).
+    fn stderr(&self) -> String {
+        const LINES: usize = 40;
+        let all = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let lines: Vec<&str> = all.lines().collect();
+        let skip = lines.len().saturating_sub(LINES);
+        let mut out = String::new();
+        if skip > 0 {
+            out.push_str(&format!("[{skip} earlier lines not shown]\n"));
+        }
+        for l in &lines[skip..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix) and reap; returns the end of its stderr.
+    fn kill9(mut self) -> String {
+        self.child.kill().expect("SIGKILL the server");
+        let status = self.child.wait().expect("reap the server");
+        assert!(
+            !status.success(),
+            "the server exited by itself ({status}) instead of being killed:\n{}",
+            self.stderr()
+        );
+        self.stderr()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // No-ops once kill9 reaped it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP and SOAP
+
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+/// One request on its own connection, bounded by REQUEST_DEADLINE. Err if the server is gone.
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<Reply, String> {
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", addr.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .map_err(|e| e.to_string())?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    };
+    tokio::time::timeout(REQUEST_DEADLINE, exchange)
+        .await
+        .map_err(|_| format!("no answer within {REQUEST_DEADLINE:?}"))?
+}
+
+async fn soap_call(
+    addr: SocketAddr,
+    path: &str,
+    action: &str,
+    body: &str,
+) -> Result<Reply, String> {
+    http(
+        addr,
+        "POST",
+        path,
+        &[
+            ("content-type", "text/xml; charset=utf-8"),
+            ("soapaction", action),
+        ],
+        body,
+    )
+    .await
+}
+
+fn xml(body: &str) -> Element {
+    let limits = XmlLimits {
+        max_depth: 64,
+        max_elements: 10_000,
+        max_attributes: 64,
+    };
+    soap::parse_document(body, &limits).unwrap_or_else(|e| panic!("reply is not XML ({e}): {body}"))
+}
+
+fn find<'a>(e: &'a Element, name: &str) -> Option<&'a Element> {
+    if e.name == name {
+        return Some(e);
+    }
+    e.children.iter().find_map(|c| find(c, name))
+}
+
+impl Reply {
+    /// Text of the first element with this local name anywhere in the reply.
+    fn text_of(&self, name: &str) -> Option<String> {
+        find(&xml(&self.body), name).map(|e| e.text.trim().to_owned())
+    }
+
+    /// The renewed TerminalAccessToken in the SOAP header, if any.
+    fn renewed_token(&self) -> Option<String> {
+        let x = xml(&self.body);
+        let header = x.children.iter().find(|c| c.name == "Header")?;
+        let t = header
+            .children
+            .iter()
+            .find(|c| c.name == "TerminalAccessToken")?;
+        Some(t.text.trim().to_owned())
+    }
+
+    /// HTTP 200 and t:Status Successful.
+    fn successful(&self) -> bool {
+        self.status == 200 && self.text_of("Status").as_deref() == Some("Successful")
+    }
+
+    fn fault_id(&self) -> Option<String> {
+        self.text_of("ErrorID")
+    }
+}
+
+/// A fixture template from `fixtures/` with `{{NAME}}` placeholders filled.
+fn fixture(name: &str, vars: &[(&str, &str)]) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    let mut s =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (k, v) in vars {
+        s = s.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Terminals
+
+/// The BDKs and signing keys of a folder, read from the dev key file `snapgate init` wrote.
+fn keys_of(cfg: &Path) -> Arc<Keys> {
+    let c = Config::load(cfg).unwrap();
+    Arc::new(Keys::load(&c.security.keys_file).unwrap())
+}
+
+/// A simulated terminal: its own KSN device under the ANSI test key set `FFFF987654`, so each
+/// has its own counter, starting at 1 for its registration.
+#[derive(Clone)]
+struct Terminal {
+    serial: String,
+    /// The initial KSN (counter 0).
+    ksn: Ksn,
+}
+
+impl Terminal {
+    fn new(device: u16, serial: String) -> Terminal {
+        let ksn = Ksn::parse_hex(&format!("FFFF987654{device:04X}E00000")).unwrap();
+        Terminal { serial, ksn }
+    }
+
+    fn id(&self) -> TerminalId {
+        TerminalId::new(DEV_SERVICE_KEY, &self.serial)
+    }
+
+    /// What `TestServer::encrypt_secret` does: `MP1|serial` under the BDK's secret key usage.
+    fn register_body(&self, keys: &Keys, counter: u32) -> String {
+        let ksn = self.ksn.with_counter(counter);
+        let bdk = keys.bdk_for(&ksn).expect("a BDK serves FFFF987654");
+        let key = dukpt::working_key(&bdk.bdk, &ksn, &bdk.secret_usage).unwrap();
+        let secret = format!("MP1|{}", self.serial);
+        let es = hex::encode_upper(dukpt::encrypt_cbc(&key, secret.as_bytes()));
+        fixture(
+            "register_terminal.xml",
+            &[
+                ("SERVICE_KEY", DEV_SERVICE_KEY),
+                ("VENDOR_ID", DEV_VENDOR_ID),
+                ("ENCRYPTED_SECRET", &es),
+                ("KSN", &ksn.to_hex()),
+            ],
+        )
+    }
+
+    async fn register(&self, addr: SocketAddr, keys: &Keys, counter: u32) -> Result<Reply, String> {
+        soap_call(
+            addr,
+            SIS_PATH,
+            SIS_ACTION,
+            &self.register_body(keys, counter),
+        )
+        .await
+    }
+
+    /// AuthorizeAndCapture with EVO's card as track 2 encrypted under the BDK's track key usage.
+    async fn swipe(
+        &self,
+        addr: SocketAddr,
+        keys: &Keys,
+        token: &str,
+        counter: u32,
+    ) -> Result<Reply, String> {
+        let ksn = self.ksn.with_counter(counter);
+        let bdk = keys.bdk_for(&ksn).expect("a BDK serves FFFF987654");
+        let key = dukpt::working_key(&bdk.bdk, &ksn, &bdk.track_usage).unwrap();
+        let track = hex::encode_upper(dukpt::encrypt_cbc(&key, TRACK2.as_bytes()));
+        let op = "AuthorizeAndCapture";
+        let body = fixture(
+            "tps/new_transaction.xml",
+            &[
+                ("OP", op),
+                ("TOKEN", token),
+                ("TRACK", &track),
+                ("KSN", &ksn.to_hex()),
+                ("AMOUNT", "10.00"),
+                ("REFERENCE", &self.serial),
+            ],
+        );
+        soap_call(addr, TPS_PATH, &tps_action(op), &body).await
+    }
+
+    /// AuthorizeAndCapture with a keyed PAN: no track data, so no renewed token can be handed out.
+    async fn keyed(&self, addr: SocketAddr, token: &str) -> Result<Reply, String> {
+        let op = "AuthorizeAndCapture";
+        let body = fixture(
+            "tps/keyed_transaction.xml",
+            &[
+                ("OP", op),
+                ("TOKEN", token),
+                ("PAN", "4012888888881881"),
+                ("AMOUNT", "3.00"),
+                ("MERCHANT", "MP1"),
+            ],
+        );
+        soap_call(addr, TPS_PATH, &tps_action(op), &body).await
+    }
+}
+
+fn tps_action(op: &str) -> String {
+    format!(
+        "http://schemas.evosnap.com/CWS/v2.0/TransactionProcessing/ICwsTransactionProcessing/{op}"
+    )
+}
+
+fn token_id(keys: &Keys, token: &str) -> TokenId {
+    snapgate::token::verify(
+        &keys.signing,
+        token,
+        Utc::now(),
+        chrono::Duration::minutes(5),
+    )
+    .unwrap_or_else(|e| panic!("token does not verify: {e:?}"))
+    .claims()
+    .token_id
+}
+
+/// Open the store of a stopped server (sled's lock is free once the process is gone).
+fn open_store(cfg: &Path) -> SledStore {
+    let path = Config::load(cfg).unwrap().store.path;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match SledStore::open(&path) {
+            Ok(s) => return s,
+            Err(e) if Instant::now() > deadline => {
+                panic!("cannot open the store {}: {e}", path.display())
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+fn record(s: &SledStore, t: &Terminal) -> TerminalRecord {
+    s.get(&t.id())
+        .unwrap()
+        .unwrap_or_else(|| panic!("terminal {} is not in the store", t.serial))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registrations under SIGKILL
+
+/// Concurrent registering clients.
+const CLIENTS: usize = 8;
+/// Acknowledged registrations after which the server is killed.
+const KILL_AFTER: usize = 500;
+/// The load may take this long to reach KILL_AFTER.
+const LOAD_DEADLINE: Duration = Duration::from_secs(15);
+/// Registrations per client at most (device numbers are 12 bits per client).
+const PER_CLIENT_MAX: usize = 4000;
+
+#[derive(Default)]
+struct Load {
+    /// (terminal, token) of every registration that got HTTP 200.
+    acked: Mutex<Vec<(Terminal, String)>>,
+    acked_count: AtomicUsize,
+    in_flight: AtomicUsize,
+    /// Requests that got no answer (the kill).
+    unanswered: AtomicUsize,
+    /// Anything unexpected before the kill: a refusal, or a broken connection.
+    problems: Mutex<Vec<String>>,
+    killed: AtomicBool,
+    stop: AtomicBool,
+}
+
+async fn register_client(client: usize, addr: SocketAddr, keys: Arc<Keys>, load: Arc<Load>) {
+    for n in 0..PER_CLIENT_MAX {
+        if load.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let device = u16::try_from(client * 4096 + n).unwrap();
+        let t = Terminal::new(device, format!("CRASH{client:02}-{n:05}"));
+        load.in_flight.fetch_add(1, Ordering::SeqCst);
+        let r = t.register(addr, &keys, 1).await;
+        load.in_flight.fetch_sub(1, Ordering::SeqCst);
+        match r {
+            Ok(r) if r.status == 200 => {
+                let token = r
+                    .text_of("RegisterTerminalResult")
+                    .unwrap_or_else(|| panic!("a 200 without a token: {}", r.body));
+                load.acked.lock().unwrap().push((t, token));
+                load.acked_count.fetch_add(1, Ordering::SeqCst);
+            }
+            // A fault after the kill cannot happen (nothing answers); before it, it is a bug.
+            Ok(r) => {
+                load.problems
+                    .lock()
+                    .unwrap()
+                    .push(format!("{}: HTTP {}: {}", t.serial, r.status, r.body));
+                return;
+            }
+            Err(e) => {
+                load.unanswered.fetch_add(1, Ordering::SeqCst);
+                if !load.killed.load(Ordering::SeqCst) {
+                    load.problems
+                        .lock()
+                        .unwrap()
+                        .push(format!("{}: before the kill: {e}", t.serial));
+                }
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_registrations_survive_sigkill_and_their_tokens_work() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = init(dir.path());
+    let keys = keys_of(&cfg);
+    let server = Server::start(&cfg).await;
+    let addr = server.addr;
+
+    let load = Arc::new(Load::default());
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| tokio::spawn(register_client(c, addr, keys.clone(), load.clone())))
+        .collect();
+
+    // Kill as soon as KILL_AFTER registrations are acknowledged: the other clients are mid-request.
+    let deadline = Instant::now() + LOAD_DEADLINE;
+    while load.acked_count.load(Ordering::SeqCst) < KILL_AFTER {
+        let problems = load.problems.lock().unwrap().clone();
+        if !problems.is_empty() || Instant::now() > deadline {
+            load.stop.store(true, Ordering::SeqCst);
+            panic!(
+                "load failed: {} acknowledged after {:?}; problems: {:#?}\nstderr:\n{}",
+                load.acked_count.load(Ordering::SeqCst),
+                started.elapsed(),
+                &problems[..problems.len().min(5)],
+                server.stderr()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let in_flight_at_kill = load.in_flight.load(Ordering::SeqCst);
+    load.killed.store(true, Ordering::SeqCst);
+    let stderr = server.kill9();
+    load.stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        // Each request is bounded by REQUEST_DEADLINE, so this ends.
+        c.await.unwrap();
+    }
+    let problems = load.problems.lock().unwrap().clone();
+    assert!(
+        problems.is_empty(),
+        "unexpected failures during the load: {:#?}\nstderr:\n{stderr}",
+        &problems[..problems.len().min(5)]
+    );
+    let acked = std::mem::take(&mut *load.acked.lock().unwrap());
+    let unanswered = load.unanswered.load(Ordering::SeqCst);
+    assert!(acked.len() >= KILL_AFTER);
+    assert!(
+        in_flight_at_kill > 0,
+        "the kill should land while requests are in flight"
+    );
+    let load_time = started.elapsed();
+
+    // Restart on the same folder; every acknowledged token must authenticate a transaction.
+    let server = Server::start(&cfg).await;
+    let addr = server.addr;
+    let acked = Arc::new(acked);
+    let next = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let verifiers: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (acked, next, failures, keys) =
+                (acked.clone(), next.clone(), failures.clone(), keys.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some((t, token)) = acked.get(i) else {
+                        return;
+                    };
+                    // Counter 2: above the registration's 1.
+                    let outcome = match t.swipe(addr, &keys, token, 2).await {
+                        Ok(r) if r.successful() && r.renewed_token().is_none() => continue,
+                        Ok(r) => format!("{}: HTTP {}: {}", t.serial, r.status, r.body),
+                        Err(e) => format!("{}: {e}", t.serial),
+                    };
+                    failures.lock().unwrap().push(outcome);
+                }
+            })
+        })
+        .collect();
+    for v in verifiers {
+        v.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} of {} acknowledged registrations do not work after the restart, e.g. {:#?}\n\
+         stderr before the kill:\n{stderr}\nstderr after the restart:\n{}",
+        failures.len(),
+        acked.len(),
+        &failures[..failures.len().min(5)],
+        server.stderr()
+    );
+    drop(server);
+    println!(
+        "crash: {} registrations acknowledged before SIGKILL ({in_flight_at_kill} in flight, \
+         {unanswered} unanswered), all {} verified by a transaction after the restart; \
+         load {load_time:?}, total {:?}",
+        acked.len(),
+        acked.len(),
+        started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refresh flag state under SIGKILL
+
+/// Move a terminal's refresh date into the past, as if its token were `refresh_age` old.
+fn make_due(s: &SledStore, t: &Terminal) {
+    let past = Utc::now().timestamp_millis() - 60_000;
+    store::update(s, &t.id(), |cur| {
+        let mut r = cur.expect("registered").clone();
+        r.refresh_due_at_ms = past;
+        Ok::<_, StoreError>((Some(r), ()))
+    })
+    .unwrap();
+}
+
+/// `snapgate init` a folder, adjust its config with `tweak`, register `terminals` (counter 1),
+/// SIGKILL the server, and move the refresh date of those marked due into the past. Returns
+/// the config path, the keys and the tokens.
+async fn registered_folder(
+    dir: &Path,
+    tweak: impl FnOnce(&Path),
+    terminals: &[(Terminal, bool)],
+) -> (PathBuf, Arc<Keys>, Vec<String>) {
+    let cfg = init(dir);
+    tweak(&cfg);
+    let keys = keys_of(&cfg);
+    let server = Server::start(&cfg).await;
+    let mut tokens = Vec::new();
+    for (t, _) in terminals {
+        let r = t.register(server.addr, &keys, 1).await.unwrap();
+        assert_eq!(r.status, 200, "{}\nstderr:\n{}", r.body, server.stderr());
+        tokens.push(r.text_of("RegisterTerminalResult").unwrap());
+    }
+    server.kill9();
+    let s = open_store(&cfg);
+    for (t, due) in terminals {
+        assert!(!record(&s, t).refresh_flag);
+        if *due {
+            make_due(&s, t);
+        }
+    }
+    s.flush().unwrap();
+    drop(s);
+    (cfg, keys, tokens)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_flag_and_pending_token_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    // A: due, swiped (flag + pending token). B: due, only a keyed transaction (flag, no pending
+    // token: nothing to deliver it with). C: not due.
+    let group = |g: &str, k: u16| {
+        (0..3u16)
+            .map(move |i| Terminal::new(0xF000 + k * 16 + i, format!("REFRESH-{g}{i}")))
+            .collect::<Vec<_>>()
+    };
+    let (a, b, c) = (group("A", 0), group("B", 1), group("C", 2));
+    let all: Vec<(Terminal, bool)> = a
+        .iter()
+        .map(|t| (t.clone(), true))
+        .chain(b.iter().map(|t| (t.clone(), true)))
+        .chain(c.iter().map(|t| (t.clone(), false)))
+        .collect();
+    let (cfg, keys, tokens) = registered_folder(dir.path(), |_| {}, &all).await;
+    let (tok_a, rest) = tokens.split_at(3);
+    let (tok_b, tok_c) = rest.split_at(3);
+
+    // The eligible transactions, all at once; SIGKILL as soon as the last response is in.
+    let server = Server::start(&cfg).await;
+    let addr = server.addr;
+    let swipes_a = a
+        .iter()
+        .zip(tok_a)
+        .map(|(t, tok)| t.swipe(addr, &keys, tok, 2));
+    let keyed_b = b.iter().zip(tok_b).map(|(t, tok)| t.keyed(addr, tok));
+    let swipes_c = c
+        .iter()
+        .zip(tok_c)
+        .map(|(t, tok)| t.swipe(addr, &keys, tok, 2));
+    let (ra, rb, rc) = tokio::join!(join_all(swipes_a), join_all(keyed_b), join_all(swipes_c));
+    let stderr = server.kill9();
+    let ok = |r: Result<Reply, String>| {
+        let r = r.unwrap_or_else(|e| panic!("{e}\nstderr:\n{stderr}"));
+        assert!(r.successful(), "{}\nstderr:\n{stderr}", r.body);
+        r
+    };
+    let renewed_a: Vec<String> = ra
+        .into_iter()
+        .map(|r| {
+            ok(r)
+                .renewed_token()
+                .expect("a due swipe carries a renewed token")
+        })
+        .collect();
+    for r in rb.into_iter().chain(rc) {
+        assert_eq!(ok(r).renewed_token(), None);
+    }
+
+    // On disk after the kill: exactly what the responses said.
+    {
+        let s = open_store(&cfg);
+        for ((t, old), renewed) in a.iter().zip(tok_a).zip(&renewed_a) {
+            let r = record(&s, t);
+            assert!(r.refresh_flag, "{}: flag lost", t.serial);
+            assert_eq!(
+                r.pending.map(|p| p.token_id),
+                Some(token_id(&keys, renewed)),
+                "{}: the renewed token handed out is not recorded as pending",
+                t.serial
+            );
+            assert_eq!(r.token_id, token_id(&keys, old), "{}", t.serial);
+            assert_eq!(r.last_counter, 2, "{}", t.serial);
+        }
+        for t in &b {
+            let r = record(&s, t);
+            assert!(r.refresh_flag, "{}: flag lost", t.serial);
+            assert!(r.pending.is_none(), "{}", t.serial);
+        }
+        for t in &c {
+            let r = record(&s, t);
+            assert!(!r.refresh_flag && r.pending.is_none(), "{}", t.serial);
+            assert_eq!(r.last_counter, 2, "{}", t.serial);
+        }
+    }
+
+    // Observed through the restarted server.
+    let server = Server::start(&cfg).await;
+    let addr = server.addr;
+    let fail = |what: &str, t: &Terminal, r: &Result<Reply, String>| -> ! {
+        fail(what, t, r, &server.stderr())
+    };
+    let mut renewed_b = Vec::new();
+    for (i, t) in a.iter().enumerate() {
+        // The old token again: the same renewed token, not a new one.
+        let r = t.swipe(addr, &keys, &tok_a[i], 3).await;
+        match &r {
+            Ok(x) if x.successful() && x.renewed_token().as_ref() == Some(&renewed_a[i]) => {}
+            _ => fail("old token after the restart", t, &r),
+        }
+        // The renewed token works, and switches the terminal over.
+        let r = t.swipe(addr, &keys, &renewed_a[i], 4).await;
+        match &r {
+            Ok(x) if x.successful() && x.renewed_token().is_none() => {}
+            _ => fail("renewed token after the restart", t, &r),
+        }
+        let r = t.swipe(addr, &keys, &tok_a[i], 5).await;
+        match &r {
+            Ok(x) if x.status == 500 && x.fault_id().as_deref() == Some("5005") => {}
+            _ => fail("old token once the renewed one is in use", t, &r),
+        }
+    }
+    for (i, t) in b.iter().enumerate() {
+        // The flag survived: the first swipe hands out a renewed token.
+        let r = t.swipe(addr, &keys, &tok_b[i], 2).await;
+        let renewed = match &r {
+            Ok(x) if x.successful() => x.renewed_token(),
+            _ => None,
+        };
+        let Some(renewed) = renewed else {
+            fail("swipe after a keyed transaction raised the flag", t, &r)
+        };
+        let r = t.swipe(addr, &keys, &renewed, 3).await;
+        match &r {
+            Ok(x) if x.successful() && x.renewed_token().is_none() => {}
+            _ => fail("renewed token", t, &r),
+        }
+        renewed_b.push(renewed);
+    }
+    for (i, t) in c.iter().enumerate() {
+        let r = t.swipe(addr, &keys, &tok_c[i], 3).await;
+        match &r {
+            Ok(x) if x.successful() && x.renewed_token().is_none() => {}
+            _ => fail("a terminal that is not due", t, &r),
+        }
+    }
+    // The switch to the renewed token is durable too.
+    server.kill9();
+    let s = open_store(&cfg);
+    for (t, renewed) in a.iter().zip(&renewed_a).chain(b.iter().zip(&renewed_b)) {
+        let r = record(&s, t);
+        assert_eq!(r.token_id, token_id(&keys, renewed), "{}", t.serial);
+        assert!(!r.refresh_flag && r.pending.is_none(), "{}", t.serial);
+    }
+    for t in &c {
+        assert!(!record(&s, t).refresh_flag, "{}", t.serial);
+    }
+}
+
+fn fail(what: &str, t: &Terminal, r: &Result<Reply, String>, stderr: &str) -> ! {
+    let body = match r {
+        Ok(r) => format!("HTTP {}: {}", r.status, r.body),
+        Err(e) => e.clone(),
+    };
+    panic!("{}: {what}: {body}\nstderr:\n{stderr}", t.serial)
+}
+
+/// Await borrowed futures concurrently on this task; outputs in order (no `futures` crate).
+async fn join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = fs.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in pinned.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|o| o.unwrap()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same renewal in forward mode
+
+const UPSTREAM_OK: &str = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><AuthorizeAndCaptureResponse xmlns="http://schemas.evosnap.com/CWS/v2.0/TransactionProcessing"><AuthorizeAndCaptureResult xmlns:i="http://www.w3.org/2001/XMLSchema-instance" xmlns:b="http://schemas.evosnap.com/CWS/v2.0/Transactions/Bankcard" xmlns:bp="http://schemas.evosnap.com/CWS/v2.0/Transactions/Bankcard/Pro" i:type="bp:BankcardTransactionResponsePro"><Status xmlns="http://schemas.evosnap.com/CWS/v2.0/Transactions">Successful</Status><StatusCode xmlns="http://schemas.evosnap.com/CWS/v2.0/Transactions">000</StatusCode><TransactionId xmlns="http://schemas.evosnap.com/CWS/v2.0/Transactions">CCED01ACF1F44E5A8DAE8E956EFD1DE5</TransactionId><b:MaskedPAN>545454XXXXXX5454</b:MaskedPAN></AuthorizeAndCaptureResult></AuthorizeAndCaptureResponse></s:Body></s:Envelope>"#;
+
+/// An upstream CWS endpoint on loopback that approves everything. Ends with the test's runtime.
+async fn upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let _ = req.into_body().collect().await;
+                        let mut r = hyper::Response::new(Full::new(Bytes::from_static(
+                            UPSTREAM_OK.as_bytes(),
+                        )));
+                        r.headers_mut()
+                            .insert("content-type", "text/xml; charset=utf-8".parse().unwrap());
+                        Ok::<_, std::convert::Infallible>(r)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Switch a folder's config to forward mode.
+fn forward_to(cfg: &Path, upstream: SocketAddr) {
+    edit_config(cfg, |c| {
+        c.processor.mode = ProcessorMode::Forward;
+        c.processor.upstream_url = Some(format!("http://{upstream}/2.1.32/TPS.svc"));
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_mode_renewed_token_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream().await;
+    let terminals: Vec<(Terminal, bool)> = (0..3u16)
+        .map(|i| (Terminal::new(0xF100 + i, format!("FORWARD-{i}")), true))
+        .collect();
+    let (cfg, keys, tokens) =
+        registered_folder(dir.path(), |cfg| forward_to(cfg, up), &terminals).await;
+
+    let server = Server::start(&cfg).await;
+    let addr = server.addr;
+    let replies = join_all(
+        terminals
+            .iter()
+            .zip(&tokens)
+            .map(|((t, _), tok)| t.swipe(addr, &keys, tok, 2)),
+    )
+    .await;
+    // SIGKILL right after the responses that carry the renewed tokens.
+    let stderr = server.kill9();
+    let renewed: Vec<String> = replies
+        .into_iter()
+        .map(|r| {
+            let r = r.unwrap_or_else(|e| panic!("{e}\nstderr:\n{stderr}"));
+            assert!(r.successful(), "{}\nstderr:\n{stderr}", r.body);
+            r.renewed_token()
+                .expect("a due swipe carries a renewed token")
+        })
+        .collect();
+
+    let lost: Vec<String> = {
+        let s = open_store(&cfg);
+        terminals
+            .iter()
+            .zip(&renewed)
+            .filter_map(|((t, _), tok)| {
+                let r = record(&s, t);
+                let kept =
+                    r.refresh_flag && r.pending.map(|p| p.token_id) == Some(token_id(&keys, tok));
+                (!kept).then(|| {
+                    format!(
+                        "{}: flag {}, pending {:?}, last counter {}",
+                        t.serial,
+                        r.refresh_flag,
+                        r.pending.map(|p| p.token_id),
+                        r.last_counter
+                    )
+                })
+            })
+            .collect()
+    };
+    // What a terminal that received the renewed token sees: it must work.
+    let server = Server::start(&cfg).await;
+    let mut stranded = Vec::new();
+    for ((t, _), tok) in terminals.iter().zip(&renewed) {
+        match t.swipe(server.addr, &keys, tok, 3).await {
+            Ok(r) if r.successful() => {}
+            Ok(r) => stranded.push(format!(
+                "{}: HTTP {} fault {:?}",
+                t.serial,
+                r.status,
+                r.fault_id()
+            )),
+            Err(e) => stranded.push(format!("{}: {e}", t.serial)),
+        }
+    }
+    assert!(
+        lost.is_empty() && stranded.is_empty(),
+        "forward mode: the renewed tokens handed out before SIGKILL were not durable.\n\
+         lost from the store: {lost:#?}\nrenewed token refused after the restart: {stranded:#?}\n\
+         stderr:\n{}",
+        server.stderr()
+    );
+}
