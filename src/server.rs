@@ -261,7 +261,11 @@ async fn soap_request(
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase().starts_with("text/xml"))
+        .map(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/xml"))
+        })
         .unwrap_or(false);
     if !ct_ok {
         return fault_response(

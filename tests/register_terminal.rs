@@ -445,6 +445,14 @@ async fn soap_action_must_match_the_body_when_given() {
 #[tokio::test]
 async fn http_level_limits_answer_with_soap_faults_and_proper_status() {
     let srv = TestServer::start_with(|c| c.limits.max_body_bytes = 2048).await;
+    for ct in [
+        "application/json",
+        "text/xmlfoo",
+        "text/xml-ish; charset=utf-8",
+    ] {
+        let r = srv.post("/SIS.svc", &[("content-type", ct)], "{}").await;
+        assert_eq!(r.status, 415, "{ct}");
+    }
     let r = srv
         .post("/SIS.svc", &[("content-type", "application/json")], "{}")
         .await;
