@@ -1,0 +1,608 @@
+//! `snapgate-bench load`: the load run.
+//!
+//! 1. Start snapgate in this process (dev config and a real sled database in a scratch folder,
+//!    on 127.0.0.1:0, its own tokio runtime) or use `--target` (loopback only).
+//! 2. `register`: every terminal registers once (durable registrations/s).
+//! 3. Probe: one AuthorizeAndCapture; its answer's bytes become the baseline's answer.
+//! 4. `baseline`: the plain hyper server (in this process, runtime like snapgate's), driven by
+//!    the same client code, connections and request bodies as the next phase.
+//! 5. `transactions`: AuthorizeAndCapture against snapgate.
+//! 6. `mixed`: transactions with `--register-mix` percent re-registrations.
+//!
+//! Phases 4-6 each run for `--requests` or `--duration`, after an unrecorded warm-up.
+
+use crate::client::{self, Conn, Mode, PhaseOutcome, Plan, Stop, Target};
+use crate::fleet::{self, Fleet, Op, Terminal};
+use crate::report::{self, Cpu, Goal, PhaseReport};
+use crate::sys::{self, ScratchDir};
+use crate::{baseline, plot};
+use hyper::header::HeaderValue;
+use serde::Serialize;
+use snapgate::app::App;
+use snapgate::clock::SystemClock;
+use snapgate::config::{self, Config, Keys};
+use snapgate::store::SledStore;
+use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+use tokio::sync::oneshot;
+
+/// Name prefix of the client's threads, to split CPU time between client and server.
+const CLIENT_THREADS: &str = "bench-client";
+
+#[derive(clap::Args, Serialize, Clone)]
+pub struct LoadArgs {
+    /// An already running snapgate, e.g. http://127.0.0.1:8080 (loopback addresses only).
+    /// Without it, snapgate runs in this process with a dev config in a scratch folder.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Key file with the BDK the target uses for key-set id FFFF987654 (default: the dev BDKs).
+    #[arg(long)]
+    pub keys: Option<PathBuf>,
+    /// Terminals to register (each a device of its own).
+    #[arg(long, default_value_t = 10_000)]
+    pub terminals: u32,
+    /// First device number: use a fresh range for a second run against the same --target.
+    #[arg(long, default_value_t = 0)]
+    pub device_offset: u32,
+    /// Keep-alive connections (closed loop: one request in flight on each).
+    #[arg(long, short = 'c', default_value_t = 64)]
+    pub connections: usize,
+    /// Requests per measured phase (baseline, transactions, mixed).
+    #[arg(long, conflicts_with = "duration")]
+    pub requests: Option<u64>,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 15.0)]
+    pub duration: f64,
+    /// Open loop: offered requests/s over all connections in the measured phases (default:
+    /// closed loop, each connection sends as soon as its previous answer arrives).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Unrecorded warm-up before each measured phase, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Percent of re-registrations in the mixed phase (0 skips the phase).
+    #[arg(long, default_value_t = 10.0)]
+    pub register_mix: f64,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the throughput / p99 plot as SVG here.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Worker threads of the in-process server runtime (and the baseline's).
+    #[arg(long, default_value_t = 2)]
+    pub server_threads: usize,
+    /// Worker threads of the client runtime.
+    #[arg(long, default_value_t = 2)]
+    pub client_threads: usize,
+    /// Log filter of the in-process server, written to server.log in the scratch folder
+    /// (`info` is what `snapgate serve` logs by default; `off` for none).
+    #[arg(long, default_value = "info")]
+    pub server_log: String,
+    /// Folder for the scratch folder (default: the system temp dir).
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
+    /// Seed for the registration mix.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Serialize)]
+struct LoadResult {
+    tool: &'static str,
+    date: String,
+    machine: Machine,
+    settings: LoadArgs,
+    /// The baseline's answer: the bytes of snapgate's AuthorizeAndCapture answer.
+    response_bytes: usize,
+    phases: Vec<PhaseReport>,
+    /// snapgate transactions req/s / baseline req/s.
+    ratio: f64,
+    /// This process's peak resident memory (client, baseline and in-process server together).
+    peak_rss_bytes: u64,
+    goals: Vec<Goal>,
+}
+
+#[derive(Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub note: &'static str,
+}
+
+pub fn machine() -> Machine {
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        note: "client, server and baseline share these cores",
+    }
+}
+
+/// Stops the in-process snapgate, and its task (which flushes the store on the way out).
+type ServerHandle = (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), String>>,
+);
+
+/// Where snapgate runs for this load run.
+struct Server {
+    addr: SocketAddr,
+    keys: Keys,
+    /// Set when snapgate runs in this process: stop it with this.
+    stop: Option<ServerHandle>,
+    _scratch: ScratchDir,
+}
+
+pub fn run(args: LoadArgs) -> Result<(), String> {
+    check(&args)?;
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.server_threads.max(1))
+        .thread_name("snapgate-server")
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .thread_name(CLIENT_THREADS)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let server = match &args.target {
+        Some(url) => external(url, args.keys.clone(), args.scratch.as_deref())?,
+        None => in_process(&server_rt, &args)?,
+    };
+    eprintln!(
+        "snapgate-bench: snapgate at {} ({}), {} terminals, {} connections",
+        server.addr,
+        if args.target.is_none() {
+            "in this process"
+        } else {
+            "--target"
+        },
+        args.terminals,
+        args.connections
+    );
+    let Server {
+        addr,
+        keys,
+        stop,
+        _scratch,
+    } = server;
+    let fleet = Arc::new(Fleet::new(keys)?);
+    let result = client_rt.block_on(measure(&args, &server_rt, fleet, addr));
+    if let Some((tx, task)) = stop {
+        let _ = tx.send(());
+        server_rt
+            .block_on(task)
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("snapgate stopped with an error: {e}"))?;
+    }
+    let result = result?;
+    write_outputs(&args, &result)
+}
+
+fn check(args: &LoadArgs) -> Result<(), String> {
+    if args.connections == 0 || args.terminals == 0 {
+        return Err("--connections and --terminals must be at least 1".into());
+    }
+    if (args.terminals as usize) < args.connections {
+        return Err(
+            "--terminals must be at least --connections (each connection owns its terminals)"
+                .into(),
+        );
+    }
+    if u64::from(args.device_offset) + u64::from(args.terminals) > u64::from(fleet::MAX_DEVICES) {
+        return Err(format!(
+            "--device-offset + --terminals must be at most {} (19 device-id bits)",
+            fleet::MAX_DEVICES
+        ));
+    }
+    if !(0.0..=100.0).contains(&args.register_mix) {
+        return Err("--register-mix is a percentage, 0 to 100".into());
+    }
+    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        return Err("--rate must be positive".into());
+    }
+    if args.requests == Some(0) || (args.requests.is_none() && args.duration <= 0.0) {
+        return Err("--requests / --duration must be positive".into());
+    }
+    Ok(())
+}
+
+/// Parse `--target` and refuse anything that is not a loopback address.
+pub fn loopback_target(url: &str) -> Result<SocketAddr, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("--target {url}: {e}"))?;
+    match uri.scheme_str() {
+        None | Some("http") => {}
+        Some(s) => {
+            return Err(format!(
+                "--target {url}: scheme {s} is not supported (http only)"
+            ))
+        }
+    }
+    let host = uri.host().ok_or(format!("--target {url}: no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        host.parse()
+            .map_err(|_| format!("--target {url}: the host must be an IP address or localhost"))?
+    };
+    if !ip.is_loopback() {
+        return Err(format!(
+            "--target {url}: only loopback targets (127.0.0.0/8, ::1, localhost) are allowed"
+        ));
+    }
+    Ok(SocketAddr::new(ip, uri.port_u16().unwrap_or(80)))
+}
+
+fn external(
+    url: &str,
+    keys: Option<PathBuf>,
+    scratch: Option<&std::path::Path>,
+) -> Result<Server, String> {
+    let addr = loopback_target(url)?;
+    let dir = ScratchDir::new(scratch, "snapgate-bench")?;
+    let keys = match keys {
+        Some(p) => Keys::load(&p).map_err(|e| e.to_string())?,
+        None => {
+            // The dev key file's BDKs are the public test ones; its signing key is not needed.
+            let p = dir.path().join("keys.toml");
+            config::write_private(&p, &config::dev_key_file()).map_err(|e| e.to_string())?;
+            Keys::load(&p).map_err(|e| e.to_string())?
+        }
+    };
+    Ok(Server {
+        addr,
+        keys,
+        stop: None,
+        _scratch: dir,
+    })
+}
+
+fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String> {
+    let dir = ScratchDir::new(args.scratch.as_deref(), "snapgate-bench")?;
+    let cfg_path = config::init_dev(dir.path(), "127.0.0.1:0".parse().expect("literal"))
+        .map_err(|e| e.to_string())?;
+    let cfg = Config::load(&cfg_path).map_err(|e| e.to_string())?;
+    if args.server_log != "off" {
+        let file =
+            std::fs::File::create(dir.path().join("server.log")).map_err(|e| e.to_string())?;
+        let filter = tracing_subscriber::EnvFilter::try_new(&args.server_log)
+            .map_err(|e| format!("--server-log: {e}"))?;
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::sync::Mutex::new(file))
+            .try_init();
+    }
+    let server_keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
+    let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
+    let store = SledStore::open(&cfg.store.path).map_err(|e| e.to_string())?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let task = rt.spawn(async move {
+        let app = App::new(cfg, server_keys, store, Arc::new(SystemClock))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = addr_tx.send(listener.local_addr().map_err(|e| e.to_string()));
+        snapgate::server::run(app, listener, async move {
+            let _ = rx.await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+    });
+    let addr = match addr_rx.recv() {
+        Ok(a) => a?,
+        Err(_) => {
+            return Err(match rt.block_on(task) {
+                Ok(Err(e)) => format!("snapgate did not start: {e}"),
+                _ => "snapgate did not start".into(),
+            })
+        }
+    };
+    Ok(Server {
+        addr,
+        keys,
+        stop: Some((tx, task)),
+        _scratch: dir,
+    })
+}
+
+/// Split the terminals over the connections: terminal i goes to connection i mod C.
+fn connections(args: &LoadArgs) -> Vec<Conn> {
+    let c = args.connections;
+    let mut groups: Vec<Vec<Terminal>> = (0..c).map(|_| Vec::new()).collect();
+    for i in 0..args.terminals {
+        groups[i as usize % c].push(Terminal::new(args.device_offset + i));
+    }
+    groups
+        .into_iter()
+        .enumerate()
+        .map(|(j, g)| Conn::new(g, args.seed.wrapping_mul(1_000_003).wrapping_add(j as u64)))
+        .collect()
+}
+
+async fn measure(
+    args: &LoadArgs,
+    server_rt: &Runtime,
+    fleet: Arc<Fleet>,
+    addr: SocketAddr,
+) -> Result<LoadResult, String> {
+    let snapgate = Target::new(addr);
+    let progress = !args.no_progress && std::io::stderr().is_terminal();
+    let measured = match args.requests {
+        Some(n) => Stop::Requests(n),
+        None => Stop::Duration(Duration::from_secs_f64(args.duration)),
+    };
+    let warmup = Stop::Duration(Duration::from_secs_f64(args.warmup));
+    let c = args.connections;
+    let mut phases = Vec::new();
+
+    let mut conns = connections(args);
+    let register = Plan {
+        mode: Mode::RegisterAll,
+        stop: Stop::Exhausted,
+        rate: None,
+    };
+    let (out, cpu) = phase("register", &fleet, &snapgate, conns, register, progress).await;
+    phases.push(PhaseReport::new("register", "snapgate", c, &out, cpu));
+    conns = out.conns;
+    let unregistered = conns
+        .iter()
+        .flat_map(|c| &c.terminals)
+        .filter(|t| t.token.is_none())
+        .count();
+    if unregistered > 0 {
+        report::print_phases(&phases);
+        return Err(format!(
+            "{unregistered} terminals did not register; see the errors above (a --target that \
+             has seen these devices refuses their KSN counters again: pass --device-offset)"
+        ));
+    }
+
+    // The probe: one real answer, whose bytes the baseline sends back.
+    let (body, ctype) = probe(&fleet, &snapgate, &mut conns[0]).await?;
+    let (base_stop, base_task, base_addr) = start_baseline(server_rt, body.clone(), ctype).await?;
+    let baseline = Target::new(base_addr);
+
+    let run = |name: &'static str,
+               target: Target,
+               server_name: &'static str,
+               mode: Mode,
+               conns: Vec<Conn>| {
+        let fleet = fleet.clone();
+        async move {
+            let warm = if args.warmup > 0.0 {
+                let plan = Plan {
+                    mode,
+                    stop: warmup,
+                    rate: args.rate,
+                };
+                phase(
+                    &format!("{name} warm-up"),
+                    &fleet,
+                    &target,
+                    conns,
+                    plan,
+                    progress,
+                )
+                .await
+                .0
+                .conns
+            } else {
+                conns
+            };
+            let plan = Plan {
+                mode,
+                stop: measured,
+                rate: args.rate,
+            };
+            let (out, cpu) = phase(name, &fleet, &target, warm, plan, progress).await;
+            (PhaseReport::new(name, server_name, c, &out, cpu), out.conns)
+        }
+    };
+    let (report, conns) = run("baseline", baseline, "baseline", Mode::Sales, conns).await;
+    phases.push(report);
+    let _ = base_stop.send(());
+    let _ = base_task.await;
+    let (report, conns) = run(
+        "transactions",
+        snapgate.clone(),
+        "snapgate",
+        Mode::Sales,
+        conns,
+    )
+    .await;
+    phases.push(report);
+    if args.register_mix > 0.0 {
+        let (report, _) = run(
+            "mixed",
+            snapgate.clone(),
+            "snapgate",
+            Mode::Mixed(args.register_mix),
+            conns,
+        )
+        .await;
+        phases.push(report);
+    }
+
+    let base_rps = phases[1].rps;
+    let txn = &phases[2];
+    let ratio = txn.rps / base_rps;
+    let sale = txn.op(Op::Sale).map(|o| o.latency.clone());
+    let p99 = sale.map_or(f64::NAN, |l| l.p99_ms);
+    let reg = phases[0]
+        .op(Op::Register)
+        .map_or(0.0, |o| o.ok as f64 / phases[0].elapsed_s);
+    let goals = vec![
+        match args.rate {
+            None => Goal::new(
+                "transactions >= 50% of baseline req/s",
+                format!(
+                    "{:.0} / {:.0} req/s = {:.1}%",
+                    txn.rps,
+                    base_rps,
+                    ratio * 100.0
+                ),
+                ratio >= 0.5,
+            ),
+            Some(r) => Goal::not_applicable(
+                "transactions >= 50% of baseline req/s",
+                format!(
+                    "open loop at {r:.0} req/s: both serve the offered rate; run without --rate"
+                ),
+            ),
+        },
+        Goal::new(
+            "transaction p99 < 2 ms at 64 connections",
+            format!(
+                "p99 {p99:.3} ms at {c} connections, {}",
+                args.rate.map_or("closed loop".into(), |r| format!(
+                    "open loop at {r:.0} req/s"
+                ))
+            ),
+            p99 < 2.0 && c >= 64,
+        ),
+        Goal::new(
+            "durable registrations >= 5,000/s",
+            format!("{reg:.0}/s ({} terminals, {c} connections)", args.terminals),
+            reg >= 5000.0,
+        ),
+        Goal::new(
+            "no errors",
+            format!("{} errors", phases.iter().map(|p| p.errors).sum::<u64>()),
+            phases.iter().all(|p| p.errors == 0),
+        ),
+    ];
+    Ok(LoadResult {
+        tool: "snapgate-bench load",
+        date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        machine: machine(),
+        settings: args.clone(),
+        response_bytes: body.len(),
+        peak_rss_bytes: sys::memory().1,
+        phases,
+        ratio,
+        goals,
+    })
+}
+
+/// Run one phase and measure the CPU the client and everything else used meanwhile.
+async fn phase(
+    name: &str,
+    fleet: &Arc<Fleet>,
+    target: &Target,
+    conns: Vec<Conn>,
+    plan: Plan,
+    progress: bool,
+) -> (PhaseOutcome, Cpu) {
+    let before = sys::cpu_split(CLIENT_THREADS);
+    let machine_before = sys::machine_busy();
+    let out = client::run_phase(name, fleet.clone(), target.clone(), conns, plan, progress).await;
+    let after = sys::cpu_split(CLIENT_THREADS);
+    let busy = sys::machine_busy() - machine_before;
+    let ours = (after.0 - before.0) + (after.1 - before.1);
+    let done: u64 = out.ops.iter().map(|o| o.latency_us.len() + o.errors).sum();
+    let errors: u64 = out.ops.iter().map(|o| o.errors).sum();
+    eprintln!(
+        "{name:>22}: {done} requests in {:.1} s = {:.0} req/s, {errors} errors, \
+         other processes used {:.1} CPU-s",
+        out.elapsed.as_secs_f64(),
+        done as f64 / out.elapsed.as_secs_f64(),
+        (busy - ours).max(0.0)
+    );
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    let cpu = Cpu {
+        client_s: round(after.0 - before.0),
+        this_process_other_s: round(after.1 - before.1),
+        other_processes_s: round((busy - ours).max(0.0)),
+    };
+    (out, cpu)
+}
+
+async fn probe(
+    fleet: &Fleet,
+    target: &Target,
+    conn: &mut Conn,
+) -> Result<(bytes::Bytes, HeaderValue), String> {
+    let req = fleet.sale(&mut conn.terminals[0]);
+    let mut sender = client::connect(target.addr).await?;
+    let (status, ctype, body) = client::send(&mut sender, target, &req).await?;
+    if status != 200 || !fleet::contains(&body, fleet::APPROVED) {
+        return Err(format!(
+            "the probe AuthorizeAndCapture failed: HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    let ctype = HeaderValue::from_str(&ctype).map_err(|e| e.to_string())?;
+    Ok((body, ctype))
+}
+
+type BaselineHandle = (oneshot::Sender<()>, tokio::task::JoinHandle<()>, SocketAddr);
+
+/// Start the baseline server on the server runtime, on 127.0.0.1:0.
+async fn start_baseline(
+    rt: &Runtime,
+    body: bytes::Bytes,
+    ctype: HeaderValue,
+) -> Result<BaselineHandle, String> {
+    let (tx, rx) = oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let task = rt.spawn(async move {
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = addr_tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        let _ = addr_tx.send(listener.local_addr().map_err(|e| e.to_string()));
+        baseline::serve(listener, body, ctype, async move {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    let addr = addr_rx
+        .await
+        .map_err(|_| "the baseline server did not start".to_string())??;
+    Ok((tx, task, addr))
+}
+
+fn write_outputs(args: &LoadArgs, r: &LoadResult) -> Result<(), String> {
+    println!();
+    report::print_phases(&r.phases);
+    println!(
+        "\nsnapgate transactions / baseline: {:.0} / {:.0} req/s = {:.1}% (answer {} bytes)",
+        r.phases[2].rps,
+        r.phases[1].rps,
+        r.ratio * 100.0,
+        r.response_bytes
+    );
+    println!(
+        "peak RSS of this process (client + servers): {} MiB",
+        r.peak_rss_bytes >> 20
+    );
+    println!("goals:");
+    report::print_goals(&r.goals);
+    if let Some(p) = &args.json {
+        let text = serde_json::to_string_pretty(r).map_err(|e| e.to_string())?;
+        std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    if let Some(p) = &args.svg {
+        let shown: Vec<&PhaseReport> = r.phases.iter().skip(1).collect();
+        let title = format!(
+            "snapgate-bench load: {} connections, {} terminals ({} CPUs shared)",
+            args.connections, args.terminals, r.machine.cpus
+        );
+        plot::write_svg(p, &title, &shown)?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}

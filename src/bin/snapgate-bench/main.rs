@@ -1,0 +1,74 @@
+//! `snapgate-bench`: the load harness and the scale check.
+//!
+//! `load` registers terminals with real DUKPT-encrypted secrets, then drives AuthorizeAndCapture
+//! transactions (and a registration mix) over keep-alive connections, after measuring a plain
+//! hyper baseline that answers the same bytes. `scale` bulk-writes terminal records through the
+//! store API and reports bytes on disk per terminal, RSS and restart time.
+//! See docs/BENCHMARKS.md for how to run both and what they measured.
+
+mod baseline;
+mod client;
+mod compact;
+mod fleet;
+mod load;
+mod plot;
+mod report;
+mod scale;
+mod sys;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "snapgate-bench",
+    about = "Load harness and scale check for snapgate (loopback only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Register terminals, then measure a plain hyper baseline and snapgate on the same
+    /// connections and request bodies.
+    Load(load::LoadArgs),
+    /// Bulk-write terminal records through the store API; report bytes/terminal, RSS, restart.
+    Scale(scale::ScaleArgs),
+    /// (internal) Reopen a scale database in a fresh process and print JSON measurements.
+    #[command(hide = true)]
+    ScaleReopen {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        sled: scale::SledVariant,
+        #[arg(long)]
+        record: scale::RecordFormat,
+        /// Hex TerminalId to read after opening.
+        #[arg(long)]
+        probe: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Load(args) => load::run(args),
+        Command::Scale(args) => scale::run(args),
+        Command::ScaleReopen {
+            dir,
+            sled,
+            record,
+            probe,
+        } => scale::reopen_child(&dir, sled, record, &probe),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("snapgate-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
