@@ -17,6 +17,10 @@ mod scale;
 mod sys;
 
 use clap::{Parser, Subcommand};
+
+// The same allocator as `snapgate serve`, so the in-process server measures the same.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
