@@ -171,12 +171,15 @@ impl Sandbox {
         }
     }
 
+    /// Store a new transaction. Only authorized (uncaptured) ones go into the per-terminal
+    /// index: CaptureAll is its only reader, and a sale then costs one write, not two.
     fn insert(&self, terminal: &TerminalId, id: &[u8; 16], t: &Txn) -> Result<(), Error> {
         self.txns.insert(id, enc(t)).map_err(StoreError::from)?;
-        let mut k = [0u8; 32];
-        k[..16].copy_from_slice(&terminal.0);
-        k[16..].copy_from_slice(id);
-        self.by_terminal.insert(k, &[]).map_err(StoreError::from)?;
+        if t.state == State::Authorized {
+            self.by_terminal
+                .insert(index_key(terminal, id), &[])
+                .map_err(StoreError::from)?;
+        }
         Ok(())
     }
 
@@ -285,6 +288,12 @@ impl Sandbox {
                 .compare_and_swap(id, Some(cur), Some(enc(&t)))
                 .map_err(StoreError::from)?;
             if swapped.is_ok() {
+                if t.state != State::Authorized {
+                    // Captured or undone: nothing left for CaptureAll to find.
+                    self.by_terminal
+                        .remove(index_key(terminal, &id))
+                        .map_err(StoreError::from)?;
+                }
                 return Ok(Self::outcome(&id, &t));
             }
         }
@@ -421,10 +430,6 @@ impl Sandbox {
             Err(TransactionError::Abort(e)) => return Err(e),
             Err(TransactionError::Storage(e)) => return Err(StoreError::from(e).into()),
         };
-        let mut k = [0u8; 32];
-        k[..16].copy_from_slice(&terminal.0);
-        k[16..].copy_from_slice(&new);
-        self.by_terminal.insert(k, &[]).map_err(StoreError::from)?;
         Ok(Self::outcome(&new, &refund))
     }
 
@@ -442,6 +447,7 @@ impl Sandbox {
         for kv in self.by_terminal.scan_prefix(terminal.0) {
             let (k, _) = kv.map_err(StoreError::from)?;
             let id_hex = hex::encode_upper(&k[16..]);
+            // The index may briefly lag a concurrent capture: check the transaction itself.
             let pending = match self.txns.get(&k[16..]).map_err(StoreError::from)? {
                 Some(v) => dec(&v)?.state == State::Authorized,
                 None => false,
@@ -473,6 +479,14 @@ impl Sandbox {
             None => Ok(None),
         }
     }
+}
+
+/// The per-terminal index key: terminal id then transaction id.
+fn index_key(terminal: &TerminalId, id: &[u8; 16]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(&terminal.0);
+    k[16..].copy_from_slice(id);
+    k
 }
 
 fn card_type_static(s: &str) -> &'static str {
