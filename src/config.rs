@@ -143,6 +143,8 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// How long a durable write may wait to share an fsync with others.
     pub group_commit_window_us: u64,
+    /// sled's page cache in MiB (the OS page cache comes on top).
+    pub cache_mb: u64,
 }
 
 impl Default for StoreConfig {
@@ -150,6 +152,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: PathBuf::from("db"),
             group_commit_window_us: 0,
+            cache_mb: crate::store::DEFAULT_CACHE_BYTES >> 20,
         }
     }
 }

@@ -355,7 +355,7 @@ fn serve(
     }
     init_logging(&cfg);
     let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
-    let store = SledStore::open(&cfg.store.path)
+    let store = SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb << 20)
         .map_err(|e| format!("cannot open the store at {}: {e}", cfg.store.path.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

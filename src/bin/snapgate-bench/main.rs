@@ -8,7 +8,6 @@
 
 mod baseline;
 mod client;
-mod compact;
 mod fleet;
 mod load;
 mod plot;
@@ -48,8 +47,6 @@ enum Command {
         dir: PathBuf,
         #[arg(long)]
         sled: scale::SledVariant,
-        #[arg(long)]
-        record: scale::RecordFormat,
         /// Hex TerminalId to read after opening.
         #[arg(long)]
         probe: String,
@@ -61,12 +58,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Load(args) => load::run(args),
         Command::Scale(args) => scale::run(args),
-        Command::ScaleReopen {
-            dir,
-            sled,
-            record,
-            probe,
-        } => scale::reopen_child(&dir, sled, record, &probe),
+        Command::ScaleReopen { dir, sled, probe } => scale::reopen_child(&dir, sled, &probe),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
