@@ -248,3 +248,37 @@ async fn a_locked_out_device_is_refused_even_with_the_right_secret_until_the_loc
     srv.clock.advance(chrono::Duration::seconds(301));
     srv.register_ok(&ksn(TDES_KSN_BASE, 3), "MP1|B1").await;
 }
+
+#[tokio::test]
+async fn replaying_a_serials_registration_locks_that_serial_out() {
+    let srv = TestServer::start_with(|c| c.security.lockout.max_failures_per_device = 3).await;
+    srv.register_ok(&ksn(TDES_KSN_BASE, 10), "MP1|VICTIM").await;
+    // A captured registration replayed as is: the secret is genuine, so besides the address and
+    // the KSN device, the serial is known and counted too.
+    let captured = ksn(TDES_KSN_BASE, 10);
+    let es = srv.encrypt_secret(&captured, "MP1|VICTIM");
+    for _ in 0..3 {
+        srv.soap(
+            "/SIS.svc",
+            SIS_ACTION,
+            &register_envelope(SERVICE_KEY, VENDOR_ID, &es, &captured),
+        )
+        .await
+        .assert_fault("AuthenticationFault", 406);
+    }
+    // Locked now, even with a fresh counter.
+    srv.register(&ksn(TDES_KSN_BASE, 11), "MP1|VICTIM")
+        .await
+        .assert_fault("AuthenticationFault", 406);
+    let m = srv.app.metrics.render();
+    assert!(
+        m.contains("snapgate_registrations_total{result=\"replay\"} 3"),
+        "{m}"
+    );
+    assert!(
+        m.contains("snapgate_registrations_total{result=\"rate_limited\"} 1"),
+        "{m}"
+    );
+    srv.clock.advance(chrono::Duration::seconds(301));
+    srv.register_ok(&ksn(TDES_KSN_BASE, 12), "MP1|VICTIM").await;
+}

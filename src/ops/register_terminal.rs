@@ -163,8 +163,7 @@ pub async fn apply(app: &App, c: &Credentials, ctx: &Context) -> Result<String, 
         Err(Error::Authentication(AuthFailure::RateLimited))
     };
     match &result {
-        Ok((_, serial)) => {
-            subjects.push(Subject::Serial(serial.clone()));
+        Ok(_) => {
             app.limiter.succeeded(&subjects);
             app.metrics.registration("ok");
         }
@@ -180,16 +179,25 @@ pub async fn apply(app: &App, c: &Credentials, ctx: &Context) -> Result<String, 
             tracing::info!(peer = ?ctx.peer, reason = %e, "registration refused");
         }
     }
-    result.map(|(token, _)| token)
+    result
 }
 
-/// The registration itself: returns the token and the device serial.
+/// The registration itself, once the address and device are not locked out.
 async fn register(
     app: &App,
     c: &Credentials,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(String, String), Error> {
+) -> Result<String, Error> {
     let auth = authenticate(app, c)?;
+    // The serial is known only once the secret decrypts: a serial under attack by replays
+    // (the one failure with a genuine secret) is locked out on its own too.
+    let serial = [Subject::Serial(format!(
+        "{}/{}",
+        c.service_key, auth.device_serial
+    ))];
+    if !app.limiter.allowed(&serial, now) {
+        return Err(Error::Authentication(AuthFailure::RateLimited));
+    }
     let tcfg = app.token();
     let device_id = auth.ksn.device_id();
     let claims = Claims {
@@ -228,6 +236,7 @@ async fn register(
                 && cur.device_id == device_id
                 && auth.ksn.counter() <= cur.last_counter
             {
+                app.limiter.failed(&serial, now);
                 return Err(Error::Authentication(AuthFailure::Replay));
             }
         }
@@ -240,10 +249,8 @@ async fn register(
         token_id = %claims.token_id,
         "terminal registered"
     );
-    Ok((
-        token::issue(&app.keys().signing, &claims),
-        auth.device_serial,
-    ))
+    app.limiter.succeeded(&serial);
+    Ok(token::issue(&app.keys().signing, &claims))
 }
 
 /// The response body for a new token.
