@@ -930,34 +930,30 @@ mod tests {
 
     const KILLED_CHILD_DIR: &str = "SNAPGATE_STORE_TEST_KILLED_DIR";
 
-    /// The child of `an_interned_name_survives_a_kill_without_a_flush`.
-    #[test]
-    #[ignore = "run in a child process by an_interned_name_survives_a_kill_without_a_flush"]
-    fn intern_then_wait_to_be_killed() {
-        use std::io::Write;
-        let Some(dir) = std::env::var_os(KILLED_CHILD_DIR) else {
-            return;
-        };
-        // No background flusher: only interning itself can make the name durable.
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(None)
-            .open()
-            .unwrap();
-        let s = SledStore::from_db(db).unwrap();
-        let i = s.names.index("ansi-test-tdes", true).unwrap();
-        println!("interned {i:?}");
-        std::io::stdout().flush().unwrap();
-        std::thread::sleep(std::time::Duration::from_secs(60));
-    }
-
+    /// In a child process (the same test, re-run with `KILLED_CHILD_DIR` set): intern a name on
+    /// a database with no background flusher, say so, and wait to be killed. In the parent:
+    /// kill the child once it has interned, reopen, and find the name.
     #[test]
     fn an_interned_name_survives_a_kill_without_a_flush() {
-        use std::io::BufRead;
+        use std::io::{BufRead, Write};
+        const NAME: &str = "store::tests::an_interned_name_survives_a_kill_without_a_flush";
+        if let Some(dir) = std::env::var_os(KILLED_CHILD_DIR) {
+            // No background flusher: only interning itself can make the name durable.
+            let db = sled::Config::new()
+                .path(dir)
+                .flush_every_ms(None)
+                .open()
+                .unwrap();
+            let s = SledStore::from_db(db).unwrap();
+            let i = s.names.index("ansi-test-tdes", true).unwrap();
+            println!("interned {i:?}");
+            std::io::stdout().flush().unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "--nocapture"])
-            .arg("store::tests::intern_then_wait_to_be_killed")
+            .args(["--exact", "--nocapture", NAME])
             .env(KILLED_CHILD_DIR, dir.path())
             .stdout(std::process::Stdio::piped())
             .spawn()
