@@ -358,3 +358,30 @@ async fn binding_and_replay_checks_can_be_turned_off() {
         .await
         .assert_ok();
 }
+
+#[tokio::test]
+async fn sign_on_with_the_terminal_token_returns_it_as_the_session_token() {
+    let srv = TestServer::start_with(|c| c.token.clock_skew_seconds = 0).await;
+    let tok = registered(&srv).await;
+    let body = |t: &str| {
+        format!(
+            "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
+             <SignOnWithToken xmlns=\"{SIS_NS}\"><identityToken>{t}</identityToken></SignOnWithToken>\
+             </s:Body></s:Envelope>"
+        )
+    };
+    let action = SIS_ACTION.replace("RegisterTerminal", "SignOnWithToken");
+    let r = srv.soap("/2.1.32/SIS.svc", &action, &body(&tok)).await;
+    r.assert_ok();
+    assert_eq!(
+        r.text_of("SignOnWithTokenResult").as_deref(),
+        Some(tok.as_str())
+    );
+    srv.soap("/2.1.32/SIS.svc", &action, &body("forged"))
+        .await
+        .assert_fault("InvalidTokenFault", 5005);
+    srv.advance_days(90);
+    srv.soap("/2.1.32/SIS.svc", &action, &body(&tok))
+        .await
+        .assert_fault("ExpiredTokenFault", 5000);
+}

@@ -3,6 +3,7 @@
 
 pub mod ping;
 pub mod register_terminal;
+pub mod sign_on;
 pub mod transaction;
 
 use crate::app::App;
@@ -42,7 +43,7 @@ pub fn identify(service: Service, op: &Element) -> Option<(&str, Base)> {
 
 /// The operation's name from our fixed list, for labels that must not carry request text.
 pub fn known_operation(service: Service, name: &str) -> Option<&'static str> {
-    let sis: &[&'static str] = &["Ping", "RegisterTerminal"];
+    let sis: &[&'static str] = &["Ping", "RegisterTerminal", "SignOnWithToken"];
     let list = match service {
         Service::Sis => sis,
         Service::Tps => transaction::OPERATIONS,
@@ -83,6 +84,7 @@ pub async fn dispatch(
                 body: register_terminal::respond(ctx.base, &token),
             })
         }
+        (Service::Sis, "SignOnWithToken") => sign_on::apply(app, op, ctx.base),
         (Service::Tps, op_name) if transaction::OPERATIONS.contains(&op_name) => {
             transaction::apply(app, name, op, ctx).await
         }

@@ -1,0 +1,29 @@
+//! SignOnWithToken: CWS clients sign on with an identity token and use the answer as their
+//! session token. A terminal's TerminalAccessToken already is its session token, so signing on
+//! with it checks it exactly as a transaction would and hands it back; anything else gets the
+//! same token faults a transaction gets.
+
+use super::{Reply, SIS_PATH};
+use crate::app::App;
+use crate::error::Error;
+use crate::session;
+use crate::soap::{Base, Element};
+
+pub fn apply(app: &App, op: &Element, base: Base) -> Result<Reply, Error> {
+    let token = op.child_text("identityToken").map_err(|dup| {
+        Error::validation(
+            format!("SignOnWithToken/{dup}"),
+            "The element appears more than once",
+        )
+    })?;
+    session::authenticate(app, token)?;
+    let token = token.unwrap_or_default();
+    Ok(Reply {
+        header: None,
+        body: format!(
+            "<SignOnWithTokenResponse xmlns=\"{}{SIS_PATH}\"><SignOnWithTokenResult>{token}\
+             </SignOnWithTokenResult></SignOnWithTokenResponse>",
+            base.uri()
+        ),
+    })
+}
