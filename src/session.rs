@@ -120,7 +120,8 @@ pub fn settle(app: &App, s: &Session, track: Option<TrackKsn>) -> Result<Option<
     if track.is_none() && (!due(&s.record) || s.record.refresh_flag) {
         return Ok(None);
     }
-    let pending = store::update(&*app.store, &s.terminal_id, |cur| {
+    // The record authenticate just read is the first guess; CAS catches any change since.
+    let pending = store::update_from(&*app.store, &s.terminal_id, Some(s.record.clone()), |cur| {
         let cur = cur.ok_or(invalid("unknown terminal"))?;
         if cur.token_id != claims.token_id {
             return Err(invalid("superseded"));

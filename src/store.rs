@@ -149,6 +149,22 @@ pub trait TerminalStore: Send + Sync {
 pub fn update<S, T, E>(
     store: &S,
     id: &TerminalId,
+    f: impl FnMut(Option<&TerminalRecord>) -> Result<(Option<TerminalRecord>, T), E>,
+) -> Result<T, E>
+where
+    S: TerminalStore + ?Sized,
+    E: From<StoreError>,
+{
+    let current = store.get(id)?;
+    update_from(store, id, current, f)
+}
+
+/// `update` starting from a record the caller has just read, saving the first read: the
+/// compare-and-swap still catches a record that has moved since.
+pub fn update_from<S, T, E>(
+    store: &S,
+    id: &TerminalId,
+    mut current: Option<TerminalRecord>,
     mut f: impl FnMut(Option<&TerminalRecord>) -> Result<(Option<TerminalRecord>, T), E>,
 ) -> Result<T, E>
 where
@@ -156,7 +172,6 @@ where
     E: From<StoreError>,
 {
     loop {
-        let current = store.get(id)?;
         let (new, out) = f(current.as_ref())?;
         match new {
             None => return Ok(out),
@@ -166,6 +181,7 @@ where
                 }
             }
         }
+        current = store.get(id)?;
     }
 }
 
@@ -996,6 +1012,27 @@ mod tests {
         assert!(!s.compare_and_swap(&id, None, &b).unwrap());
         assert!(s.compare_and_swap(&id, Some(&a), &b).unwrap());
         assert!(!s.compare_and_swap(&id, Some(&a), &a).unwrap());
+    }
+
+    #[test]
+    fn update_from_a_stale_guess_rereads_and_applies_to_the_latest_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let id = TerminalId::new("k", "B1");
+        let stale = record("B1");
+        s.compare_and_swap(&id, None, &stale).unwrap();
+        let mut moved = stale.clone();
+        moved.last_counter = 7;
+        assert!(s.compare_and_swap(&id, Some(&stale), &moved).unwrap());
+        let seen = update_from(&s, &id, Some(stale.clone()), |cur| {
+            let mut r = cur.unwrap().clone();
+            let before = r.last_counter;
+            r.last_counter += 1;
+            Ok::<_, StoreError>((Some(r), before))
+        })
+        .unwrap();
+        assert_eq!(seen, 7, "the second attempt saw the moved record");
+        assert_eq!(s.get(&id).unwrap().unwrap().last_counter, 8);
     }
 
     #[test]
