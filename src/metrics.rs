@@ -17,60 +17,66 @@ struct Histogram {
     sum: f64,
 }
 
+/// A counter series: metric name and up to two label values, all static, so counting a request
+/// allocates nothing.
+type Series = (&'static str, &'static str, &'static str);
+
 #[derive(Default)]
 pub struct Metrics {
-    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    counters: Mutex<BTreeMap<Series, u64>>,
+    latency: Mutex<BTreeMap<&'static str, Histogram>>,
 }
 
-const HELP: &[(&str, &str)] = &[
+/// Each counter: name, help, label names (as many as the series uses).
+const COUNTERS: &[(&str, &str, &[&str])] = &[
     (
         "snapgate_registrations_total",
         "RegisterTerminal outcomes, by result and refusal reason.",
+        &["result"],
     ),
     (
         "snapgate_transactions_total",
         "TPS operations, by operation and outcome.",
+        &["operation", "outcome"],
     ),
     (
         "snapgate_tokens_renewed_total",
         "Responses that carried a renewed TerminalAccessToken.",
+        &[],
     ),
-    ("snapgate_faults_total", "SOAP faults sent, by fault kind."),
+    (
+        "snapgate_faults_total",
+        "SOAP faults sent, by fault kind.",
+        &["kind"],
+    ),
 ];
 
 impl Metrics {
-    fn add(&self, name: &'static str, labels: String) {
+    fn add(&self, series: Series) {
         let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        *c.entry((name, labels)).or_insert(0) += 1;
+        *c.entry(series).or_insert(0) += 1;
     }
 
-    pub fn registration(&self, result: &str) {
-        self.add(
-            "snapgate_registrations_total",
-            format!("result=\"{result}\""),
-        );
+    pub fn registration(&self, result: &'static str) {
+        self.add(("snapgate_registrations_total", result, ""));
     }
 
-    pub fn transaction(&self, operation: &str, outcome: &str) {
-        self.add(
-            "snapgate_transactions_total",
-            format!("operation=\"{operation}\",outcome=\"{outcome}\""),
-        );
+    pub fn transaction(&self, operation: &'static str, outcome: &'static str) {
+        self.add(("snapgate_transactions_total", operation, outcome));
     }
 
     pub fn token_renewed(&self) {
-        self.add("snapgate_tokens_renewed_total", String::new());
+        self.add(("snapgate_tokens_renewed_total", "", ""));
     }
 
-    pub fn fault(&self, kind: &str) {
-        self.add("snapgate_faults_total", format!("kind=\"{kind}\""));
+    pub fn fault(&self, kind: &'static str) {
+        self.add(("snapgate_faults_total", kind, ""));
     }
 
-    pub fn observe(&self, operation: &str, took: Duration) {
+    pub fn observe(&self, operation: &'static str, took: Duration) {
         let secs = took.as_secs_f64();
         let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let h = l.entry(operation.to_owned()).or_default();
+        let h = l.entry(operation).or_default();
         for (i, b) in BUCKETS.iter().enumerate() {
             if secs <= *b {
                 h.counts[i] += 1;
@@ -89,13 +95,18 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        for (name, help) in HELP {
+        for (name, help, label_names) in COUNTERS {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for ((n, labels), v) in counters.iter().filter(|((n, _), _)| n == name) {
+            for ((n, a, b), v) in counters.iter().filter(|((n, _, _), _)| n == name) {
+                let labels: Vec<String> = label_names
+                    .iter()
+                    .zip([a, b])
+                    .map(|(k, v)| format!("{k}=\"{v}\""))
+                    .collect();
                 if labels.is_empty() {
                     let _ = writeln!(out, "{n} {v}");
                 } else {
-                    let _ = writeln!(out, "{n}{{{labels}}} {v}");
+                    let _ = writeln!(out, "{n}{{{}}} {v}", labels.join(","));
                 }
             }
         }
