@@ -14,14 +14,15 @@
 //! Everything runs on 127.0.0.1, every loop and wait is bounded, and every failed wait shows the
 //! server's stderr.
 
+mod common;
+
 use bytes::Bytes;
 use chrono::Utc;
+use common::{fixture, free_port, tps_action, try_send, HttpReply, SIS_ACTION, TPS_PATH, TRACK2};
 use http_body_util::{BodyExt, Full};
-use hyper::Request;
 use hyper_util::rt::TokioIo;
 use snapgate::config::{Config, Keys, ProcessorMode, DEV_SERVICE_KEY, DEV_VENDOR_ID};
 use snapgate::dukpt::{self, Ksn};
-use snapgate::soap::{self, Element, XmlLimits};
 use snapgate::store::{self, SledStore, StoreError, TerminalId, TerminalRecord, TerminalStore};
 use snapgate::token::TokenId;
 use std::net::SocketAddr;
@@ -32,11 +33,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SIS_PATH: &str = "/2.1.32/SIS.svc";
-const TPS_PATH: &str = "/2.1.32/TPS.svc";
-const SIS_ACTION: &str =
-    "http://schemas.evosnap.com/CWS/v2.0/ServiceInformation/ICWSServiceInformation/RegisterTerminal";
-/// EVO's sample card on track 2.
-const TRACK2: &str = ";5454545454545454=13121010134988000010?";
 /// How long a server may take to come up (debug build, busy 2-core machine).
 const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
 /// How long one HTTP exchange may take.
@@ -44,15 +40,6 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
 // The server process
-
-/// A free loopback port: bind port 0 and let it go (the caller retries if someone takes it).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `snapgate init --dir DIR --listen 127.0.0.1:PORT`; returns the config path. An admin
 /// listener the config names gets a free port too: a fixed default would collide between
@@ -225,10 +212,7 @@ impl Drop for Server {
 // ---------------------------------------------------------------------------------------------
 // HTTP and SOAP
 
-struct Reply {
-    status: u16,
-    body: String,
-}
+type Reply = HttpReply;
 
 /// One request on its own connection, bounded by REQUEST_DEADLINE. Err if the server is gone.
 async fn http(
@@ -238,40 +222,7 @@ async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Result<Reply, String> {
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", addr.to_string());
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .map_err(|e| e.to_string())?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes();
-        Ok(Reply {
-            status,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
-    };
+    let exchange = try_send(addr, method, path, headers, Bytes::from(body.to_owned()));
     tokio::time::timeout(REQUEST_DEADLINE, exchange)
         .await
         .map_err(|_| format!("no answer within {REQUEST_DEADLINE:?}"))?
@@ -296,39 +247,7 @@ async fn soap_call(
     .await
 }
 
-fn xml(body: &str) -> Element {
-    let limits = XmlLimits {
-        max_depth: 64,
-        max_elements: 10_000,
-        max_attributes: 64,
-    };
-    soap::parse_document(body, &limits).unwrap_or_else(|e| panic!("reply is not XML ({e}): {body}"))
-}
-
-fn find<'a>(e: &'a Element, name: &str) -> Option<&'a Element> {
-    if e.name == name {
-        return Some(e);
-    }
-    e.children.iter().find_map(|c| find(c, name))
-}
-
-impl Reply {
-    /// Text of the first element with this local name anywhere in the reply.
-    fn text_of(&self, name: &str) -> Option<String> {
-        find(&xml(&self.body), name).map(|e| e.text.trim().to_owned())
-    }
-
-    /// The renewed TerminalAccessToken in the SOAP header, if any.
-    fn renewed_token(&self) -> Option<String> {
-        let x = xml(&self.body);
-        let header = x.children.iter().find(|c| c.name == "Header")?;
-        let t = header
-            .children
-            .iter()
-            .find(|c| c.name == "TerminalAccessToken")?;
-        Some(t.text.trim().to_owned())
-    }
-
+impl HttpReply {
     /// HTTP 200 and t:Status Successful.
     fn successful(&self) -> bool {
         self.status == 200 && self.text_of("Status").as_deref() == Some("Successful")
@@ -337,19 +256,6 @@ impl Reply {
     fn fault_id(&self) -> Option<String> {
         self.text_of("ErrorID")
     }
-}
-
-/// A fixture template from `fixtures/` with `{{NAME}}` placeholders filled.
-fn fixture(name: &str, vars: &[(&str, &str)]) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name);
-    let mut s =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    for (k, v) in vars {
-        s = s.replace(&format!("{{{{{k}}}}}"), v);
-    }
-    s
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -450,12 +356,6 @@ impl Terminal {
         );
         soap_call(addr, TPS_PATH, &tps_action(op), &body).await
     }
-}
-
-fn tps_action(op: &str) -> String {
-    format!(
-        "http://schemas.evosnap.com/CWS/v2.0/TransactionProcessing/ICwsTransactionProcessing/{op}"
-    )
 }
 
 fn token_id(keys: &Keys, token: &str) -> TokenId {

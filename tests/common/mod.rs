@@ -255,6 +255,7 @@ pub fn find<'a>(e: &'a Element, name: &str) -> Option<&'a Element> {
     e.children.iter().find_map(|c| find(c, name))
 }
 
+/// One request on its own connection; panics if the exchange fails.
 pub async fn send(
     addr: SocketAddr,
     method: &str,
@@ -262,10 +263,25 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> HttpReply {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    try_send(addr, method, path, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// One request on its own connection; Err when the server is gone or the exchange breaks.
+pub async fn try_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<HttpReply, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .unwrap();
+        .map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(conn);
     let mut req = Request::builder()
         .method(method)
@@ -274,22 +290,38 @@ pub async fn send(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
     let resp = sender
-        .send_request(req.body(Full::new(body)).unwrap())
+        .send_request(req)
         .await
-        .unwrap();
+        .map_err(|e| format!("send: {e}"))?;
     let status = resp.status().as_u16();
     let content_type = resp
         .headers()
         .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    HttpReply {
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok(HttpReply {
         status,
         content_type,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-    }
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// A free loopback port: bind port 0 and let it go (callers retry if someone takes it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Fill a fixture template: `{{NAME}}` placeholders.
