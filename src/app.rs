@@ -12,12 +12,12 @@ use crate::processor::sandbox::Sandbox;
 use crate::soap::XmlLimits;
 use crate::store::{GroupCommit, SledStore, TerminalStore};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 pub struct App {
     pub config: Config,
     /// The config file the server was started from, for `reload`.
-    pub config_path: Option<PathBuf>,
+    config_path: OnceLock<PathBuf>,
     keys: RwLock<Arc<Keys>>,
     token: RwLock<Arc<TokenConfig>>,
     pub store: Arc<dyn TerminalStore>,
@@ -68,7 +68,7 @@ impl App {
         Ok(Arc::new(App {
             token: RwLock::new(Arc::new(config.token.clone())),
             config,
-            config_path: None,
+            config_path: OnceLock::new(),
             keys: RwLock::new(Arc::new(keys)),
             store,
             sled,
@@ -82,11 +82,9 @@ impl App {
         }))
     }
 
-    /// Remember the config file, so `reload` can read it again.
-    pub fn with_config_path(mut self: Arc<Self>, path: PathBuf) -> Arc<Self> {
-        if let Some(app) = Arc::get_mut(&mut self) {
-            app.config_path = Some(path);
-        }
+    /// Remember the config file, so `reload` can read it again (the first call wins).
+    pub fn with_config_path(self: Arc<Self>, path: PathBuf) -> Arc<Self> {
+        let _ = self.config_path.set(path);
         self
     }
 
@@ -111,7 +109,7 @@ impl App {
     pub fn reload(&self) -> Result<(), String> {
         let path = self
             .config_path
-            .as_ref()
+            .get()
             .ok_or("the server was not started from a config file")?;
         let cfg = Config::load(path).map_err(|e| e.to_string())?;
         let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
