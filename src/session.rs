@@ -25,6 +25,17 @@ pub struct Session {
     pub token: VerifiedToken,
     /// The terminal record as read (after promoting a pending token, if that happened).
     pub record: TerminalRecord,
+    /// Authenticating wrote to the store (a pending token became current).
+    pub wrote: bool,
+}
+
+/// What `settle` did.
+#[derive(Debug, Clone, Default)]
+pub struct Settled {
+    /// The renewed token to append to the response.
+    pub renewed: Option<String>,
+    /// The terminal record changed (counter, flag or pending token): flush before answering.
+    pub wrote: bool,
 }
 
 fn invalid(reason: &'static str) -> Error {
@@ -57,6 +68,7 @@ pub fn authenticate(app: &App, session_token: Option<&str>) -> Result<Session, E
             terminal_id: id,
             token: verified,
             record,
+            wrote: false,
         });
     }
     match record.pending {
@@ -67,6 +79,7 @@ pub fn authenticate(app: &App, session_token: Option<&str>) -> Result<Session, E
                 terminal_id: id,
                 token: verified,
                 record,
+                wrote: true,
             })
         }
         _ => Err(invalid("superseded")),
@@ -103,7 +116,7 @@ pub struct TrackKsn(pub Ksn);
 
 /// Record what this transaction tells about the terminal; return the renewed token to append,
 /// if one is due and the transaction carried encrypted track data.
-pub fn settle(app: &App, s: &Session, track: Option<TrackKsn>) -> Result<Option<String>, Error> {
+pub fn settle(app: &App, s: &Session, track: Option<TrackKsn>) -> Result<Settled, Error> {
     let now = app.clock.now();
     let now_ms = to_ms(now);
     let binding = app.config.security.device_binding;
@@ -118,36 +131,38 @@ pub fn settle(app: &App, s: &Session, track: Option<TrackKsn>) -> Result<Option<
     let due = |r: &TerminalRecord| r.refresh_flag || now_ms >= r.refresh_due_at_ms;
     // Fast path: nothing to record, nothing to hand out.
     if track.is_none() && (!due(&s.record) || s.record.refresh_flag) {
-        return Ok(None);
+        return Ok(Settled::default());
     }
     // The record authenticate just read is the first guess; CAS catches any change since.
-    let pending = store::update_from(&*app.store, &s.terminal_id, Some(s.record.clone()), |cur| {
-        let cur = cur.ok_or(invalid("unknown terminal"))?;
-        if cur.token_id != claims.token_id {
-            return Err(invalid("superseded"));
-        }
-        let mut r = cur.clone();
-        if let Some(TrackKsn(ksn)) = track {
-            if replay && r.device_id == ksn.device_id() && ksn.counter() <= r.last_counter {
-                return Err(Error::Authentication(AuthFailure::Replay));
+    let (pending, wrote) =
+        store::update_from(&*app.store, &s.terminal_id, Some(s.record.clone()), |cur| {
+            let cur = cur.ok_or(invalid("unknown terminal"))?;
+            if cur.token_id != claims.token_id {
+                return Err(invalid("superseded"));
             }
-            r.last_counter = ksn.counter();
-        }
-        if due(&r) {
-            r.refresh_flag = true;
-            if track.is_some() && r.pending.is_none() {
-                r.pending = Some(PendingToken {
-                    token_id: TokenId::random(),
-                    issued_at_ms: now_ms,
-                    expires_at_ms: to_ms(now + tcfg.lifetime()),
-                });
+            let mut r = cur.clone();
+            if let Some(TrackKsn(ksn)) = track {
+                if replay && r.device_id == ksn.device_id() && ksn.counter() <= r.last_counter {
+                    return Err(Error::Authentication(AuthFailure::Replay));
+                }
+                r.last_counter = ksn.counter();
             }
-        }
-        let pending = if track.is_some() { r.pending } else { None };
-        let write = (r != *cur).then_some(r);
-        Ok((write, pending))
-    })?;
-    Ok(pending.map(|p| {
+            if due(&r) {
+                r.refresh_flag = true;
+                if track.is_some() && r.pending.is_none() {
+                    r.pending = Some(PendingToken {
+                        token_id: TokenId::random(),
+                        issued_at_ms: now_ms,
+                        expires_at_ms: to_ms(now + tcfg.lifetime()),
+                    });
+                }
+            }
+            let pending = if track.is_some() { r.pending } else { None };
+            let write = (r != *cur).then_some(r);
+            let wrote = write.is_some();
+            Ok((write, (pending, wrote)))
+        })?;
+    let renewed = pending.map(|p| {
         let renewed = Claims {
             token_id: p.token_id,
             issuer: tcfg.issuer.clone(),
@@ -160,7 +175,8 @@ pub fn settle(app: &App, s: &Session, track: Option<TrackKsn>) -> Result<Option<
         };
         tracing::info!(terminal = %s.terminal_id, token_id = %p.token_id, "renewed token appended");
         token::issue(&app.keys().signing, &renewed)
-    }))
+    });
+    Ok(Settled { renewed, wrote })
 }
 
 /// Raise the RefreshToken flag of every terminal whose token is due, so the store shows it even

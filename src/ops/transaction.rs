@@ -226,8 +226,8 @@ pub async fn apply(app: &App, name: &str, op: &Element, ctx: &Context) -> Result
         }
     }
 
-    let renewed = session::settle(app, &session, track)?;
-    let header = renewed.map(|t| {
+    let settled = session::settle(app, &session, track)?;
+    let header = settled.renewed.map(|t| {
         format!(
             "<TerminalAccessToken xmlns=\"{}{SIS_PATH}\">{t}</TerminalAccessToken>",
             ctx.base.uri()
@@ -235,9 +235,9 @@ pub async fn apply(app: &App, name: &str, op: &Element, ctx: &Context) -> Result
     });
 
     if let Some(fwd) = forward {
-        // settle recorded the KSN counter (and maybe a pending token): make it durable before
-        // the upstream sees the transaction, as the sandbox path does after its own write.
-        if track.is_some() {
+        // What authenticate and settle recorded (counter, flag, pending or promoted token) is
+        // durable before the answer, as the sandbox path's single flush makes it there.
+        if session.wrote || settled.wrote {
             app.commit.durable().await?;
         }
         let body = relay(app, fwd, name, op, ctx.base).await?;
@@ -249,7 +249,8 @@ pub async fn apply(app: &App, name: &str, op: &Element, ctx: &Context) -> Result
         ("Authorize", Some(n)) | ("AuthorizeAndCapture", Some(n)) | ("ReturnUnlinked", Some(n)) => {
             let req = NewTxn {
                 amount_cents: n.amount_cents,
-                card: card.expect("a card was read above"),
+                card: card
+                    .ok_or_else(|| Error::Internal("no card read for a new transaction".into()))?,
                 reference: n.reference,
             };
             vec![match name {
