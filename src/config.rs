@@ -484,10 +484,6 @@ impl Keys {
         })
     }
 
-    pub fn bdk_by_id(&self, id: &str) -> Option<&BdkConfig> {
-        self.bdks.iter().find(|b| b.id == id)
-    }
-
     /// Load and check the key file; refuse one that group or others can read.
     pub fn load(path: &Path) -> Result<Keys, ConfigError> {
         Self::from_file(path, read_key_file(path)?)

@@ -106,11 +106,6 @@ impl Element {
         self.name == name && self.ns.as_deref() == Some(ns)
     }
 
-    /// Children with this local name, in any namespace.
-    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
-        self.children.iter().filter(move |c| c.name == name)
-    }
-
     /// The only child with this local name; a second one is an error (the name is returned).
     pub fn child<'a>(&'a self, name: &str) -> Result<Option<&'a Element>, String> {
         let mut it = self.children.iter().filter(|c| c.name == name);
