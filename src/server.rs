@@ -424,28 +424,16 @@ async fn rest_register(
                     StatusCode::from_u16(f.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
                 }
             };
-            let json = format!(
-                "{{\"ErrorId\":{},\"HelpUrl\":null,\"Messages\":[{}],\"Operation\":\"RegisterTerminal\",\"Reason\":{},\"ValidationErrors\":[]}}",
-                f.error_id,
-                json_string(&f.problem_type),
-                json_string(&f.problem_type)
-            );
+            let json = serde_json::json!({
+                "ErrorId": f.error_id,
+                "HelpUrl": null,
+                "Messages": [f.problem_type],
+                "Operation": "RegisterTerminal",
+                "Reason": f.problem_type,
+                "ValidationErrors": [],
+            })
+            .to_string();
             plain(status, "application/json; charset=utf-8", json.into())
         }
     }
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
