@@ -5,10 +5,10 @@
 use chrono::{DateTime, Duration};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use snapgate::config::{Limits, ANSI_TEST_BDK, DEV_SERVICE_KEY, DEV_VENDOR_ID};
+use snapgate::cws::soap::{parse_envelope, XmlLimits};
 use snapgate::dukpt::{
     encrypt_cbc, working_key, AesKeyType, AesUsage, Bdk, KeyUsage, Ksn, Scheme, TdesVariant,
 };
-use snapgate::soap::{parse_envelope, XmlLimits};
 use snapgate::token::{issue, Claims, KeyRing, SigningKey, TokenId};
 use std::hint::black_box;
 

@@ -6,7 +6,7 @@
 //! management network only.
 
 use crate::app::App;
-use crate::error::Error;
+use crate::cws::error::Error;
 use crate::store::{self, from_ms, to_ms, TerminalId, TerminalRecord, TerminalStore};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};

@@ -5,11 +5,11 @@
 
 use crate::clock::Clock;
 use crate::config::{Config, Keys, ProcessorMode, TokenConfig};
-use crate::limiter::Limiter;
+use crate::cws::limiter::Limiter;
+use crate::cws::processor::forward::Forward;
+use crate::cws::processor::sandbox::Sandbox;
+use crate::cws::soap::XmlLimits;
 use crate::metrics::Metrics;
-use crate::processor::forward::Forward;
-use crate::processor::sandbox::Sandbox;
-use crate::soap::XmlLimits;
 use crate::store::{GroupCommit, SledStore, TerminalStore};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};

@@ -299,7 +299,7 @@ fn terminals(
             .ok_or(format!("HTTP {status}"));
     };
     let store: &dyn TerminalStore = &store;
-    let e = |e: snapgate::error::Error| e.to_string();
+    let e = |e: snapgate::cws::error::Error| e.to_string();
     let out = match action {
         TerminalAction::List { after, limit } => {
             let after = after.as_deref().map(which).transpose()?;
@@ -410,7 +410,7 @@ fn serve(
                 loop {
                     tick.tick().await;
                     let a = app.clone();
-                    match tokio::task::spawn_blocking(move || snapgate::session::sweep(&a)).await {
+                    match tokio::task::spawn_blocking(move || snapgate::cws::session::sweep(&a)).await {
                         Ok(Err(e)) => tracing::error!(error = %e, "refresh sweep failed"),
                         Err(e) => tracing::error!(error = %e, "refresh sweep panicked"),
                         Ok(Ok(_)) => {}

@@ -4,9 +4,9 @@
 //! reply or the fault.
 
 use crate::app::App;
-use crate::error::{Error, Service};
-use crate::ops::{self, register_terminal, Context, Reply};
-use crate::soap::{self, Base};
+use crate::cws::error::{Error, Service};
+use crate::cws::ops::{self, register_terminal, Context, Reply};
+use crate::cws::soap::{self, Base};
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};

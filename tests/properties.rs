@@ -12,8 +12,8 @@ use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
 use proptest::sample::Index;
+use snapgate::cws::soap::{self, Element, XmlLimits, MAX_NAMESPACE_BYTES};
 use snapgate::dukpt::{self, AesKeyType, AesUsage, Bdk, KeyUsage, Ksn, Scheme, TdesVariant};
-use snapgate::soap::{self, Element, XmlLimits, MAX_NAMESPACE_BYTES};
 use snapgate::token::{self, Claims, KeyRing, SigningKey, TokenId};
 
 // ---------------------------------------------------------------------------------------------

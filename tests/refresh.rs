@@ -293,13 +293,13 @@ async fn the_sweep_raises_due_flags_without_any_transaction() {
     let srv = strict().await;
     Terminal::register(&srv).await;
     srv.clock.set(day(29));
-    assert_eq!(snapgate::session::sweep(&srv.app).unwrap(), 0);
+    assert_eq!(snapgate::cws::session::sweep(&srv.app).unwrap(), 0);
     assert!(!record(&srv).refresh_flag);
     srv.clock.set(day(30));
-    assert_eq!(snapgate::session::sweep(&srv.app).unwrap(), 1);
+    assert_eq!(snapgate::cws::session::sweep(&srv.app).unwrap(), 1);
     assert!(record(&srv).refresh_flag);
     assert_eq!(
-        snapgate::session::sweep(&srv.app).unwrap(),
+        snapgate::cws::session::sweep(&srv.app).unwrap(),
         0,
         "raised once"
     );

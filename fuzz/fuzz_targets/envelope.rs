@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use snapgate::soap::{self, Element, XmlLimits, MAX_NAMESPACE_BYTES};
+use snapgate::cws::soap::{self, Element, XmlLimits, MAX_NAMESPACE_BYTES};
 
 const LIMITS: XmlLimits = XmlLimits {
     max_depth: 32,

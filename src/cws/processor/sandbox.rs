@@ -11,8 +11,8 @@
 //! (ReturnById, up to the captured amount). Anything else is a CWSFault naming the state.
 
 use super::Outcome;
-use crate::card::Card;
-use crate::error::Error;
+use crate::cws::card::Card;
+use crate::cws::error::Error;
 use crate::store::{to_ms, StoreError, TerminalId};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};

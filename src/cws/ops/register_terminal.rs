@@ -6,10 +6,10 @@
 
 use super::{Context, SIS_PATH};
 use crate::app::App;
+use crate::cws::error::{AuthFailure, Error};
+use crate::cws::limiter::Subject;
+use crate::cws::soap::{Base, Element};
 use crate::dukpt::{self, Ksn};
-use crate::error::{AuthFailure, Error};
-use crate::limiter::Subject;
-use crate::soap::{Base, Element};
 use crate::store::{self, to_ms, TerminalId, TerminalRecord};
 use crate::token::{self, Claims, TokenId};
 

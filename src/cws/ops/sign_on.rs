@@ -5,9 +5,9 @@
 
 use super::{Reply, SIS_PATH};
 use crate::app::App;
-use crate::error::Error;
-use crate::session;
-use crate::soap::{Base, Element};
+use crate::cws::error::Error;
+use crate::cws::session;
+use crate::cws::soap::{Base, Element};
 
 pub fn apply(app: &App, op: &Element, base: Base) -> Result<Reply, Error> {
     let token = op.child_text("identityToken").map_err(|dup| {

@@ -5,7 +5,7 @@
 pub mod forward;
 pub mod sandbox;
 
-use crate::card::Card;
+use crate::cws::card::Card;
 
 /// What a transaction looks like to the terminal afterwards: one result of an operation.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Ping: the platform's liveness operation, answered without touching state.
 
 use super::{Reply, COMMON_PATH};
-use crate::soap::Base;
+use crate::cws::soap::Base;
 
 pub fn apply(base: Base) -> Reply {
     Reply {

@@ -13,8 +13,8 @@
 //! terminal. Transactions without track data and without a due refresh write nothing.
 
 use crate::app::App;
+use crate::cws::error::{AuthFailure, Error};
 use crate::dukpt::Ksn;
-use crate::error::{AuthFailure, Error};
 use crate::store::{self, from_ms, to_ms, PendingToken, TerminalId, TerminalRecord};
 use crate::token::{self, Claims, TokenError, TokenId, VerifiedToken};
 

@@ -6,13 +6,13 @@
 
 use super::{soap_action, Context, Reply, SIS_PATH, TPS_PATH};
 use crate::app::App;
-use crate::card::{self, Card, CardError};
+use crate::cws::card::{self, Card, CardError};
+use crate::cws::error::{Error, Service};
+use crate::cws::processor::sandbox::{Follow, NewTxn};
+use crate::cws::processor::{format_amount, parse_amount, Outcome};
+use crate::cws::session::{self, TrackKsn};
+use crate::cws::soap::{self, Base, Element, XSI_NS};
 use crate::dukpt::Ksn;
-use crate::error::{Error, Service};
-use crate::processor::sandbox::{Follow, NewTxn};
-use crate::processor::{format_amount, parse_amount, Outcome};
-use crate::session::{self, TrackKsn};
-use crate::soap::{self, Base, Element, XSI_NS};
 
 /// The TPS operations snapgate answers.
 pub const OPERATIONS: &[&str] = &[
@@ -277,7 +277,7 @@ pub async fn apply(app: &App, name: &str, op: &Element, ctx: &Context) -> Result
 /// the upstream's response element, re-written.
 async fn relay(
     app: &App,
-    fwd: &crate::processor::forward::Forward,
+    fwd: &crate::cws::processor::forward::Forward,
     name: &str,
     op: &Element,
     base: Base,

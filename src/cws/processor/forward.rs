@@ -2,7 +2,7 @@
 //! back the upstream's answer. snapgate still authenticates the terminal and runs the refresh
 //! flow; the upstream sees its own session token (if configured) instead of the terminal's.
 
-use crate::error::Error;
+use crate::cws::error::Error;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;

@@ -7,8 +7,8 @@ pub mod sign_on;
 pub mod transaction;
 
 use crate::app::App;
-use crate::error::{Error, Service};
-use crate::soap::{Base, Element};
+use crate::cws::error::{Error, Service};
+use crate::cws::soap::{Base, Element};
 
 pub const SIS_PATH: &str = "CWS/v2.0/ServiceInformation";
 pub const TPS_PATH: &str = "CWS/v2.0/TransactionProcessing";

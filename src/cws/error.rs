@@ -3,7 +3,7 @@
 //! Internal detail (which check failed, storage messages) stays in the error for logs and
 //! metrics; what reaches the client is decided here and only here.
 
-use crate::soap::{EnvelopeError, Fault, FaultFamily, ValidationError};
+use crate::cws::soap::{EnvelopeError, Fault, FaultFamily, ValidationError};
 use crate::store::StoreError;
 
 pub const AUTH_PROBLEM: &str = "Terminal could not be authenticated";
@@ -300,7 +300,7 @@ mod tests {
     fn storage_errors_do_not_leak_their_message() {
         let e = Error::Internal("disk /secret/path failed".into());
         let f = e.to_fault(Service::Tps, "Authorize");
-        let env = f.to_envelope(crate::soap::Base::Evosnap);
+        let env = f.to_envelope(crate::cws::soap::Base::Evosnap);
         assert!(!env.contains("/secret/path"));
         assert!(env.contains(UNKNOWN_PROBLEM));
         assert_eq!(f.code, "s:Server");
