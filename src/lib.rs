@@ -17,3 +17,4 @@ pub mod store;
 pub mod tls;
 pub mod token;
 pub mod util;
+pub mod ws;

@@ -14,7 +14,6 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::Watcher;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,7 +39,9 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let limits = app.config.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Our own graceful shutdown: hyper-util's only watches plain connections, and ours are
+    // upgradeable (WebSockets). Each connection holds a receiver; `closed()` waits for them all.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tls = match &app.config.tls {
         Some(cfg) => {
             let acceptor = crate::tls::acceptor(cfg).map_err(std::io::Error::other)?;
@@ -71,7 +72,7 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         // Taken now, so a shutdown also waits for (and then closes) a connection mid-handshake.
-        let watcher = graceful.watcher();
+        let watcher = stop_rx.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
@@ -90,14 +91,20 @@ pub async fn run(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stop_tx.send(true);
+    drop(stop_rx);
+    stop_tx.closed().await;
     app.store.flush().map_err(std::io::Error::other)?;
     Ok(())
 }
 
 /// Serve HTTP/1.1 on one accepted connection, plain or TLS, until it closes.
-async fn serve_connection<I>(app: Arc<App>, peer: SocketAddr, watcher: Watcher, io: I)
-where
+async fn serve_connection<I>(
+    app: Arc<App>,
+    peer: SocketAddr,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    io: I,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let limits = app.config.limits.clone();
@@ -106,8 +113,19 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout())
         .max_buf_size(limits.max_header_bytes.max(8192))
-        .serve_connection(TokioIo::new(io), svc);
-    if let Err(e) = watcher.watch(conn).await {
+        .serve_connection(TokioIo::new(io), svc)
+        // WebSocket upgrades (see `ws`) need hyper to hand the connection over after a 101.
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed() => {
+            // Finish the request in flight, then close.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
