@@ -1,12 +1,9 @@
-//! The HTTP side: a hyper 1 server on a real socket, plain or TLS (see `tls`). It enforces the
-//! transport limits (headers, body size and time, connections), routes paths to a service, reads
-//! the envelope, checks the SOAPAction, hands the operation to `ops::dispatch` and writes the
-//! reply or the fault.
+//! The HTTP side shared by every service: a hyper 1 server on a real socket, plain or TLS (see
+//! `tls`). It owns the transport limits (headers, body size and time, connections), the request
+//! id and span, graceful shutdown, and routing a path to its service (`cws::http` for the CWS
+//! gateway). Services read bodies with `read_body` and answer with `plain`.
 
 use crate::app::App;
-use crate::cws::error::{Error, Service};
-use crate::cws::ops::{self, register_terminal, Context, Reply};
-use crate::cws::soap::{self, Base};
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -22,12 +19,6 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
-
-/// Our WSDL and schema files, compiled in so the binary serves them from anywhere.
-pub const WSDL_FILES: &[(&str, &str)] = &[
-    ("SIS.wsdl", include_str!("../wsdl/SIS.wsdl")),
-    ("TPS.wsdl", include_str!("../wsdl/TPS.wsdl")),
-];
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -130,14 +121,6 @@ async fn serve_connection<I>(
     }
 }
 
-fn service_for(path: &str) -> Option<Service> {
-    match path {
-        "/SIS.svc" | "/2.1.32/SIS.svc" | "/2.1.28/SIS.svc" => Some(Service::Sis),
-        "/TPS.svc" | "/2.1.32/TPS.svc" | "/2.1.28/TPS.svc" => Some(Service::Tps),
-        _ => None,
-    }
-}
-
 async fn handle(
     app: Arc<App>,
     peer: SocketAddr,
@@ -160,58 +143,13 @@ async fn handle(
 }
 
 async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().unwrap_or("").to_ascii_lowercase();
-    let method = req.method().clone();
-    if let Some(service) = service_for(&path) {
-        return match method {
-            Method::POST => soap_request(app, service, peer, req).await,
-            Method::GET if query == "wsdl" || query == "singlewsdl" => {
-                let name = if service == Service::Sis {
-                    "SIS.wsdl"
-                } else {
-                    "TPS.wsdl"
-                };
-                wsdl_file(name)
-            }
-            _ => fault_response(&Error::MethodNotAllowed, service, "Unknown", Base::Evosnap),
-        };
-    }
-    if let Some(name) = path.strip_prefix("/wsdl/") {
-        return wsdl_file(name);
-    }
-    if let Some(rest) = path
-        .strip_prefix("/2.1.32/REST/SIS.svc/registerTerminal/")
-        .or_else(|| path.strip_prefix("/REST/SIS.svc/registerTerminal/"))
-    {
-        if method != Method::POST {
-            return fault_response(
-                &Error::MethodNotAllowed,
-                Service::Sis,
-                "RegisterTerminal",
-                Base::Evosnap,
-            );
-        }
-        return rest_register(app, peer, rest, &req).await;
-    }
-    if path == "/healthz" && method == Method::GET {
+    if req.uri().path() == "/healthz" && req.method() == Method::GET {
         return plain(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into());
     }
-    fault_response(&Error::NotFound, Service::Sis, "Unknown", Base::Evosnap)
+    crate::cws::http::route(app, peer, req).await
 }
 
-fn wsdl_file(name: &str) -> Response<Full<Bytes>> {
-    match WSDL_FILES.iter().find(|(n, _)| *n == name) {
-        Some((_, body)) => plain(
-            StatusCode::OK,
-            "text/xml; charset=utf-8",
-            Bytes::from_static(body.as_bytes()),
-        ),
-        None => fault_response(&Error::NotFound, Service::Sis, "Unknown", Base::Evosnap),
-    }
-}
-
-fn plain(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+pub fn plain(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     r.headers_mut()
@@ -219,24 +157,28 @@ fn plain(status: StatusCode, content_type: &'static str, body: Bytes) -> Respons
     r
 }
 
-fn fault_response(err: &Error, service: Service, op: &str, base: Base) -> Response<Full<Bytes>> {
-    let fault = err.to_fault(service, op);
-    if fault.code == "s:Server" {
-        tracing::error!(error = %err, operation = op, "request failed");
-    } else {
-        tracing::debug!(error = %err, operation = op, "request refused");
+/// Why a request body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    TooLarge(usize),
+    Timeout,
+    Read(String),
+}
+
+/// Read the whole body under the size and time limits.
+pub async fn read_body(app: &App, body: Incoming) -> Result<Bytes, BodyError> {
+    let max = app.config.limits.max_body_bytes;
+    let collect = Limited::new(body, max).collect();
+    match tokio::time::timeout(app.config.limits.body_timeout(), collect).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(max)),
+        Ok(Err(e)) => Err(BodyError::Read(e.to_string())),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
     }
-    let status =
-        StatusCode::from_u16(fault.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    plain(
-        status,
-        "text/xml; charset=utf-8",
-        fault.to_envelope(base).into(),
-    )
 }
 
 /// The decoded HTTP Basic credentials (`user:password`), if the header is there and decodes.
-fn basic_credentials<B>(req: &Request<B>) -> Option<String> {
+pub fn basic_credentials<B>(req: &Request<B>) -> Option<String> {
     let v = req
         .headers()
         .get(hyper::header::AUTHORIZATION)?
@@ -250,208 +192,4 @@ fn basic_credentials<B>(req: &Request<B>) -> Option<String> {
         .decode(b64.trim())
         .ok()?;
     String::from_utf8(raw).ok()
-}
-
-/// Read the whole body under the size and time limits.
-async fn read_body(app: &App, body: Incoming) -> Result<Bytes, Error> {
-    let max = app.config.limits.max_body_bytes;
-    let collect = Limited::new(body, max).collect();
-    match tokio::time::timeout(app.config.limits.body_timeout(), collect).await {
-        Err(_) => Err(Error::BodyTimeout),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(Error::PayloadTooLarge(max))
-        }
-        Ok(Err(e)) => Err(Error::validation(
-            "Body",
-            format!("the request body could not be read: {e}"),
-        )),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-    }
-}
-
-async fn soap_request(
-    app: &App,
-    service: Service,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
-    let ct_ok = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/xml"))
-        })
-        .unwrap_or(false);
-    if !ct_ok {
-        return fault_response(
-            &Error::UnsupportedMediaType,
-            service,
-            "Unknown",
-            Base::Evosnap,
-        );
-    }
-    if let Some(len) = req.headers().get(hyper::header::CONTENT_LENGTH) {
-        let too_big = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .is_some_and(|n| n > app.config.limits.max_body_bytes as u64);
-        if too_big {
-            return fault_response(
-                &Error::PayloadTooLarge(app.config.limits.max_body_bytes),
-                service,
-                "Unknown",
-                Base::Evosnap,
-            );
-        }
-    }
-    let action = req
-        .headers()
-        .get("soapaction")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().trim_matches('"').to_owned());
-    let basic = basic_credentials(&req);
-    let body = match read_body(app, req.into_body()).await {
-        Ok(b) => b,
-        Err(e) => return fault_response(&e, service, "Unknown", Base::Evosnap),
-    };
-    let envelope = match soap::parse_envelope(&body, &app.xml_limits) {
-        Ok(e) => e,
-        Err(e) => return fault_response(&e.into(), service, "Unknown", Base::Evosnap),
-    };
-    let op = &envelope.operation;
-    let Some((name, base)) = ops::identify(service, op) else {
-        let e = Error::UnknownOperation(op.name.clone());
-        return fault_response(&e, service, &op.name, Base::Evosnap);
-    };
-    if let Some(a) = action.as_deref().filter(|a| !a.is_empty()) {
-        if a != ops::soap_action(service, base, name) {
-            return fault_response(&Error::ActionMismatch, service, name, base);
-        }
-    }
-    let ctx = Context {
-        base,
-        basic_user: basic,
-        peer: Some(peer),
-    };
-    let started = std::time::Instant::now();
-    let work = ops::dispatch(app, service, name, op, &ctx);
-    let result = match tokio::time::timeout(app.config.limits.handler_timeout(), work).await {
-        Ok(r) => r,
-        Err(_) => Err(Error::HandlerTimeout),
-    };
-    record(app, service, name, &result, started.elapsed());
-    match result {
-        Ok(Reply { header, body }) => plain(
-            StatusCode::OK,
-            "text/xml; charset=utf-8",
-            soap::envelope(header.as_deref(), &body).into(),
-        ),
-        Err(Error::UpstreamFault(body)) => {
-            let mut r = plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "text/xml; charset=utf-8",
-                body.into(),
-            );
-            r.headers_mut().insert(
-                "x-snapgate-relayed",
-                HeaderValue::from_static("upstream-fault"),
-            );
-            r
-        }
-        Err(e) => fault_response(&e, service, name, base),
-    }
-}
-
-/// Count one SOAP operation in the metrics.
-fn record(
-    app: &App,
-    service: Service,
-    name: &str,
-    result: &Result<Reply, Error>,
-    took: std::time::Duration,
-) {
-    let m = &app.metrics;
-    // Operation names come from our fixed lists, never from the request.
-    let label = ops::known_operation(service, name).unwrap_or("other");
-    m.observe(label, took);
-    match result {
-        Ok(r) => {
-            if r.header.is_some() {
-                m.token_renewed();
-            }
-            if service == Service::Tps && label != "Ping" {
-                m.transaction(label, "ok");
-            }
-        }
-        Err(e) => {
-            m.fault(e.kind());
-            if service == Service::Tps && label != "Ping" {
-                m.transaction(label, e.kind());
-            }
-        }
-    }
-}
-
-/// `POST /2.1.32/REST/SIS.svc/registerTerminal/{ServiceKey}/{VendorId}`, credentials in Basic.
-/// Answers the token as a JSON string, or a REST ErrorResponse with 401.
-async fn rest_register(
-    app: &App,
-    peer: SocketAddr,
-    rest: &str,
-    req: &Request<Incoming>,
-) -> Response<Full<Bytes>> {
-    let mut parts = rest.split('/');
-    let (sk, vendor) = (parts.next(), parts.next());
-    let creds = match (sk, vendor, parts.next()) {
-        (Some(s), Some(v), None) if !s.is_empty() && !v.is_empty() => {
-            let basic = basic_credentials(req).and_then(|b| register_terminal::split_basic(&b));
-            register_terminal::from_parts(
-                Some(s),
-                Some(v),
-                basic.as_ref().map(|b| b.0.as_str()),
-                basic.as_ref().map(|b| b.1.as_str()),
-            )
-        }
-        _ => Err(Error::NotFound),
-    };
-    let ctx = Context {
-        base: Base::Evosnap,
-        basic_user: None,
-        peer: Some(peer),
-    };
-    let result = match creds {
-        Ok(c) => register_terminal::apply(app, &c, &ctx).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(token) => plain(
-            StatusCode::OK,
-            "application/json; charset=utf-8",
-            format!("\"{token}\"").into(),
-        ),
-        Err(e) => {
-            let f = e.to_fault(Service::Sis, "RegisterTerminal");
-            let status = match &e {
-                Error::Authentication(_) => StatusCode::UNAUTHORIZED,
-                Error::NotFound => StatusCode::NOT_FOUND,
-                _ => {
-                    StatusCode::from_u16(f.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-                }
-            };
-            let json = serde_json::json!({
-                "ErrorId": f.error_id,
-                "HelpUrl": null,
-                "Messages": [f.problem_type],
-                "Operation": "RegisterTerminal",
-                "Reason": f.problem_type,
-                "ValidationErrors": [],
-            })
-            .to_string();
-            plain(status, "application/json; charset=utf-8", json.into())
-        }
-    }
 }

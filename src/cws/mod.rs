@@ -8,6 +8,7 @@
 
 pub mod card;
 pub mod error;
+pub mod http;
 pub mod limiter;
 pub mod ops;
 pub mod processor;

@@ -1,23 +1,45 @@
-//! SOAP operations: one file per operation, each turning a parsed request element into a
-//! response body or a typed error. `dispatch` picks the operation from the body element.
+//! CWS operations. A request is identified once (`OpName::lookup` from the body element's name
+//! and namespace), parsed once into an `Operation` (each operation's file has its own `parse`
+//! and `apply`), and run by `execute`, which applies the handler timeout and counts the result
+//! in the metrics for the SOAP and the REST forms alike. The TPS operations share their reading
+//! and processing steps in `transaction.rs`.
 
+pub mod adjust;
+pub mod authorize;
+pub mod authorize_and_capture;
+pub mod capture;
+pub mod capture_all;
 pub mod ping;
 pub mod register_terminal;
+pub mod return_by_id;
+pub mod return_unlinked;
 pub mod sign_on;
 pub mod transaction;
+pub mod undo;
 
 use crate::app::App;
 use crate::cws::error::{Error, Service};
+use crate::cws::processor::sandbox::Follow;
 use crate::cws::soap::{Base, Element};
+use transaction::{FollowUp, NewTransaction};
 
 pub const SIS_PATH: &str = "CWS/v2.0/ServiceInformation";
 pub const TPS_PATH: &str = "CWS/v2.0/TransactionProcessing";
 pub const COMMON_PATH: &str = "Ipc.General.WCF.Contracts.Common";
 
+/// Which form the request came in: a SOAP envelope, or the REST registration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Wire {
+    #[default]
+    Soap,
+    Rest,
+}
+
 /// What the server hands an operation besides the body element.
 #[derive(Debug, Clone, Default)]
 pub struct Context {
     pub base: Base,
+    pub wire: Wire,
     /// The decoded HTTP Basic username, if any.
     pub basic_user: Option<String>,
     /// The client address, for rate limits and logs.
@@ -31,27 +53,97 @@ pub struct Reply {
     pub body: String,
 }
 
-/// The operation a body element names, if it belongs to `service`: (name, base).
-pub fn identify(service: Service, op: &Element) -> Option<(&str, Base)> {
-    let (base, path) = Base::split(op.ns.as_deref()?)?;
-    let ok = match service {
-        Service::Sis => path == SIS_PATH || (path == COMMON_PATH && op.name == "Ping"),
-        Service::Tps => path == TPS_PATH || (path == COMMON_PATH && op.name == "Ping"),
-    };
-    ok.then_some((op.name.as_str(), base))
+/// The operations snapgate answers. Names come from this list only, never from request text,
+/// so they are safe as metric labels and log fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpName {
+    Ping,
+    RegisterTerminal,
+    SignOnWithToken,
+    Authorize,
+    AuthorizeAndCapture,
+    ReturnUnlinked,
+    Capture,
+    Adjust,
+    Undo,
+    ReturnById,
+    CaptureAll,
 }
 
-/// The operation's name from our fixed list, for labels that must not carry request text.
-pub fn known_operation(service: Service, name: &str) -> Option<&'static str> {
-    let sis: &[&'static str] = &["Ping", "RegisterTerminal", "SignOnWithToken"];
-    let list = match service {
-        Service::Sis => sis,
-        Service::Tps => transaction::OPERATIONS,
-    };
-    list.iter()
-        .chain(["Ping"].iter())
-        .find(|o| **o == name)
-        .copied()
+impl OpName {
+    pub const ALL: [OpName; 11] = [
+        OpName::Ping,
+        OpName::RegisterTerminal,
+        OpName::SignOnWithToken,
+        OpName::Authorize,
+        OpName::AuthorizeAndCapture,
+        OpName::ReturnUnlinked,
+        OpName::Capture,
+        OpName::Adjust,
+        OpName::Undo,
+        OpName::ReturnById,
+        OpName::CaptureAll,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpName::Ping => "Ping",
+            OpName::RegisterTerminal => "RegisterTerminal",
+            OpName::SignOnWithToken => "SignOnWithToken",
+            OpName::Authorize => "Authorize",
+            OpName::AuthorizeAndCapture => "AuthorizeAndCapture",
+            OpName::ReturnUnlinked => "ReturnUnlinked",
+            OpName::Capture => "Capture",
+            OpName::Adjust => "Adjust",
+            OpName::Undo => "Undo",
+            OpName::ReturnById => "ReturnById",
+            OpName::CaptureAll => "CaptureAll",
+        }
+    }
+
+    /// The service that answers it (Ping: both).
+    fn serves(self, service: Service) -> bool {
+        match self {
+            OpName::Ping => true,
+            OpName::RegisterTerminal | OpName::SignOnWithToken => service == Service::Sis,
+            _ => service == Service::Tps,
+        }
+    }
+
+    /// A transaction, counted by operation and outcome in the metrics.
+    pub fn is_transaction(self) -> bool {
+        self.serves(Service::Tps) && self != OpName::Ping
+    }
+
+    /// The operation `service` answers under `name`.
+    pub fn lookup(service: Service, name: &str) -> Option<OpName> {
+        OpName::ALL
+            .into_iter()
+            .find(|o| o.as_str() == name && o.serves(service))
+    }
+
+    /// The operation a body element names, if it belongs to `service`, and its namespace base.
+    pub fn identify(service: Service, op: &Element) -> Option<(OpName, Base)> {
+        let (base, path) = Base::split(op.ns.as_deref()?)?;
+        let name = OpName::lookup(service, &op.name)?;
+        let ok = match (name, service) {
+            (OpName::Ping, _) => path == COMMON_PATH || path == service_path(service),
+            _ => path == service_path(service),
+        };
+        ok.then_some((name, base))
+    }
+
+    /// The SOAPAction a client should send for it.
+    pub fn soap_action(self, service: Service, base: Base) -> String {
+        soap_action(service, base, self.as_str())
+    }
+}
+
+fn service_path(service: Service) -> &'static str {
+    match service {
+        Service::Sis => SIS_PATH,
+        Service::Tps => TPS_PATH,
+    }
 }
 
 /// The SOAPAction a client should send for an operation.
@@ -66,28 +158,126 @@ pub fn soap_action(service: Service, base: Base, op: &str) -> String {
     }
 }
 
-/// Run the operation `name` of `service`.
-pub async fn dispatch(
+/// A request parsed into the operation it names. Borrowed from the parsed envelope: forward
+/// mode relays the element as it came.
+pub enum Operation<'a> {
+    Ping,
+    RegisterTerminal(register_terminal::Credentials),
+    SignOnWithToken(sign_on::SignOnWithToken),
+    Authorize(NewTransaction<'a>),
+    AuthorizeAndCapture(NewTransaction<'a>),
+    ReturnUnlinked(NewTransaction<'a>),
+    Capture(FollowUp<'a, Follow>),
+    Adjust(FollowUp<'a, Follow>),
+    Undo(FollowUp<'a, Follow>),
+    ReturnById(FollowUp<'a, Follow>),
+    CaptureAll(FollowUp<'a, Vec<Follow>>),
+}
+
+impl<'a> Operation<'a> {
+    /// Read the request for `name` from its body element (and the HTTP Basic username).
+    pub fn parse(name: OpName, op: &'a Element, ctx: &Context) -> Result<Self, Error> {
+        Ok(match name {
+            OpName::Ping => Operation::Ping,
+            OpName::RegisterTerminal => Operation::RegisterTerminal(register_terminal::parse(
+                op,
+                ctx.basic_user.as_deref(),
+            )?),
+            OpName::SignOnWithToken => Operation::SignOnWithToken(sign_on::parse(op)?),
+            OpName::Authorize => Operation::Authorize(authorize::parse(op)?),
+            OpName::AuthorizeAndCapture => {
+                Operation::AuthorizeAndCapture(authorize_and_capture::parse(op)?)
+            }
+            OpName::ReturnUnlinked => Operation::ReturnUnlinked(return_unlinked::parse(op)?),
+            OpName::Capture => Operation::Capture(capture::parse(op)?),
+            OpName::Adjust => Operation::Adjust(adjust::parse(op)?),
+            OpName::Undo => Operation::Undo(undo::parse(op)?),
+            OpName::ReturnById => Operation::ReturnById(return_by_id::parse(op)?),
+            OpName::CaptureAll => Operation::CaptureAll(capture_all::parse(op)?),
+        })
+    }
+
+    pub fn name(&self) -> OpName {
+        match self {
+            Operation::Ping => OpName::Ping,
+            Operation::RegisterTerminal(_) => OpName::RegisterTerminal,
+            Operation::SignOnWithToken(_) => OpName::SignOnWithToken,
+            Operation::Authorize(_) => OpName::Authorize,
+            Operation::AuthorizeAndCapture(_) => OpName::AuthorizeAndCapture,
+            Operation::ReturnUnlinked(_) => OpName::ReturnUnlinked,
+            Operation::Capture(_) => OpName::Capture,
+            Operation::Adjust(_) => OpName::Adjust,
+            Operation::Undo(_) => OpName::Undo,
+            Operation::ReturnById(_) => OpName::ReturnById,
+            Operation::CaptureAll(_) => OpName::CaptureAll,
+        }
+    }
+
+    pub async fn apply(self, app: &App, ctx: &Context) -> Result<Reply, Error> {
+        match self {
+            Operation::Ping => Ok(ping::apply(ctx.base)),
+            Operation::RegisterTerminal(c) => {
+                let token = register_terminal::apply(app, &c, ctx).await?;
+                Ok(Reply {
+                    header: None,
+                    body: register_terminal::respond(ctx, &token),
+                })
+            }
+            Operation::SignOnWithToken(s) => sign_on::apply(app, s, ctx.base),
+            Operation::Authorize(t) => authorize::apply(app, ctx, t).await,
+            Operation::AuthorizeAndCapture(t) => authorize_and_capture::apply(app, ctx, t).await,
+            Operation::ReturnUnlinked(t) => return_unlinked::apply(app, ctx, t).await,
+            Operation::Capture(f) => capture::apply(app, ctx, f).await,
+            Operation::Adjust(f) => adjust::apply(app, ctx, f).await,
+            Operation::Undo(f) => undo::apply(app, ctx, f).await,
+            Operation::ReturnById(f) => return_by_id::apply(app, ctx, f).await,
+            Operation::CaptureAll(f) => capture_all::apply(app, ctx, f).await,
+        }
+    }
+}
+
+/// Run a parsed request (or count its parse failure) under the handler timeout, and record
+/// the result in the metrics. The one way every CWS request, SOAP or REST, is run.
+pub async fn execute(
     app: &App,
-    service: Service,
-    name: &str,
-    op: &Element,
+    name: OpName,
+    parsed: Result<Operation<'_>, Error>,
     ctx: &Context,
 ) -> Result<Reply, Error> {
-    match (service, name) {
-        (_, "Ping") => Ok(ping::apply(ctx.base)),
-        (Service::Sis, "RegisterTerminal") => {
-            let creds = register_terminal::parse(op, ctx.basic_user.as_deref())?;
-            let token = register_terminal::apply(app, &creds, ctx).await?;
-            Ok(Reply {
-                header: None,
-                body: register_terminal::respond(ctx.base, &token),
-            })
+    let started = std::time::Instant::now();
+    let result = match parsed {
+        Ok(op) => {
+            let work = op.apply(app, ctx);
+            match tokio::time::timeout(app.config.limits.handler_timeout(), work).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::HandlerTimeout),
+            }
         }
-        (Service::Sis, "SignOnWithToken") => sign_on::apply(app, op, ctx.base),
-        (Service::Tps, op_name) if transaction::OPERATIONS.contains(&op_name) => {
-            transaction::apply(app, name, op, ctx).await
+        Err(e) => Err(e),
+    };
+    record(app, name, &result, started.elapsed());
+    result
+}
+
+/// Count one operation in the metrics.
+fn record(app: &App, name: OpName, result: &Result<Reply, Error>, took: std::time::Duration) {
+    let m = &app.metrics;
+    let label = name.as_str();
+    m.observe(label, took);
+    match result {
+        Ok(r) => {
+            if r.header.is_some() {
+                m.token_renewed();
+            }
+            if name.is_transaction() {
+                m.transaction(label, "ok");
+            }
         }
-        _ => Err(Error::UnknownOperation(name.to_owned())),
+        Err(e) => {
+            m.fault(e.kind());
+            if name.is_transaction() {
+                m.transaction(label, e.kind());
+            }
+        }
     }
 }

@@ -4,11 +4,11 @@
 //!
 //! Every failure is the same AuthenticationFault to the client; the reason is only logged.
 
-use super::{Context, SIS_PATH};
+use super::{Context, Wire, SIS_PATH};
 use crate::app::App;
 use crate::cws::error::{AuthFailure, Error};
 use crate::cws::limiter::Subject;
-use crate::cws::soap::{Base, Element};
+use crate::cws::soap::Element;
 use crate::dukpt::{self, Ksn};
 use crate::store::{self, to_ms, TerminalId, TerminalRecord};
 use crate::token::{self, Claims, TokenId};
@@ -253,13 +253,17 @@ async fn register(
     Ok(token::issue(&app.keys().signing, &claims))
 }
 
-/// The response body for a new token.
-pub fn respond(base: Base, token: &str) -> String {
-    format!(
-        "<RegisterTerminalResponse xmlns=\"{}{SIS_PATH}\"><RegisterTerminalResult>{token}\
-         </RegisterTerminalResult></RegisterTerminalResponse>",
-        base.uri()
-    )
+/// The response body for a new token: the SOAP response element, or for the REST form the
+/// token as a JSON string.
+pub fn respond(ctx: &Context, token: &str) -> String {
+    match ctx.wire {
+        Wire::Soap => format!(
+            "<RegisterTerminalResponse xmlns=\"{}{SIS_PATH}\"><RegisterTerminalResult>{token}\
+             </RegisterTerminalResult></RegisterTerminalResponse>",
+            ctx.base.uri()
+        ),
+        Wire::Rest => format!("\"{token}\""),
+    }
 }
 
 #[cfg(test)]

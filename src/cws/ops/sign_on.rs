@@ -9,15 +9,26 @@ use crate::cws::error::Error;
 use crate::cws::session;
 use crate::cws::soap::{Base, Element};
 
-pub fn apply(app: &App, op: &Element, base: Base) -> Result<Reply, Error> {
+/// The `identityToken`, as sent.
+pub struct SignOnWithToken {
+    identity_token: Option<String>,
+}
+
+pub fn parse(op: &Element) -> Result<SignOnWithToken, Error> {
     let token = op.child_text("identityToken").map_err(|dup| {
         Error::validation(
             format!("SignOnWithToken/{dup}"),
             "The element appears more than once",
         )
     })?;
-    session::authenticate(app, token)?;
-    let token = token.unwrap_or_default();
+    Ok(SignOnWithToken {
+        identity_token: token.map(str::to_owned),
+    })
+}
+
+pub fn apply(app: &App, s: SignOnWithToken, base: Base) -> Result<Reply, Error> {
+    session::authenticate(app, s.identity_token.as_deref())?;
+    let token = s.identity_token.unwrap_or_default();
     Ok(Reply {
         header: None,
         body: format!(

@@ -1,30 +1,23 @@
-//! The TPS operations: Authorize, AuthorizeAndCapture, ReturnUnlinked (a new transaction with
-//! tender data), Capture, Adjust, Undo, ReturnById (a follow-up by TransactionId) and CaptureAll.
-//! They share one shape, so they share this file: authenticate the `sessionToken`, read the
-//! request, read the card from encrypted track data, settle the refresh flow, run the
-//! processor, and append a renewed TerminalAccessToken as a SOAP header when one is due.
+//! What the TPS operations share. Authorize, AuthorizeAndCapture and ReturnUnlinked read a
+//! `NewTransaction` (tender data, amount); Capture, Adjust, Undo and ReturnById a `FollowUp` of
+//! one `Follow`, CaptureAll a `FollowUp` of many. Each operation's own file picks its reader and
+//! its processor step; `run` does the rest in one order for all: authenticate the
+//! `sessionToken`, read the card from encrypted track data, settle the refresh flow, run the
+//! processor (or relay upstream), make it durable, and append a renewed TerminalAccessToken as
+//! a SOAP header when one is due.
 
-use super::{soap_action, Context, Reply, SIS_PATH, TPS_PATH};
+use super::{soap_action, Context, OpName, Reply, SIS_PATH, TPS_PATH};
 use crate::app::App;
 use crate::cws::card::{self, Card, CardError};
 use crate::cws::error::{Error, Service};
-use crate::cws::processor::sandbox::{Follow, NewTxn};
+use crate::cws::processor::forward::Forward;
+use crate::cws::processor::sandbox::{Follow, NewTxn, Sandbox};
 use crate::cws::processor::{format_amount, parse_amount, Outcome};
-use crate::cws::session::{self, TrackKsn};
+use crate::cws::session::{self, Session, TrackKsn};
 use crate::cws::soap::{self, Base, Element, XSI_NS};
 use crate::dukpt::Ksn;
-
-/// The TPS operations snapgate answers.
-pub const OPERATIONS: &[&str] = &[
-    "Authorize",
-    "AuthorizeAndCapture",
-    "ReturnUnlinked",
-    "Capture",
-    "Adjust",
-    "Undo",
-    "ReturnById",
-    "CaptureAll",
-];
+use crate::store::TerminalId;
+use chrono::{DateTime, Utc};
 
 const T_PATH: &str = "CWS/v2.0/Transactions";
 const B_PATH: &str = "CWS/v2.0/Transactions/Bankcard";
@@ -73,8 +66,7 @@ struct NewRequest {
     keyed_pan: Option<zeroize::Zeroizing<String>>,
 }
 
-fn parse_new(op: &Element, merchant_profile_id: &str) -> Result<NewRequest, Error> {
-    let name = op.name.as_str();
+fn parse_new(op: &Element, name: &str) -> Result<NewRequest, Error> {
     let txn = child(op, name, "transaction")?.ok_or_else(|| {
         Error::validation(format!("{name}/transaction"), "transaction is required")
     })?;
@@ -83,14 +75,6 @@ fn parse_new(op: &Element, merchant_profile_id: &str) -> Result<NewRequest, Erro
             return Err(Error::validation(
                 format!("{name}/transaction"),
                 format!("Transaction type {t} is not supported; use b:BankcardTransaction"),
-            ));
-        }
-    }
-    if let Some(mp) = text(op, name, "merchantProfileId")? {
-        if mp != merchant_profile_id {
-            return Err(Error::validation(
-                format!("{name}/merchantProfileId"),
-                "merchantProfileId is not the terminal's merchant profile",
             ));
         }
     }
@@ -165,107 +149,192 @@ fn card_error(e: CardError) -> Error {
     Error::validation(location, e.to_string())
 }
 
-/// Run a TPS operation.
-pub async fn apply(app: &App, name: &str, op: &Element, ctx: &Context) -> Result<Reply, Error> {
-    let token = text(op, name, "sessionToken")?;
-    let session = session::authenticate(app, token)?;
-    let terminal = session.terminal_id;
-    let now = app.clock.now();
-    let forward = app.forward.as_ref();
+/// A new transaction's request: Authorize, AuthorizeAndCapture, ReturnUnlinked.
+///
+/// The body is read at parse time but its validation error is raised only after the session
+/// token authenticates: a caller without a valid token learns nothing about the body (and the
+/// token faults come first, as on the platform).
+pub struct NewTransaction<'a> {
+    name: OpName,
+    element: &'a Element,
+    session_token: Option<String>,
+    merchant_profile_id: Option<String>,
+    request: Result<NewRequest, Error>,
+}
 
-    // Read the request fully before anything is recorded.
-    let new = match name {
-        "Authorize" | "AuthorizeAndCapture" | "ReturnUnlinked" => {
-            Some(parse_new(op, &session.record.merchant_profile_id)?)
-        }
-        _ => None,
-    };
-    let follows: Vec<Follow> = match name {
-        "Capture" | "Adjust" | "Undo" | "ReturnById" => {
-            let d = child(op, name, "differenceData")?.ok_or_else(|| {
+impl<'a> NewTransaction<'a> {
+    pub fn parse(name: OpName, op: &'a Element) -> Result<Self, Error> {
+        let path = name.as_str();
+        Ok(NewTransaction {
+            name,
+            element: op,
+            session_token: text(op, path, "sessionToken")?.map(str::to_owned),
+            merchant_profile_id: text(op, path, "merchantProfileId")?.map(str::to_owned),
+            request: parse_new(op, path),
+        })
+    }
+}
+
+/// A follow-up's request: one `Follow` (Capture, Adjust, Undo, ReturnById) or many (CaptureAll).
+/// Like `NewTransaction`, its validation error waits for the token to authenticate.
+pub struct FollowUp<'a, F> {
+    name: OpName,
+    element: &'a Element,
+    session_token: Option<String>,
+    follow: Result<F, Error>,
+}
+
+impl<'a> FollowUp<'a, Follow> {
+    /// The single `differenceData` of Capture, Adjust, Undo and ReturnById.
+    pub fn parse_one(name: OpName, op: &'a Element) -> Result<Self, Error> {
+        let path = name.as_str();
+        let follow = child(op, path, "differenceData").and_then(|d| {
+            let d = d.ok_or_else(|| {
                 Error::validation(
-                    format!("{name}/differenceData"),
+                    format!("{path}/differenceData"),
                     "differenceData is required",
                 )
             })?;
-            vec![parse_follow(d, &format!("{name}/differenceData"))?]
-        }
-        "CaptureAll" => match child(op, name, "differenceData")? {
+            parse_follow(d, &format!("{path}/differenceData"))
+        });
+        Ok(FollowUp {
+            name,
+            element: op,
+            session_token: text(op, path, "sessionToken")?.map(str::to_owned),
+            follow,
+        })
+    }
+}
+
+impl<'a> FollowUp<'a, Vec<Follow>> {
+    /// CaptureAll's array of `Capture` entries (none: capture everything authorized).
+    pub fn parse_all(name: OpName, op: &'a Element) -> Result<Self, Error> {
+        let path = name.as_str();
+        let follow = child(op, path, "differenceData").and_then(|arr| match arr {
             Some(arr) => arr
                 .children
                 .iter()
                 .filter(|c| !c.nil)
-                .map(|c| parse_follow(c, "CaptureAll/differenceData/Capture"))
-                .collect::<Result<_, _>>()?,
-            None => Vec::new(),
-        },
-        _ => Vec::new(),
-    };
+                .map(|c| parse_follow(c, &format!("{path}/differenceData/Capture")))
+                .collect::<Result<_, _>>(),
+            None => Ok(Vec::new()),
+        });
+        Ok(FollowUp {
+            name,
+            element: op,
+            session_token: text(op, path, "sessionToken")?.map(str::to_owned),
+            follow,
+        })
+    }
+}
 
-    // The card: decrypted from track data (sandbox), or keyed.
-    let mut card: Option<Card> = None;
-    let mut track = None;
-    if let Some(n) = &new {
-        if let Some(s) = &n.secure {
-            track = Some(TrackKsn(s.ksn));
-            if forward.is_none() {
-                card = Some(
-                    card::from_secure_track(&app.keys(), &s.ksn, &s.data).map_err(card_error)?,
-                );
-            }
-        } else if let Some(pan) = &n.keyed_pan {
-            card = Some(
-                card::from_keyed_pan(pan)
-                    .map_err(|e| Error::validation("TenderData/CardData/PAN", e.to_string()))?,
-            );
-        } else if forward.is_none() {
+/// Run a new transaction: `step` is the operation's processor call.
+pub async fn run_new(
+    app: &App,
+    ctx: &Context,
+    t: NewTransaction<'_>,
+    step: impl FnOnce(&Sandbox, &TerminalId, &NewTxn, DateTime<Utc>) -> Result<Outcome, Error>,
+) -> Result<Reply, Error> {
+    let name = t.name;
+    let session = session::authenticate(app, t.session_token.as_deref())?;
+    if let Some(mp) = &t.merchant_profile_id {
+        if *mp != session.record.merchant_profile_id {
             return Err(Error::validation(
-                format!("{name}/transaction/TenderData"),
-                "TenderData needs SecurePaymentAccountData with EncryptionKeyId, or CardData/PAN",
+                format!("{}/merchantProfileId", name.as_str()),
+                "merchantProfileId is not the terminal's merchant profile",
             ));
         }
     }
-
-    let settled = session::settle(app, &session, track)?;
-    let header = settled.renewed.map(|t| {
-        format!(
-            "<TerminalAccessToken xmlns=\"{}{SIS_PATH}\">{t}</TerminalAccessToken>",
-            ctx.base.uri()
-        )
-    });
-
-    if let Some(fwd) = forward {
-        // What authenticate and settle recorded (counter, flag, pending or promoted token) is
-        // durable before the answer, as the sandbox path's single flush makes it there.
-        if session.wrote || settled.wrote {
-            app.commit.durable().await?;
+    let n = t.request?;
+    let forward = app.forward.is_some();
+    // The card: decrypted from track data (sandbox), or keyed.
+    let mut card: Option<Card> = None;
+    let mut track = None;
+    if let Some(s) = &n.secure {
+        track = Some(TrackKsn(s.ksn));
+        if !forward {
+            card = Some(card::from_secure_track(&app.keys(), &s.ksn, &s.data).map_err(card_error)?);
         }
-        let body = relay(app, fwd, name, op, ctx.base).await?;
-        return Ok(Reply { header, body });
+    } else if let Some(pan) = &n.keyed_pan {
+        card = Some(
+            card::from_keyed_pan(pan)
+                .map_err(|e| Error::validation("TenderData/CardData/PAN", e.to_string()))?,
+        );
+    } else if !forward {
+        return Err(Error::validation(
+            format!("{}/transaction/TenderData", name.as_str()),
+            "TenderData needs SecurePaymentAccountData with EncryptionKeyId, or CardData/PAN",
+        ));
     }
-
-    let sandbox = &app.sandbox;
-    let outcomes: Vec<Outcome> = match (name, new) {
-        ("Authorize", Some(n)) | ("AuthorizeAndCapture", Some(n)) | ("ReturnUnlinked", Some(n)) => {
+    let processed = finish(
+        app,
+        ctx,
+        name,
+        t.element,
+        &session,
+        track,
+        |sandbox, terminal, now| {
             let req = NewTxn {
                 amount_cents: n.amount_cents,
                 card: card
                     .ok_or_else(|| Error::Internal("no card read for a new transaction".into()))?,
                 reference: n.reference,
             };
-            vec![match name {
-                "Authorize" => sandbox.authorize(&terminal, &req, false, now)?,
-                "AuthorizeAndCapture" => sandbox.authorize(&terminal, &req, true, now)?,
-                _ => sandbox.return_unlinked(&terminal, &req, now)?,
-            }]
+            Ok(vec![step(sandbox, terminal, &req, now)?])
+        },
+    );
+    processed.await
+}
+
+/// Run a follow-up: `step` is the operation's processor call.
+pub async fn run_follow<F>(
+    app: &App,
+    ctx: &Context,
+    f: FollowUp<'_, F>,
+    step: impl FnOnce(&Sandbox, &TerminalId, &F, DateTime<Utc>) -> Result<Vec<Outcome>, Error>,
+) -> Result<Reply, Error> {
+    let session = session::authenticate(app, f.session_token.as_deref())?;
+    let follow = f.follow?;
+    finish(
+        app,
+        ctx,
+        f.name,
+        f.element,
+        &session,
+        None,
+        |sandbox, terminal, now| step(sandbox, terminal, &follow, now),
+    )
+    .await
+}
+
+/// Settle the refresh flow, then process (sandbox) or relay (forward), durably.
+async fn finish(
+    app: &App,
+    ctx: &Context,
+    name: OpName,
+    element: &Element,
+    session: &Session,
+    track: Option<TrackKsn>,
+    process: impl FnOnce(&Sandbox, &TerminalId, DateTime<Utc>) -> Result<Vec<Outcome>, Error>,
+) -> Result<Reply, Error> {
+    let now = app.clock.now();
+    let settled = session::settle(app, session, track)?;
+    let header = settled.renewed.map(|t| {
+        format!(
+            "<TerminalAccessToken xmlns=\"{}{SIS_PATH}\">{t}</TerminalAccessToken>",
+            ctx.base.uri()
+        )
+    });
+    if let Some(fwd) = app.forward.as_ref() {
+        // What authenticate and settle recorded (counter, flag, pending or promoted token) is
+        // durable before the answer, as the sandbox path's single flush makes it there.
+        if session.wrote || settled.wrote {
+            app.commit.durable().await?;
         }
-        ("Capture", _) => vec![sandbox.capture(&terminal, &follows[0])?],
-        ("Adjust", _) => vec![sandbox.adjust(&terminal, &follows[0])?],
-        ("Undo", _) => vec![sandbox.undo(&terminal, &follows[0])?],
-        ("ReturnById", _) => vec![sandbox.return_by_id(&terminal, &follows[0], now)?],
-        ("CaptureAll", _) => sandbox.capture_all(&terminal, &follows)?,
-        _ => return Err(Error::UnknownOperation(name.to_owned())),
-    };
+        let body = relay(app, fwd, name, element, ctx.base).await?;
+        return Ok(Reply { header, body });
+    }
+    let outcomes = process(&app.sandbox, &session.terminal_id, now)?;
     app.commit.durable().await?;
     Ok(Reply {
         header,
@@ -277,8 +346,8 @@ pub async fn apply(app: &App, name: &str, op: &Element, ctx: &Context) -> Result
 /// the upstream's response element, re-written.
 async fn relay(
     app: &App,
-    fwd: &crate::cws::processor::forward::Forward,
-    name: &str,
+    fwd: &Forward,
+    name: OpName,
     op: &Element,
     base: Base,
 ) -> Result<String, Error> {
@@ -292,7 +361,7 @@ async fn relay(
     soap::write_element(&mut body, &op, None);
     let up = fwd
         .send(
-            &soap_action(Service::Tps, base, name),
+            &soap_action(Service::Tps, base, name.as_str()),
             soap::envelope(None, &body),
         )
         .await?;
@@ -311,26 +380,32 @@ async fn relay(
     Ok(out)
 }
 
-fn result_type(name: &str) -> &'static str {
-    match name {
-        "Capture" | "CaptureAll" => "b:BankcardCaptureResponse",
-        _ => "bp:BankcardTransactionResponsePro",
+fn is_capture(name: OpName) -> bool {
+    matches!(name, OpName::Capture | OpName::CaptureAll)
+}
+
+fn result_type(name: OpName) -> &'static str {
+    if is_capture(name) {
+        "b:BankcardCaptureResponse"
+    } else {
+        "bp:BankcardTransactionResponsePro"
     }
 }
 
 /// The response body: `<OpResponse><OpResult i:type=...>` (CaptureAll: an array of them).
-pub fn respond(base: Base, name: &str, outcomes: &[Outcome]) -> String {
+pub fn respond(base: Base, op: OpName, outcomes: &[Outcome]) -> String {
+    let name = op.as_str();
     let b = base.uri();
     let mut out = String::with_capacity(1536);
     out.push_str(&format!("<{name}Response xmlns=\"{b}{TPS_PATH}\">"));
     let ns_decls = format!(
         " xmlns:i=\"{XSI_NS}\" xmlns:t=\"{b}{T_PATH}\" xmlns:b=\"{b}{B_PATH}\" xmlns:bp=\"{b}{BP_PATH}\""
     );
-    let capture = matches!(name, "Capture" | "CaptureAll");
-    if name == "CaptureAll" {
+    let capture = is_capture(op);
+    if op == OpName::CaptureAll {
         out.push_str(&format!("<CaptureAllResult{ns_decls}>"));
         for o in outcomes {
-            out.push_str(&format!("<t:Response i:type=\"{}\">", result_type(name)));
+            out.push_str(&format!("<t:Response i:type=\"{}\">", result_type(op)));
             write_outcome(&mut out, o, capture);
             out.push_str("</t:Response>");
         }
@@ -339,7 +414,7 @@ pub fn respond(base: Base, name: &str, outcomes: &[Outcome]) -> String {
         for o in outcomes {
             out.push_str(&format!(
                 "<{name}Result{ns_decls} i:type=\"{}\">",
-                result_type(name)
+                result_type(op)
             ));
             write_outcome(&mut out, o, capture);
             out.push_str(&format!("</{name}Result>"));

@@ -1,0 +1,18 @@
+//! Authorize: a new sale authorised and held; Capture, Adjust or Undo follow it up.
+
+use super::transaction::{self, NewTransaction};
+use super::{Context, OpName, Reply};
+use crate::app::App;
+use crate::cws::error::Error;
+use crate::cws::soap::Element;
+
+pub fn parse(op: &Element) -> Result<NewTransaction<'_>, Error> {
+    NewTransaction::parse(OpName::Authorize, op)
+}
+
+pub async fn apply(app: &App, ctx: &Context, t: NewTransaction<'_>) -> Result<Reply, Error> {
+    transaction::run_new(app, ctx, t, |sandbox, terminal, req, now| {
+        sandbox.authorize(terminal, req, false, now)
+    })
+    .await
+}

@@ -1,0 +1,18 @@
+//! AuthorizeAndCapture: a new sale authorised and captured in one step.
+
+use super::transaction::{self, NewTransaction};
+use super::{Context, OpName, Reply};
+use crate::app::App;
+use crate::cws::error::Error;
+use crate::cws::soap::Element;
+
+pub fn parse(op: &Element) -> Result<NewTransaction<'_>, Error> {
+    NewTransaction::parse(OpName::AuthorizeAndCapture, op)
+}
+
+pub async fn apply(app: &App, ctx: &Context, t: NewTransaction<'_>) -> Result<Reply, Error> {
+    transaction::run_new(app, ctx, t, |sandbox, terminal, req, now| {
+        sandbox.authorize(terminal, req, true, now)
+    })
+    .await
+}

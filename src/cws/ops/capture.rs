@@ -1,0 +1,19 @@
+//! Capture: settles an authorized sale (Amount, if given, at most the authorized amount; TipAmount added).
+
+use super::transaction::{self, FollowUp};
+use super::{Context, OpName, Reply};
+use crate::app::App;
+use crate::cws::error::Error;
+use crate::cws::processor::sandbox::Follow;
+use crate::cws::soap::Element;
+
+pub fn parse(op: &Element) -> Result<FollowUp<'_, Follow>, Error> {
+    FollowUp::parse_one(OpName::Capture, op)
+}
+
+pub async fn apply(app: &App, ctx: &Context, f: FollowUp<'_, Follow>) -> Result<Reply, Error> {
+    transaction::run_follow(app, ctx, f, |sandbox, terminal, follow, _now| {
+        Ok(vec![sandbox.capture(terminal, follow)?])
+    })
+    .await
+}
