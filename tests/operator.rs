@@ -282,3 +282,44 @@ async fn replaying_a_serials_registration_locks_that_serial_out() {
     srv.clock.advance(chrono::Duration::seconds(301));
     srv.register_ok(&ksn(TDES_KSN_BASE, 12), "MP1|VICTIM").await;
 }
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[tokio::test]
+async fn rest_registrations_are_timed_and_counted_like_soap_ones() {
+    let srv = TestServer::start().await;
+    let base = admin_listener(&srv).await;
+    let path = format!("/2.1.32/REST/SIS.svc/registerTerminal/{SERVICE_KEY}/{VENDOR_ID}");
+    let k = ksn(TDES_KSN_BASE, 1);
+    let good = format!(
+        "Basic {}",
+        b64(&format!("{}:{k}", srv.encrypt_secret(&k, "MP1|REST01")))
+    );
+    assert_eq!(
+        srv.post(&path, &[("authorization", &good)], "")
+            .await
+            .status,
+        200
+    );
+    let bad = format!("Basic {}", b64(&format!("{}:{k}", "00".repeat(16))));
+    assert_eq!(
+        srv.post(&path, &[("authorization", &bad)], "").await.status,
+        401
+    );
+
+    let (_, text) = admin::call(&base, Method::GET, "/metrics").await.unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            "snapgate_request_duration_seconds_count{operation=\"RegisterTerminal\"}"
+        ),
+        2
+    );
+    assert_eq!(
+        metric(&text, "snapgate_faults_total{kind=\"authentication\"}"),
+        1
+    );
+}
