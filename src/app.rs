@@ -4,7 +4,7 @@
 //! and every request takes the current ones with `keys()` / `token()` (an `Arc` clone).
 
 use crate::clock::Clock;
-use crate::config::{Config, Keys, ProcessorMode, TokenConfig};
+use crate::config::{Config, Keys, ProcessorMode, Settings, TokenConfig};
 use crate::cws::limiter::Limiter;
 use crate::cws::processor::forward::Forward;
 use crate::cws::processor::sandbox::Sandbox;
@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
 
 pub struct App {
-    pub config: Config,
+    /// Restart-only settings; the live token settings are `token()`.
+    pub config: Settings,
     /// The config file the server was started from, for `reload`.
     config_path: OnceLock<PathBuf>,
     keys: RwLock<Arc<Keys>>,
@@ -40,6 +41,8 @@ impl App {
         sled: SledStore,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<App>, String> {
+        config.validate()?;
+        let (config, token) = config.into_settings();
         let sandbox = Sandbox::open(sled.db()).map_err(|e| e.to_string())?;
         let forward = match config.processor.mode {
             ProcessorMode::Sandbox => None,
@@ -66,7 +69,7 @@ impl App {
         };
         let limiter = Limiter::new(config.security.lockout.clone());
         Ok(Arc::new(App {
-            token: RwLock::new(Arc::new(config.token.clone())),
+            token: RwLock::new(Arc::new(token)),
             config,
             config_path: OnceLock::new(),
             keys: RwLock::new(Arc::new(keys)),

@@ -343,19 +343,16 @@ fn serve(
     log_format: Option<LogFormat>,
     log: Option<String>,
 ) -> Result<(), String> {
-    let mut cfg = resolve_config(config)?;
-    if let Some(l) = listen {
-        cfg.server.listen = l;
-    }
-    if let Some(f) = log_format {
-        cfg.log.format = f;
-    }
-    if let Some(l) = log {
-        cfg.log.level = l;
-    }
+    let cfg = resolve_config(config)?
+        .resolve(config::Overrides {
+            listen,
+            log_format,
+            log_level: log,
+        })
+        .map_err(|e| e.to_string())?;
     init_logging(&cfg);
     let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
-    let store = SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb << 20)
+    let store = SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_bytes())
         .map_err(|e| format!("cannot open the store at {}: {e}", cfg.store.path.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -402,19 +399,25 @@ fn serve(
                 });
             }
         }
-        let every = app.token().sweep_interval_seconds;
-        if every > 0 {
+        {
             let app = app.clone();
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(every.into()));
                 loop {
-                    tick.tick().await;
-                    let a = app.clone();
-                    match tokio::task::spawn_blocking(move || snapgate::cws::session::sweep(&a)).await {
-                        Ok(Err(e)) => tracing::error!(error = %e, "refresh sweep failed"),
-                        Err(e) => tracing::error!(error = %e, "refresh sweep panicked"),
-                        Ok(Ok(_)) => {}
+                    // Re-read each round, so a reload that changes the interval takes effect;
+                    // 0 disables the sweep until a reload sets one (looked at every minute).
+                    let every = app.token().sweep_interval_seconds;
+                    if every > 0 {
+                        let a = app.clone();
+                        match tokio::task::spawn_blocking(move || snapgate::cws::session::sweep(&a))
+                            .await
+                        {
+                            Ok(Err(e)) => tracing::error!(error = %e, "refresh sweep failed"),
+                            Err(e) => tracing::error!(error = %e, "refresh sweep panicked"),
+                            Ok(Ok(_)) => {}
+                        }
                     }
+                    let pause = if every > 0 { every.into() } else { 60 };
+                    tokio::time::sleep(std::time::Duration::from_secs(pause)).await;
                 }
             });
         }

@@ -29,7 +29,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let limits = app.config.limits.clone();
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
     // Our own graceful shutdown: hyper-util's only watches plain connections, and ours are
     // upgradeable (WebSockets). Each connection holds a receiver; `closed()` waits for them all.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -103,7 +103,7 @@ async fn serve_connection<I>(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout())
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_buf_size(limits.max_header_bytes)
         .serve_connection(TokioIo::new(io), svc)
         // WebSocket upgrades (see `ws`) need hyper to hand the connection over after a 101.
         .with_upgrades();
