@@ -7,7 +7,7 @@ use common::*;
 use snapgate::store::{TerminalId, TerminalStore};
 use std::process::Command;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn sigterm_finishes_the_request_in_flight_and_exits_cleanly() {

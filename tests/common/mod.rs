@@ -17,7 +17,7 @@
 //!   `assert_fault`, `assert_ok`, `renewed_token`, `successful`.
 //! Bodies: `fixture(name, vars)` fills `fixtures/` templates; `register_envelope`,
 //! `swipe_envelope`, `keyed_envelope`, `follow_envelope`; `encrypt_as_terminal(keys, ..)`.
-//! Other pieces: `Upstream` (a fake forward-mode upstream), `dev_keys()` (keys without a server).
+//! Other pieces: `Upstream` (a fake forward-mode upstream), `dev_keys()` (keys, token issue/verify, no server).
 //! Waiting: never sleep to synchronise; wait on a condition with a deadline (`wait_until`).
 #![allow(dead_code, unused_imports)]
 
@@ -112,13 +112,43 @@ pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> b
 }
 
 /// The dev config and keys `snapgate init` would write, in a fresh folder, without a server
-/// (for tests that only need the signing keys or BDKs). The folder lives as long as the guard.
-pub fn dev_keys() -> (tempfile::TempDir, Keys) {
+/// (for tests that only need the signing keys or BDKs).
+pub struct DevKeys {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub keys: Keys,
+}
+
+pub fn dev_keys() -> DevKeys {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config::init_dev(dir.path(), "127.0.0.1:0".parse().unwrap()).unwrap();
-    let cfg = Config::load(&cfg).unwrap();
-    let keys = Keys::load(&cfg.security.keys_file).unwrap();
-    (dir, keys)
+    let config = Config::load(&cfg).unwrap();
+    let keys = Keys::load(&config.security.keys_file).unwrap();
+    DevKeys { dir, config, keys }
+}
+
+impl DevKeys {
+    /// A token as RegisterTerminal issues it at `t0()` for `MP1|serial` on the device of `ksn`.
+    pub fn issue(&self, ksn: &str, serial: &str) -> String {
+        let t = &self.config.token;
+        let claims = snapgate::token::Claims {
+            token_id: snapgate::token::TokenId::random(),
+            issuer: t.issuer.clone(),
+            issued_at: t0(),
+            not_on_or_after: t0() + t.lifetime(),
+            service_key: SERVICE_KEY.to_owned(),
+            merchant_profile_id: "MP1".to_owned(),
+            device_serial: serial.to_owned(),
+            device_id: Ksn::parse_hex(ksn).unwrap().device_id(),
+        };
+        snapgate::token::issue(&self.keys.signing, &claims)
+    }
+
+    /// Verify a token at `t0()`, no skew.
+    pub fn verify(&self, tok: &str) -> Result<snapgate::token::Claims, snapgate::token::TokenError> {
+        snapgate::token::verify(&self.keys.signing, tok, t0(), chrono::Duration::zero())
+            .map(|v| v.claims().clone())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
