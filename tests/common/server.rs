@@ -108,6 +108,16 @@ impl TestServer {
         self.clock.advance(Duration::days(days));
     }
 
+    /// The stored record of the terminal `serial` (under the dev service key); panics if none.
+    pub fn record(&self, serial: &str) -> snapgate::store::TerminalRecord {
+        use snapgate::store::{TerminalId, TerminalStore};
+        self.app
+            .store
+            .get(&TerminalId::new(SERVICE_KEY, serial))
+            .unwrap()
+            .unwrap_or_else(|| panic!("terminal {serial} is not in the store"))
+    }
+
     /// Verify a token with the server's current signing keys at the server's clock, no skew.
     pub fn verify(&self, tok: &str) -> Result<Claims, TokenError> {
         token::verify(&self.app.keys().signing, tok, self.now(), Duration::zero())
