@@ -61,7 +61,13 @@ impl Terminal {
     }
 
     async fn register(&self, addr: SocketAddr, keys: &Keys, counter: u32) -> Result<Reply, String> {
-        try_soap(addr, SIS_PATH, SIS_ACTION, &self.register_body(keys, counter)).await
+        try_soap(
+            addr,
+            SIS_PATH,
+            SIS_ACTION,
+            &self.register_body(keys, counter),
+        )
+        .await
     }
 
     /// AuthorizeAndCapture with EVO's card as track 2 encrypted under the BDK's track key usage.

@@ -69,8 +69,7 @@ async fn forward_mode_relays_the_transaction_and_still_runs_the_refresh_flow() {
 #[tokio::test]
 async fn upstream_faults_are_relayed_and_an_unreachable_upstream_is_a_connection_fault() {
     let up = Upstream::start(500, UPSTREAM_FAULT).await;
-    let srv = TestServer::start_with(|c| forward_to(c, up.url("/TPS.svc")))
-    .await;
+    let srv = TestServer::start_with(|c| forward_to(c, up.url("/TPS.svc"))).await;
     let tok = srv
         .register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1234567")
         .await;

@@ -103,7 +103,10 @@ async fn post_large(srv: &TestServer, what: &str, body: Vec<u8>, chunked: bool) 
         post_streaming(
             srv.addr,
             PATH,
-            &[("content-type", XML), ("soapaction", &format!("\"{SIS_ACTION}\""))],
+            &[
+                ("content-type", XML),
+                ("soapaction", &format!("\"{SIS_ACTION}\"")),
+            ],
             body,
             chunked,
         ),

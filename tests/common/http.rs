@@ -2,7 +2,7 @@
 //! TLS (tokio-rustls), every exchange bounded by `REQUEST_DEADLINE`; plus raw-socket helpers
 //! for the requests a well-behaved client cannot send (slow, oversized, half-written).
 
-use super::{find, error_chain};
+use super::{error_chain, find};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
@@ -115,9 +115,7 @@ pub async fn try_send(
     body: Bytes,
 ) -> Result<HttpReply, String> {
     bounded(async {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {}", error_chain(&e)))?;
+        let tcp = connect(addr).await?;
         exchange(tcp, &addr.to_string(), method, path, headers, body).await
     })
     .await
@@ -154,9 +152,7 @@ pub async fn send_tls(
     body: Bytes,
 ) -> Result<HttpReply, String> {
     bounded(async {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| error_chain(&e))?;
+        let tcp = connect(addr).await?;
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let tls = tokio_rustls::TlsConnector::from(client)
             .connect(name, tcp)
@@ -166,6 +162,12 @@ pub async fn send_tls(
         exchange(tls, &host, method, path, headers, body).await
     })
     .await
+}
+
+async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {}", error_chain(&e)))
 }
 
 async fn bounded<T>(
@@ -192,7 +194,10 @@ where
         .await
         .map_err(|e| format!("handshake: {}", error_chain(&e)))?;
     tokio::spawn(conn);
-    let mut req = Request::builder().method(method).uri(path).header("host", host);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -278,7 +283,11 @@ pub async fn healthz_keep_alive(s: &mut TcpStream) {
         assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&seen));
         seen.extend_from_slice(&buf[..n]);
     }
-    assert!(seen.starts_with(b"HTTP/1.1 200 OK"), "{:?}", String::from_utf8_lossy(&seen));
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200 OK"),
+        "{:?}",
+        String::from_utf8_lossy(&seen)
+    );
 }
 
 /// POST `body` to `path` over a plain socket, writing while reading, so that a server that

@@ -145,7 +145,10 @@ impl DevKeys {
     }
 
     /// Verify a token at `t0()`, no skew.
-    pub fn verify(&self, tok: &str) -> Result<snapgate::token::Claims, snapgate::token::TokenError> {
+    pub fn verify(
+        &self,
+        tok: &str,
+    ) -> Result<snapgate::token::Claims, snapgate::token::TokenError> {
         snapgate::token::verify(&self.keys.signing, tok, t0(), chrono::Duration::zero())
             .map(|v| v.claims().clone())
     }

@@ -174,8 +174,11 @@ impl TestServer {
     /// Authorize / AuthorizeAndCapture / ReturnUnlinked with EVO's card as encrypted track 2.
     pub async fn swipe(&self, op: &str, token: &str, ksn_hex: &str, amount: &str) -> HttpReply {
         let track = self.encrypt_track(ksn_hex, TRACK2);
-        self.tps(op, &swipe_envelope(op, token, &track, ksn_hex, amount, "R1"))
-            .await
+        self.tps(
+            op,
+            &swipe_envelope(op, token, &track, ksn_hex, amount, "R1"),
+        )
+        .await
     }
 
     /// A keyed (no track data) transaction.
