@@ -3,22 +3,27 @@
 //! Servers (each on a fresh loopback port, with a fresh folder holding the dev config, keys
 //! and a real sled database):
 //! - `TestServer::start()` / `start_with(|cfg| ...)` / `start_in(dir, |cfg| ...)`: in process,
-//!   on a `ManualClock` at `t0()` (`srv.clock.set(..)`, `srv.advance_days(n)`); `srv.app` is the
-//!   live `App`; `srv.stop().await` hands the folder back for a restart; `srv.start_admin()`.
+//!   on a `ManualClock` at `t0()` (`srv.clock.set(day(n))`, `srv.advance_days(n)`); `srv.app`
+//!   is the live `App`; `srv.stop().await` hands the folder back for a restart;
+//!   `srv.start_admin()`, `srv.record(serial)`, `srv.verify(token)`.
 //! - `BinaryServer::start(&init(dir))`: the real `snapgate serve` process (wall clock), with
 //!   `edit_config`, `kill9`, `terminate` + `wait_exit`, `wait_for_log`, `open_store`, `keys_of`.
-//! Requests (`http.rs`, one hyper HTTP/1.1 client, each exchange bounded by `REQUEST_DEADLINE`):
+//!
+//! Requests (`http.rs`: one hyper HTTP/1.1 client, each exchange bounded by `REQUEST_DEADLINE`):
 //! - SOAP: `srv.soap(path, action, xml)`, `srv.register(ksn, "MP1|SERIAL")`, `srv.swipe(..)`,
-//!   `srv.keyed(..)`, `srv.follow(..)`; any address: `try_soap(addr, ..)`, `send`/`try_send`.
-//! - REST or raw HTTP: `srv.post(path, headers, body)`, `srv.get(path)`; raw bytes over a plain
-//!   socket: `post_streaming`, `read_to_close`. TLS: `send_tls(addr, tls_client_config(ca,
-//!   client), ..)`.
+//!   `srv.keyed(..)`, `srv.follow(..)`; at any address: `try_soap(addr, ..)`, `try_send(..)`.
+//! - REST or plain HTTP: `srv.post(path, headers, body)`, `srv.get(path)`, `send(addr, ..)`.
+//! - Raw bytes on a plain socket: `post_streaming`, `read_to_close`, `healthz_keep_alive`.
+//! - TLS: `send_tls(addr, tls_client_config(ca, client_cert), method, path, headers, body)`.
 //! - Replies: `HttpReply { status, content_type, body }` with `text_of`, `fault`,
 //!   `assert_fault`, `assert_ok`, `renewed_token`, `successful`.
+//!
 //! Bodies: `fixture(name, vars)` fills `fixtures/` templates; `register_envelope`,
 //! `swipe_envelope`, `keyed_envelope`, `follow_envelope`; `encrypt_as_terminal(keys, ..)`.
-//! Other pieces: `Upstream` (a fake forward-mode upstream), `dev_keys()` (keys, token issue/verify, no server).
-//! Waiting: never sleep to synchronise; wait on a condition with a deadline (`wait_until`).
+//! Also: `Upstream` (a fake forward-mode upstream) with `forward_to(cfg, url)`, and
+//! `dev_keys()` (dev keys with token issue/verify, no server).
+//! Waiting: never sleep to synchronise; wait on a condition with a deadline (`wait_until`,
+//! `BinaryServer::wait_for_log`).
 #![allow(dead_code, unused_imports)]
 
 mod binary;
