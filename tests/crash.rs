@@ -135,6 +135,8 @@ struct Load {
     problems: Mutex<Vec<String>>,
     killed: AtomicBool,
     stop: AtomicBool,
+    /// Woken on every acknowledgement and every problem: the test waits on it, not on a timer.
+    progress: tokio::sync::Notify,
 }
 
 async fn register_client(client: usize, addr: SocketAddr, keys: Arc<Keys>, load: Arc<Load>) {
@@ -154,6 +156,7 @@ async fn register_client(client: usize, addr: SocketAddr, keys: Arc<Keys>, load:
                     .unwrap_or_else(|| panic!("a 200 without a token: {}", r.body));
                 load.acked.lock().unwrap().push((t, token));
                 load.acked_count.fetch_add(1, Ordering::SeqCst);
+                load.progress.notify_one();
             }
             // A fault after the kill cannot happen (nothing answers); before it, it is a bug.
             Ok(r) => {
@@ -161,6 +164,7 @@ async fn register_client(client: usize, addr: SocketAddr, keys: Arc<Keys>, load:
                     .lock()
                     .unwrap()
                     .push(format!("{}: HTTP {}: {}", t.serial, r.status, r.body));
+                load.progress.notify_one();
                 return;
             }
             Err(e) => {
@@ -170,6 +174,7 @@ async fn register_client(client: usize, addr: SocketAddr, keys: Arc<Keys>, load:
                         .lock()
                         .unwrap()
                         .push(format!("{}: before the kill: {e}", t.serial));
+                    load.progress.notify_one();
                 }
                 return;
             }
@@ -205,7 +210,8 @@ async fn acknowledged_registrations_survive_sigkill_and_their_tokens_work() {
                 server.stderr()
             );
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        let until = tokio::time::Instant::from_std(deadline);
+        let _ = tokio::time::timeout_at(until, load.progress.notified()).await;
     }
     let in_flight_at_kill = load.in_flight.load(Ordering::SeqCst);
     load.killed.store(true, Ordering::SeqCst);
