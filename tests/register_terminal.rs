@@ -115,6 +115,7 @@ async fn rest_form_registers_with_basic_credentials_and_an_empty_body() {
     let r = srv.post(&path, &[("authorization", &auth)], "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let tok = r.body.trim().trim_matches('"');
+    assert_eq!(r.json().as_str(), Some(tok), "the token as a JSON string");
     assert_eq!(verify(&srv, tok).device_serial, "REST01");
 
     let bad = format!("Basic {}", b64(&format!("{}:{k}:", "00".repeat(16))));
@@ -126,6 +127,7 @@ async fn rest_form_registers_with_basic_credentials_and_an_empty_body() {
         r.body
     );
     assert!(r.body.contains("\"ErrorId\":406"), "{}", r.body);
+    assert_eq!(r.json()["ErrorId"], 406, "{}", r.body);
 }
 
 #[tokio::test]

@@ -86,6 +86,12 @@ impl HttpReply {
         self
     }
 
+    /// The body as JSON (REST replies); panics with the body if it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {}", self.body))
+    }
+
     /// HTTP 200 and t:Status Successful.
     pub fn successful(&self) -> bool {
         self.status == 200 && self.text_of("Status").as_deref() == Some("Successful")

@@ -12,7 +12,8 @@
 //! Requests (`http.rs`: one hyper HTTP/1.1 client, each exchange bounded by `REQUEST_DEADLINE`):
 //! - SOAP: `srv.soap(path, action, xml)`, `srv.register(ksn, "MP1|SERIAL")`, `srv.swipe(..)`,
 //!   `srv.keyed(..)`, `srv.follow(..)`; at any address: `try_soap(addr, ..)`, `try_send(..)`.
-//! - REST or plain HTTP: `srv.post(path, headers, body)`, `srv.get(path)`, `send(addr, ..)`.
+//! - REST or plain HTTP: `srv.post(path, headers, body)`, `srv.post_json(path, headers, &json)`,
+//!   `srv.get(path)`, `send(addr, ..)`; `reply.json()`.
 //! - Raw bytes on a plain socket: `post_streaming`, `read_to_close`, `healthz_keep_alive`.
 //! - TLS: `send_tls(addr, tls_client_config(ca, client_cert), method, path, headers, body)`.
 //! - Replies: `HttpReply { status, content_type, body }` with `text_of`, `fault`,

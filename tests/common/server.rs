@@ -138,6 +138,18 @@ impl TestServer {
         send(self.addr, "POST", path, headers, body.to_owned().into()).await
     }
 
+    /// POST a JSON body (content-type application/json) with extra `headers`.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &serde_json::Value,
+    ) -> HttpReply {
+        let mut h = vec![("content-type", "application/json")];
+        h.extend_from_slice(headers);
+        self.post(path, &h, &body.to_string()).await
+    }
+
     pub async fn get(&self, path: &str) -> HttpReply {
         send(self.addr, "GET", path, &[], bytes::Bytes::new()).await
     }
