@@ -284,7 +284,7 @@ fn b64(s: &str) -> String {
 #[tokio::test]
 async fn rest_registrations_are_timed_and_counted_like_soap_ones() {
     let srv = TestServer::start().await;
-    let base = admin_listener(&srv).await;
+    let base = srv.start_admin().await;
     let path = format!("/2.1.32/REST/SIS.svc/registerTerminal/{SERVICE_KEY}/{VENDOR_ID}");
     let k = ksn(TDES_KSN_BASE, 1);
     let good = format!(
