@@ -40,7 +40,7 @@ impl App {
         sled: SledStore,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<App>, String> {
-        let sandbox = Sandbox::open(sled.db()).map_err(|e| e.to_string())?;
+        let sandbox = Sandbox::new(Arc::new(sled.transactions().map_err(|e| e.to_string())?));
         let forward = match config.processor.mode {
             ProcessorMode::Sandbox => None,
             ProcessorMode::Forward => {
