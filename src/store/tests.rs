@@ -1,6 +1,6 @@
 //! Tests of the store: the record layout through the sled engine, the name table, CAS and group commit.
 
-use super::codec::{TAG_INDEXED, TAG_INLINE};
+use super::codec::{self, TAG_INDEXED, TAG_INLINE};
 use super::sled::{parse_count, COUNT_KEY, MAX_NAME_BYTES, NAME_PREFIX};
 use super::*;
 use crate::token::TokenId;
@@ -408,4 +408,49 @@ async fn group_commit_close_stops_the_flusher_and_refuses_later_waits() {
     assert!(matches!(*refused, StoreError::Closed));
     // A second close, from any clone, returns at once.
     other.close().await;
+}
+
+/// What `fuzz/fuzz_targets/record.rs` checks, on every one-byte change and every cut of real
+/// records' bytes: decode returns, and what it accepts re-encodes to the same record and bytes.
+#[test]
+fn damaged_record_bytes_decode_or_fail_without_panicking() {
+    fn names(i: [u16; 3]) -> Result<[String; 3], StoreError> {
+        Ok(i.map(|n| format!("name-{n}")))
+    }
+    let (mut accepted, mut refused) = (0, 0);
+    for r in [record("B1"), full_record("B2")] {
+        let indexed = codec::encode(&r, Some([0, 1, 2]));
+        let inline = codec::encode(&r, None);
+        let legacy = postcard::to_allocvec(&r).unwrap();
+        for good in [indexed, inline, legacy] {
+            let mut inputs: Vec<Vec<u8>> = (0..good.len()).map(|n| good[..n].to_vec()).collect();
+            for at in 0..good.len() {
+                for v in [0x00, 0x01, 0x7F, 0x80, 0xC2, 0xC3, 0xFF] {
+                    let mut b = good.clone();
+                    b[at] = v;
+                    inputs.push(b);
+                }
+            }
+            for b in inputs {
+                let mut seen = None;
+                let Ok(back) = codec::decode(&b, |i| {
+                    seen = Some(i);
+                    names(i)
+                }) else {
+                    refused += 1;
+                    continue;
+                };
+                accepted += 1;
+                for indexes in [seen, None] {
+                    let bytes = codec::encode(&back, indexes);
+                    assert_eq!(codec::decode(&bytes, names).unwrap(), back);
+                    assert_eq!(codec::encode(&back, indexes), bytes);
+                }
+            }
+        }
+    }
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} accepted, {refused} refused"
+    );
 }
