@@ -64,6 +64,9 @@ pub struct Config {
     /// HTTPS (and optionally mTLS) on the listener; none serves plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::tls::TlsConfig>,
+    /// POS pairing (docs/PAIRING.md); none: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pairing: Option<crate::pairing::PairingConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -328,6 +331,9 @@ impl Config {
         cfg.security.keys_file = base.join(&cfg.security.keys_file);
         if let Some(tls) = cfg.tls.as_mut() {
             tls.resolve_paths(base);
+        }
+        if let Some(p) = cfg.pairing.as_mut() {
+            p.resolve_paths(base);
         }
         Ok(cfg)
     }

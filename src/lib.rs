@@ -12,6 +12,7 @@ pub mod config;
 pub mod cws;
 pub mod dukpt;
 pub mod metrics;
+pub mod pairing;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -44,7 +44,8 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tls = match &app.config.tls {
         Some(cfg) => {
-            let acceptor = crate::tls::acceptor(cfg).map_err(std::io::Error::other)?;
+            let acceptor =
+                crate::pairing::trust::main_acceptor(&app, cfg).map_err(std::io::Error::other)?;
             let mtls = cfg.client_ca_file.is_some();
             tracing::info!(client_certificates_required = mtls, "serving HTTPS");
             Some(acceptor)
@@ -160,6 +161,10 @@ async fn handle(
 }
 
 async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let req = match crate::pairing::route(app, peer, req).await {
+        Ok(resp) => return resp,
+        Err(req) => req,
+    };
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_ascii_lowercase();
     let method = req.method().clone();
