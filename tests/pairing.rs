@@ -606,3 +606,90 @@ async fn bad_requests_get_clear_json_errors_and_cost_nothing() {
     assert_eq!(status, 405);
     node.stop().await;
 }
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("SNAPGATE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "Python websockets is needed for this test: run ./scripts/test (it creates .venv), \
+         or set SNAPGATE_PYTHON to a python that has websockets installed"
+    );
+    venv
+}
+
+async fn wss(node: &Node, path: &str, body: &str) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/zeep/pairing_wss.py");
+    let url = format!("wss://localhost:{}{path}", node.pairing.port());
+    let o = tokio::process::Command::new(python())
+        .arg(script)
+        .arg(&url)
+        .arg(node.tls("ca.pem"))
+        .arg(body)
+        .output()
+        .await
+        .expect("python runs");
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_pos_pairs_over_wss_with_python_websockets() {
+    let node = Node::start(|p| p.max_body_bytes = 4096).await;
+    let code = node.code(Some("SK9/WSS-1"));
+    let out = wss(&node, "/pair/SK9/WSS-1", &body("ws-pos", &code)).await;
+    assert!(out.trim_end().ends_with("close=1000 reason="), "{out}");
+    let pem = out.rsplit_once("close=").unwrap().0;
+    let dir = tempfile::tempdir().unwrap();
+    let [key, client, inter, root] = write_bundle(dir.path(), pem);
+    let v = openssl(&[
+        "verify",
+        "-CAfile",
+        s(&root),
+        "-untrusted",
+        s(&inter),
+        s(&client),
+    ])
+    .await;
+    assert!(v.status.success(), "{}", text(&v));
+    let v = openssl(&["rsa", "-check", "-noout", "-in", s(&key)]).await;
+    assert!(text(&v).contains("RSA key ok"), "{}", text(&v));
+    let x = text(
+        &openssl(&[
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            s(&client),
+        ])
+        .await,
+    );
+    assert!(x.contains("URI:urn:snapgate:terminal:SK9/WSS-1"), "{x}");
+
+    // The used code over WSS: the JSON error, then a policy close naming it.
+    let out = wss(&node, "/", &body("ws-pos", &code)).await;
+    assert!(out.contains("\"error\":\"invalid_setup_code\""), "{out}");
+    assert!(
+        out.trim_end()
+            .ends_with("close=1008 reason=invalid_setup_code"),
+        "{out}"
+    );
+    // Bad JSON: 1008 with invalid_request; an oversize message: 1009.
+    let out = wss(&node, "/", "{\"posId\":1}").await;
+    assert!(
+        out.trim_end()
+            .ends_with("close=1008 reason=invalid_request"),
+        "{out}"
+    );
+    let big = body("p", &"A".repeat(5000));
+    let out = wss(&node, "/", &big).await;
+    assert!(
+        out.trim_end().ends_with("close=1009 reason=body_too_large"),
+        "{out}"
+    );
+    assert_eq!(node.p().store.list_issued().unwrap().len(), 1);
+    node.stop().await;
+}
