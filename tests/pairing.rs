@@ -693,3 +693,164 @@ async fn a_pos_pairs_over_wss_with_python_websockets() {
     assert_eq!(node.p().store.list_issued().unwrap().len(), 1);
     node.stop().await;
 }
+
+async fn snapgate(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_snapgate"))
+        .args(args)
+        .output()
+        .await
+        .expect("snapgate runs")
+}
+
+/// The code in `snapgate pairing code`'s "Details".
+fn code_in(details: &str) -> String {
+    details
+        .lines()
+        .find_map(|l| l.strip_prefix("POS connection code:"))
+        .unwrap_or_else(|| panic!("no code in {details}"))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_operator_cli_makes_codes_lists_and_revokes_offline_and_through_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let o = snapgate(&["init", "--dir", s(&d), "--tls", "--listen", "127.0.0.1:0"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("pairing CA"), "{}", text(&o));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for k in ["pairing-root-key.pem", "pairing-ca-key.pem"] {
+            let mode = std::fs::metadata(d.join("tls").join(k))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{k}");
+        }
+    }
+    let cfg_path = d.join("snapgate.toml");
+    let cfg = s(&cfg_path).to_owned();
+
+    // Server stopped: the CLI works on the data folder.
+    let o = snapgate(&["pairing", "code", "--config", &cfg]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let details = text(&o);
+    assert!(
+        details.contains("pair at:             https://127.0.0.1:8443/"),
+        "{details}"
+    );
+    assert!(details.contains("root CA SHA-256:"), "{details}");
+    let offline_code = code_in(&details);
+    let o = snapgate(&["pairing", "list", "--config", &cfg]).await;
+    assert!(text(&o).contains("\"slot\": \"operator\""), "{}", text(&o));
+    assert!(!text(&o).contains(&offline_code), "list never shows a code");
+
+    // Server running (its pairing listener and admin listener on free ports).
+    let base = d.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let paddr = listener.local_addr().unwrap();
+    let moved = tempfile::TempDir::new().unwrap();
+    // TestServer owns a TempDir: hand it one holding our data folder's files.
+    for e in std::fs::read_dir(&base).unwrap() {
+        let e = e.unwrap();
+        let to = moved.path().join(e.file_name());
+        std::fs::rename(e.path(), to).unwrap();
+    }
+    let root = moved.path().to_owned();
+    let srv = TestServer::start_in(moved, |c| {
+        c.pairing.as_mut().unwrap().listen = Some(paddr);
+        c.pairing.as_mut().unwrap().key_pool = 0;
+    })
+    .await;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let ptask = tokio::spawn(pairing::listener::run(
+        srv.app.clone(),
+        listener,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = format!("http://{}", admin_l.local_addr().unwrap());
+    let (atx, arx) = tokio::sync::oneshot::channel::<()>();
+    let atask = tokio::spawn(snapgate::admin::run(srv.app.clone(), admin_l, async move {
+        let _ = arx.await;
+    }));
+    let cfg = root.join("snapgate.toml");
+    let cfg = s(&cfg);
+    let curl_pair = |code: String, pos: &'static str| {
+        let ca = root.join("tls/ca.pem");
+        let url = format!("https://localhost:{}/", paddr.port());
+        async move {
+            let o = tokio::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "20",
+                    "-w",
+                    "\n%{http_code}",
+                    "--cacert",
+                ])
+                .arg(ca)
+                .args(["-d", &body(pos, &code), &url])
+                .output()
+                .await
+                .unwrap();
+            split(&o)
+        }
+    };
+    // The code made offline is still good once the server runs.
+    let (pem, status) = curl_pair(offline_code, "till-9").await;
+    assert_eq!(status, 200, "{pem}");
+    let o = snapgate(&["pairing", "code", "--config", cfg, "--admin", &admin]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let (_, status) = curl_pair(code_in(&text(&o)), "till-10").await;
+    assert_eq!(status, 200);
+    let o = snapgate(&[
+        "pairing",
+        "code",
+        "--config",
+        cfg,
+        "--admin",
+        &admin,
+        "--terminal",
+        "NOPE/1",
+    ])
+    .await;
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no registered terminal NOPE/1"),
+        "{}",
+        text(&o)
+    );
+    let o = snapgate(&["pairing", "list", "--config", cfg, "--admin", &admin]).await;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["certificates"].as_array().unwrap().len(), 2, "{v}");
+    let o = snapgate(&[
+        "pairing", "revoke", "till-9", "--config", cfg, "--admin", &admin,
+    ])
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("\"pos_id\":\"till-9\""), "{}", text(&o));
+    let o = snapgate(&[
+        "pairing", "revoke", "till-9", "--config", cfg, "--admin", &admin,
+    ])
+    .await;
+    assert!(
+        !o.status.success() && text(&o).contains("HTTP 404"),
+        "{}",
+        text(&o)
+    );
+    let m = srv.app.metrics.render();
+    assert!(
+        m.contains("snapgate_pairing_codes_total{source=\"operator\"} 1"),
+        "{m}"
+    );
+    let _ = tx.send(());
+    let _ = atx.send(());
+    ptask.await.unwrap().unwrap();
+    atask.await.unwrap();
+    srv.stop().await;
+}

@@ -9,6 +9,7 @@
 //! This file owns the `[pairing]` config, the `Pairing` service (codes, exchange, renewal,
 //! revocation, the per-address limit and the key pool) and the hook into the shared listener.
 
+pub mod admin;
 pub mod ca;
 pub mod code;
 pub mod error;
@@ -124,6 +125,23 @@ pub fn dev_config_section(listen: SocketAddr) -> String {
          ca_cert_file = \"tls/pairing-ca.pem\"\n\
          ca_key_file = \"tls/pairing-ca-key.pem\"\n"
     )
+}
+
+/// `snapgate init --tls`: a DEV pairing CA in `<dir>/tls/` and a `[pairing]` section (pairing
+/// listener on `listen`) appended to `<dir>/snapgate.toml`.
+pub fn init_dev(dir: &Path, listen: SocketAddr) -> Result<ca::DevCa, crate::config::ConfigError> {
+    let dev = ca::write_dev_ca(&dir.join("tls"))?;
+    let cfg_path = dir.join("snapgate.toml");
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&cfg_path)
+        .and_then(|mut f| f.write_all(dev_config_section(listen).as_bytes()))
+        .map_err(|source| crate::config::ConfigError::Write {
+            path: cfg_path,
+            source,
+        })?;
+    Ok(dev)
 }
 
 /// A code just made, with what to show.
