@@ -20,6 +20,9 @@ const PING_BODY: &str = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/
 /// and the pairing listener on its own port.
 struct Node {
     srv: TestServer,
+    /// The node's clock at start: the wall clock (minus `back`), so that certificates it issues
+    /// are valid for openssl, curl and rustls, which check them against the real time.
+    start: chrono::DateTime<chrono::Utc>,
     pairing: std::net::SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -27,6 +30,10 @@ struct Node {
 
 impl Node {
     async fn start(tweak: impl FnOnce(&mut PairingConfig)) -> Node {
+        Self::start_back(chrono::Duration::zero(), tweak).await
+    }
+
+    async fn start_back(back: chrono::Duration, tweak: impl FnOnce(&mut PairingConfig)) -> Node {
         let dir = tempfile::tempdir().unwrap();
         snapgate::config::init_dev(dir.path(), "127.0.0.1:0".parse().unwrap()).unwrap();
         snapgate::tls::init_dev_tls(dir.path()).unwrap();
@@ -47,6 +54,9 @@ impl Node {
             tls.client_ca_file = Some(base.join("tls/ca.pem"));
         })
         .await;
+        use chrono::SubsecRound;
+        let start = (chrono::Utc::now() - back).trunc_subsecs(0);
+        srv.clock.set(start);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(pairing::listener::run(
             srv.app.clone(),
@@ -57,6 +67,7 @@ impl Node {
         ));
         Node {
             srv,
+            start,
             pairing: paddr,
             stop: Some(tx),
             task: Some(task),
@@ -259,10 +270,10 @@ async fn a_pos_pairs_over_https_and_openssl_accepts_the_bundle() {
     .await;
     let x = text(&x);
     // Backdated one minute, 90 days, on the node's (manual) clock.
-    let nb = (t0() - chrono::Duration::minutes(1))
+    let nb = (node.start - chrono::Duration::minutes(1))
         .format("%b %e %H:%M:%S %Y GMT")
         .to_string();
-    let na = (t0() + chrono::Duration::days(90))
+    let na = (node.start + chrono::Duration::days(90))
         .format("%b %e %H:%M:%S %Y GMT")
         .to_string();
     assert!(x.contains(&format!("notBefore={nb}")), "{x}");
@@ -853,4 +864,116 @@ async fn the_operator_cli_makes_codes_lists_and_revokes_offline_and_through_admi
     ptask.await.unwrap().unwrap();
     atask.await.unwrap();
     srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_csr_keeps_the_key_on_the_pos_and_a_paired_pos_renews_over_mtls() {
+    // Paired 70 days ago (on the node's clock), renewed now.
+    let node = Node::start_back(chrono::Duration::days(70), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pos_key = dir.path().join("pos-key.pem");
+    let csr = dir.path().join("pos.csr");
+    let g = openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        s(&pos_key),
+        "-out",
+        s(&csr),
+        "-subj",
+        "/CN=whatever-the-pos-says",
+    ])
+    .await;
+    assert!(g.status.success(), "{}", text(&g));
+    let csr_pem = std::fs::read_to_string(&csr).unwrap();
+    let code = node.code(None);
+    let req =
+        serde_json::json!({"posId": "csr-pos", "setupCode": code, "csr": csr_pem}).to_string();
+    let (pem, status) = split(&node.curl(&["-d", &req, &node.pair_url("/pair")]).await);
+    assert_eq!(status, 200, "{pem}");
+    let b = blocks(&pem);
+    assert_eq!(b.len(), 3, "certificates only: {pem}");
+    assert!(b.iter().all(|(l, _)| l == "CERTIFICATE"));
+    let client = dir.path().join("client.pem");
+    std::fs::write(&client, &b[0].1).unwrap();
+    let m_key = openssl(&["rsa", "-noout", "-modulus", "-in", s(&pos_key)]).await;
+    let m_cert = openssl(&["x509", "-noout", "-modulus", "-in", s(&client)]).await;
+    assert_eq!(m_key.stdout, m_cert.stdout, "certifies the POS's own key");
+    let x = text(
+        &openssl(&[
+            "x509",
+            "-noout",
+            "-subject",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            s(&client),
+        ])
+        .await,
+    );
+    assert!(
+        x.contains("csr-pos") && !x.contains("whatever-the-pos-says"),
+        "{x}"
+    );
+
+    // Renewal: over TLS with the current certificate, no code.
+    let o = node.curl(&["-X", "POST", &node.pair_url("/renew")]).await;
+    let (b, status) = split(&o);
+    assert_eq!(status, 401, "{b}");
+    assert!(b.contains("certificate_required"), "{b}");
+    node.srv.clock.advance(chrono::Duration::days(70));
+    let (renewed, status) = split(
+        &node
+            .curl(&[
+                "--cert",
+                s(&client),
+                "--key",
+                s(&pos_key),
+                "-X",
+                "POST",
+                &node.pair_url("/renew"),
+            ])
+            .await,
+    );
+    assert_eq!(status, 200, "{renewed}");
+    let dir2 = tempfile::tempdir().unwrap();
+    let [key2, client2, _, _] = write_bundle(dir2.path(), &renewed);
+    let x = text(&openssl(&["x509", "-noout", "-dates", "-in", s(&client2)]).await);
+    let na = (node.start + chrono::Duration::days(160))
+        .format("%b %e %H:%M:%S %Y GMT")
+        .to_string();
+    assert!(x.contains(&format!("notAfter={na}")), "{x}");
+    // The renewed certificate works on the mTLS listener; the one it replaced does not.
+    assert!(s_client(&node, Some((&client2, &key2)))
+        .await
+        .contains("HTTP/1.1 200"));
+    assert!(s_client(&node, Some((&client, &pos_key)))
+        .await
+        .contains("certificate revoked"));
+    // Nor can the replaced one renew again (refused in the handshake).
+    let o = node
+        .curl(&[
+            "--cert",
+            s(&client),
+            "--key",
+            s(&pos_key),
+            "-X",
+            "POST",
+            &node.pair_url("/renew"),
+        ])
+        .await;
+    assert!(!o.status.success() || split(&o).1 != 200, "{}", text(&o));
+    let m = node.srv.app.metrics.render();
+    assert!(
+        m.contains("snapgate_pairings_total{operation=\"renew\",result=\"ok\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("snapgate_pairing_certs_revoked_total{reason=\"renewed\"} 1"),
+        "{m}"
+    );
+    node.stop().await;
 }
