@@ -977,3 +977,142 @@ async fn a_csr_keeps_the_key_on_the_pos_and_a_paired_pos_renews_over_mtls() {
     );
     node.stop().await;
 }
+
+/// The text of the first `<name>` element in `xml`.
+fn element(xml: &str, name: &str) -> Option<String> {
+    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
+    let end = xml[start..].find(&format!("</{name}>"))? + start;
+    Some(xml[start..end].to_owned())
+}
+
+#[tokio::test]
+async fn a_registered_terminal_gets_its_own_code_over_soap_and_rest() {
+    let node = Node::start(|_| {}).await;
+    // The terminal talks to the mTLS listener with the dev terminal certificate.
+    let (tc, tk) = (node.tls("client.pem"), node.tls("client-key.pem"));
+    let k = ksn(TDES_KSN_BASE, 1);
+    let es = node.srv.encrypt_secret(&k, "MP1|B1234567");
+    let env = register_envelope(SERVICE_KEY, VENDOR_ID, &es, &k);
+    let node_ref = &node;
+    let soap = |action: String, env: String| {
+        let node = node_ref;
+        let (tc, tk) = (tc.clone(), tk.clone());
+        let url = node.main_url("/2.1.32/SIS.svc");
+        async move {
+            split(
+                &node
+                    .curl(&[
+                        "--cert",
+                        s(&tc),
+                        "--key",
+                        s(&tk),
+                        "-H",
+                        "Content-Type: text/xml; charset=utf-8",
+                        "-H",
+                        &format!("SOAPAction: \"{action}\""),
+                        "-d",
+                        &env,
+                        &url,
+                    ])
+                    .await,
+            )
+        }
+    };
+    let (reply, status) = soap(SIS_ACTION.to_owned(), env).await;
+    assert_eq!(status, 200, "{reply}");
+    let token = element(&reply, "RegisterTerminalResult").unwrap();
+
+    let action = "http://schemas.evosnap.com/CWS/v2.0/ServiceInformation/ICWSServiceInformation/CreatePairingCode";
+    let req = format!(
+        "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
+         <CreatePairingCode xmlns=\"{SIS_NS}\"><sessionToken>{token}</sessionToken>\
+         </CreatePairingCode></s:Body></s:Envelope>"
+    );
+    let (reply, status) = soap(action.to_owned(), req.clone()).await;
+    assert_eq!(status, 200, "{reply}");
+    let code = element(&reply, "SetupCode").unwrap();
+    let terminal = format!("{SERVICE_KEY}/B1234567");
+    let path = format!("/pair/{terminal}");
+    assert!(
+        reply.contains(&format!(
+            "<Address>https://{}{path}</Address>",
+            node.pairing
+        )),
+        "{reply}"
+    );
+    assert!(
+        reply.contains(&format!("<Address>wss://{}{path}</Address>", node.pairing)),
+        "{reply}"
+    );
+    // A bad token: the usual token fault, no code.
+    let bad = req.replace(&token, "not-a-token");
+    let (reply, status) = soap(action.to_owned(), bad).await;
+    assert_eq!(status, 500, "{reply}");
+    assert!(reply.contains("InvalidTokenFault"), "{reply}");
+
+    // REST: the token as the Basic username. The new code replaces the SOAP one.
+    let (json, status) = split(
+        &node
+            .curl(&[
+                "--cert",
+                s(&tc),
+                "--key",
+                s(&tk),
+                "-u",
+                &format!("{token}:"),
+                "-X",
+                "POST",
+                &node.main_url("/REST/SIS.svc/pairingCode"),
+            ])
+            .await,
+    );
+    assert_eq!(status, 200, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rest_code = v["SetupCode"].as_str().unwrap().to_owned();
+    assert_ne!(rest_code, code);
+    let (_, status) = split(
+        &node
+            .curl(&[
+                "--cert",
+                s(&tc),
+                "--key",
+                s(&tk),
+                "-u",
+                "nope:",
+                "-X",
+                "POST",
+                &node.main_url("/REST/SIS.svc/pairingCode"),
+            ])
+            .await,
+    );
+    assert_eq!(status, 401);
+
+    let url = node.pair_url(&path);
+    let (_, status) = split(&node.curl(&["-d", &body("pos-1", &code), &url]).await);
+    assert_eq!(status, 403, "replaced by the REST code");
+    let (pem, status) = split(&node.curl(&["-d", &body("pos-1", &rest_code), &url]).await);
+    assert_eq!(status, 200, "{pem}");
+    let dir = tempfile::tempdir().unwrap();
+    let [_, client, _, _] = write_bundle(dir.path(), &pem);
+    let x = text(
+        &openssl(&[
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            s(&client),
+        ])
+        .await,
+    );
+    assert!(
+        x.contains(&format!("URI:urn:snapgate:terminal:{terminal}")),
+        "{x}"
+    );
+    let m = node.srv.app.metrics.render();
+    assert!(
+        m.contains("snapgate_pairing_codes_total{source=\"terminal\"} 2"),
+        "{m}"
+    );
+    node.stop().await;
+}

@@ -39,6 +39,10 @@ pub struct RenewRequest {
 
 pub const MAX_POS_ID: usize = 64;
 
+/// The REST flavour of CreatePairingCode (terminals ask for their code; main listener).
+const REST_CODE: &str = "/REST/SIS.svc/pairingCode";
+const REST_CODE_VERSIONED: &str = "/2.1.32/REST/SIS.svc/pairingCode";
+
 /// Read an exchange request: one JSON object, known fields only, a sane `posId`.
 pub fn parse_request(body: &[u8]) -> Result<ExchangeRequest, PairingError> {
     let req: ExchangeRequest = from_json(body)?;
@@ -102,6 +106,7 @@ pub fn is_pairing_path(method: &Method, path: &str) -> bool {
         (method, path),
         (&Method::POST, "/" | "/pair" | "/renew")
             | (_, "/rootca" | "/dms/v2/devices/certificates/rootca")
+            | (_, REST_CODE | REST_CODE_VERSIONED)
     ) || path.starts_with("/pair/")
 }
 
@@ -163,6 +168,15 @@ pub async fn handle(app: &App, conn: &Conn, req: Request<Incoming>) -> Response<
             Err(PairingError::MethodNotAllowed)
         }
         (Method::POST, "/renew") => renew(app, conn, req).await,
+        (Method::POST, REST_CODE | REST_CODE_VERSIONED) => {
+            let auth = req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            let (status, v) = crate::cws::ops::create_pairing_code::rest(app, auth);
+            Ok(json_response(status, v.to_string()))
+        }
+        (_, REST_CODE | REST_CODE_VERSIONED) => Err(PairingError::MethodNotAllowed),
         (Method::POST, p) => match scope_of(p) {
             Some(scope) => exchange(app, conn, req, scope.as_deref()).await,
             None => Err(PairingError::NotFound),

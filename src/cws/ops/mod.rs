@@ -1,6 +1,7 @@
 //! SOAP operations: one file per operation, each turning a parsed request element into a
 //! response body or a typed error. `dispatch` picks the operation from the body element.
 
+pub mod create_pairing_code;
 pub mod ping;
 pub mod register_terminal;
 pub mod sign_on;
@@ -43,7 +44,12 @@ pub fn identify(service: Service, op: &Element) -> Option<(&str, Base)> {
 
 /// The operation's name from our fixed list, for labels that must not carry request text.
 pub fn known_operation(service: Service, name: &str) -> Option<&'static str> {
-    let sis: &[&'static str] = &["Ping", "RegisterTerminal", "SignOnWithToken"];
+    let sis: &[&'static str] = &[
+        "Ping",
+        "RegisterTerminal",
+        "SignOnWithToken",
+        "CreatePairingCode",
+    ];
     let list = match service {
         Service::Sis => sis,
         Service::Tps => transaction::OPERATIONS,
@@ -85,6 +91,7 @@ pub async fn dispatch(
             })
         }
         (Service::Sis, "SignOnWithToken") => sign_on::apply(app, op, ctx.base),
+        (Service::Sis, "CreatePairingCode") => create_pairing_code::apply(app, op, ctx.base),
         (Service::Tps, op_name) if transaction::OPERATIONS.contains(&op_name) => {
             transaction::apply(app, name, op, ctx).await
         }
