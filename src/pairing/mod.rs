@@ -302,11 +302,15 @@ impl Pairing {
             replaced = previous.is_some(),
             "client certificate issued"
         );
-        let key = match &key {
-            KeySource::Generated(k) => Some(k),
-            KeySource::Csr(_) => None,
+        let bundle = match &key {
+            KeySource::Generated(k) => self.ca.bundle(Some(k), &issued.pem),
+            KeySource::Csr(_) => self.ca.bundle(None, &issued.pem),
         };
-        Ok(self.ca.bundle(key, &issued.pem)?)
+        if let KeySource::Generated(mut k) = key {
+            // The key leaves in the bundle only; wipe our PKCS#8 copy of it.
+            zeroize::Zeroize::zeroize(&mut k);
+        }
+        Ok(bundle?)
     }
 
     /// Renewal over mTLS: `cert_der` is the client certificate the handshake verified (so it
@@ -537,6 +541,15 @@ impl KeyPool {
             .await
             .map_err(|e| PairingError::Internal(format!("keygen task: {e}")))?
             .map_err(PairingError::from)
+    }
+}
+
+impl Drop for KeyPool {
+    fn drop(&mut self) {
+        let keys = self.keys.get_mut().unwrap_or_else(|p| p.into_inner());
+        for k in keys.iter_mut() {
+            zeroize::Zeroize::zeroize(k);
+        }
     }
 }
 
