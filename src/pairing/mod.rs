@@ -385,7 +385,7 @@ pub fn cert_json(c: &IssuedCert) -> serde_json::Value {
 pub fn new_code_json(p: &Pairing, c: &NewCode) -> serde_json::Value {
     serde_json::json!({
         "setupCode": c.code.reveal(),
-        "expiresAt": c.expires.to_rfc3339(),
+        "expiresAt": c.expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "terminal": c.terminal,
         "addresses": p.addresses(c.terminal.as_deref()),
         "rootSha256": p.ca.root_fingerprint(),
