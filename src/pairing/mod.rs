@@ -278,16 +278,14 @@ impl Pairing {
             not_after_ms: to_ms(issued.not_after),
             from_csr: matches!(key, KeySource::Csr(_)),
         };
-        let store = self.store.clone();
-        let reason_owned = reason.to_owned();
-        // Durable before the POS hears of it (the old certificate is denied in the same write).
-        let previous = tokio::task::spawn_blocking(move || {
-            let prev = store.record_issue(&record, &reason_owned, to_ms(now))?;
-            store.flush()?;
-            Ok::<_, PairingError>(prev)
-        })
-        .await
-        .map_err(|e| PairingError::Internal(format!("store task: {e}")))??;
+        // Durable before the POS hears of it (the old certificate is denied in the same write,
+        // the code was consumed before). The pairing trees share the node's sled database, so
+        // the node's group commit makes them durable: concurrent pairings share one fsync.
+        let previous = self.store.record_issue(&record, reason, to_ms(now))?;
+        app.commit
+            .durable()
+            .await
+            .map_err(|e| PairingError::Internal(format!("durable write: {e}")))?;
         if previous.is_some() {
             app.metrics.pairing_cert_revoked(if reason == "renewed" {
                 "renewed"

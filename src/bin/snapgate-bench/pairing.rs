@@ -303,7 +303,7 @@ async fn run_async(args: PairingArgs) -> Result<(), String> {
     let steady_rate = total as f64 / wall;
 
     let report = serde_json::json!({
-        "machine": "shared 2-core machine (other builds running); loopback; debug-free release build recommended",
+        "machine": "shared 2-core machine (other builds running); loopback",
         "rsa2048_keygen_ms_mean": keygen_ms,
         "ping_alone": ping_alone,
         "burst_no_pool": { "latency": cold_burst, "pairings_per_s": cold_rate },
