@@ -127,6 +127,11 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
     let store = &*app.store;
+    if let Some((status, v)) =
+        crate::connector::admin::route(&app.connector, &method, &path, &query)
+    {
+        return json_reply(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), &v);
+    }
     let result: Result<Response<Full<Bytes>>, Error> = (|| {
         Ok(match (method, path.as_str()) {
             (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),

@@ -30,6 +30,7 @@ pub struct App {
     pub forward: Option<Forward>,
     pub metrics: Metrics,
     pub limiter: Limiter,
+    pub connector: Arc<crate::connector::Connector>,
 }
 
 impl App {
@@ -65,6 +66,16 @@ impl App {
             max_attributes: l.max_xml_attributes,
         };
         let limiter = Limiter::new(config.security.lockout.clone());
+        let metrics = Metrics::default();
+        let connector = crate::connector::Connector::new(
+            &config,
+            Arc::new(
+                crate::store::connector::SledConnectorStore::open(sled.db())
+                    .map_err(|e| e.to_string())?,
+            ),
+            clock.clone(),
+            metrics.relay.clone(),
+        )?;
         Ok(Arc::new(App {
             token: RwLock::new(Arc::new(config.token.clone())),
             config,
@@ -77,8 +88,9 @@ impl App {
             xml_limits,
             sandbox,
             forward,
-            metrics: Metrics::default(),
+            metrics,
             limiter,
+            connector,
         }))
     }
 

@@ -160,6 +160,9 @@ async fn handle(
 }
 
 async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if crate::connector::handles(app, req.uri().path()) {
+        return crate::connector::route(app, peer, req).await;
+    }
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_ascii_lowercase();
     let method = req.method().clone();

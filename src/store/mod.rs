@@ -12,6 +12,8 @@
 //! 8 raw bytes. Records written before this layout are postcard `TerminalRecord`s; they still
 //! decode, and their next update rewrites them.
 
+pub mod connector;
+
 use crate::token::TokenId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
