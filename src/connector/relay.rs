@@ -95,8 +95,9 @@ async fn pump(
         }
         tokio::select! {
             order = inbox.control.recv() => {
-                let Some(order) = order else { return End::Closed };
-                send_close(&mut sink, c, order.code, order.reason).await;
+                if let Some(order) = order {
+                    send_close(&mut sink, c, order.code, order.reason).await;
+                }
                 return End::Closed;
             }
             _ = sleep_until(pong_due.unwrap_or(far)), if pong_due.is_some() => {
@@ -126,7 +127,13 @@ async fn pump(
                 }
             }
             m = inbox.data.recv() => {
-                let Some(m) = m else { return End::Closed };
+                let Some(m) = m else {
+                    // The registry let go of this connection: its close order is queued.
+                    if let Ok(order) = inbox.control.try_recv() {
+                        send_close(&mut sink, c, order.code, order.reason).await;
+                    }
+                    return End::Closed;
+                };
                 if let Some(t) = idle_at.as_mut() {
                     *t = Instant::now() + cfg.idle_timeout();
                 }
