@@ -94,6 +94,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     drop(stop_rx);
     stop_tx.closed().await;
+    app.connector.shutdown().await;
     app.store.flush().map_err(std::io::Error::other)?;
     Ok(())
 }

@@ -939,3 +939,145 @@ async fn the_relay_works_over_wss_with_the_dev_ca() {
         assert_eq!(data(&mut dev).await, Message::binary(vec![i; 1000]));
     }
 }
+
+#[tokio::test]
+async fn a_server_shutdown_closes_relayed_connections_with_1001_and_marks_devices_offline() {
+    let s = setup(|_| {}).await;
+    let mut dev = device_online(&s.srv, &s.dev, "T1").await;
+    let mut pos = pos_session(&s.srv, &s.pos, "T1", false).await;
+    let codes =
+        tokio::spawn(async move { (close_code(&mut dev).await, close_code(&mut pos).await) });
+    let dir = s.srv.stop().await;
+    let (d, p) = codes.await.unwrap();
+    assert_eq!(d, Some(1001));
+    assert!(p == Some(1001) || p == Some(4002), "{p:?}");
+    // The presence left behind says offline.
+    let cfg = Config::load(&dir.path().join("snapgate.toml")).unwrap();
+    let sled = snapgate::store::SledStore::open(&cfg.store.path).unwrap();
+    let store = snapgate::store::connector::SledConnectorStore::open(sled.db()).unwrap();
+    use snapgate::store::connector::ConnectorStore;
+    assert!(!store.get_device("T1").unwrap().unwrap().online);
+}
+
+#[tokio::test]
+async fn the_cli_adds_lists_and_removes_clients_on_the_data_folder_and_through_the_admin_listener()
+{
+    let exe = env!("CARGO_BIN_EXE_snapgate");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("snapgate.toml");
+    snapgate::config::init_dev(dir.path(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(exe)
+            .arg("connector")
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&[
+        "clients",
+        "add",
+        "--role",
+        "pos",
+        "--merchant",
+        "ACME",
+        "--store",
+        "S1",
+        "--domain",
+        "acme",
+        "--id",
+        "till-1",
+    ]);
+    assert!(ok, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let secret = v["client_secret"].as_str().unwrap().to_owned();
+    assert!(secret.len() >= 43, "256-bit secret: {secret}");
+    assert_eq!(
+        (
+            v["client_id"].as_str(),
+            v["role"].as_str(),
+            v["store"].as_str()
+        ),
+        (Some("till-1"), Some("pos"), Some("S1"))
+    );
+    let (ok, out, _) = run(&["clients", "list"]);
+    assert!(
+        ok && out.contains("till-1") && !out.contains(&secret) && !out.contains("argon2"),
+        "{out}"
+    );
+    let (ok, _, err) = run(&["clients", "add", "--role", "cashier", "--merchant", "ACME"]);
+    assert!(!ok && err.contains("role must be"), "{err}");
+    // While a server holds the folder: through its admin listener; the secret authenticates.
+    let srv = TestServer::start_in(dir, |c| c.connector.hash_memory_kib = 1024).await;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_url = format!("http://{}", admin.local_addr().unwrap());
+    tokio::spawn(snapgate::admin::run(
+        srv.app.clone(),
+        admin,
+        std::future::pending(),
+    ));
+    let auth = basic("till-1", &secret);
+    let r = srv
+        .post(
+            "/oauth2/v1/acme/token",
+            &[FORM, ("authorization", &auth)],
+            "grant_type=client_credentials",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let cfg = srv.data_dir().join("snapgate.toml");
+    let via = |args: Vec<String>| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(exe)
+                .arg("connector")
+                .args(&args)
+                .arg("--config")
+                .arg(&cfg)
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let a = |v: &[&str]| {
+        v.iter()
+            .map(|s| s.to_string())
+            .chain(["--admin".to_string(), admin_url.clone()])
+            .collect::<Vec<_>>()
+    };
+    let (ok, out, err) = via(a(&[
+        "clients",
+        "add",
+        "--role",
+        "device",
+        "--merchant",
+        "ACME",
+    ]))
+    .await
+    .unwrap();
+    assert!(ok && out.contains("client_secret"), "{out}{err}");
+    let (ok, out, err) = via(a(&["devices"])).await.unwrap();
+    assert!(ok && out.contains("\"devices\""), "{out}{err}");
+    let (ok, out, err) = via(a(&["clients", "remove", "till-1"])).await.unwrap();
+    assert!(ok && out.contains("till-1"), "{out}{err}");
+    let r = srv
+        .post(
+            "/oauth2/v1/acme/token",
+            &[FORM, ("authorization", &auth)],
+            "grant_type=client_credentials",
+        )
+        .await;
+    assert_eq!(r.status, 401, "a removed client is refused: {}", r.body);
+    let (ok, _, err) = via(a(&["clients", "remove", "till-1"])).await.unwrap();
+    assert!(!ok && err.contains("404"), "{err}");
+}

@@ -67,6 +67,11 @@ pub struct Connector {
     /// below does not survive a restart.
     boot_s: i64,
     used: Mutex<UsedJtis>,
+    /// Set at shutdown: every relay connection closes with 1001.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// Relay connections still running.
+    live: std::sync::atomic::AtomicUsize,
+    gone: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -125,8 +130,32 @@ impl Connector {
             tls: cfg.tls.is_some(),
             node,
             used: Mutex::default(),
+            stopping: tokio::sync::watch::channel(false).0,
+            live: Default::default(),
+            gone: tokio::sync::Notify::new(),
             config: c.clone(),
         }))
+    }
+
+    /// Close every relay connection with 1001 (going away) and wait for them, at most the send
+    /// timeout. The server calls this once it has stopped accepting.
+    pub async fn shutdown(&self) {
+        self.stopping.send_replace(true);
+        let wait = async {
+            loop {
+                let notified = self.gone.notified();
+                if self.live.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(self.config.send_timeout(), wait).await;
+    }
+
+    /// A receiver that changes when the server shuts down.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     pub fn now_ms(&self) -> i64 {

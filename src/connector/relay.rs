@@ -51,6 +51,7 @@ pub async fn run(
     gen: u64,
     mut inbox: Inbox,
 ) {
+    c.live.fetch_add(1, Ordering::AcqRel);
     let end = pump(&c, ws, role, &slot, gen, &mut inbox).await;
     match role {
         Role::Pos => c.registry.detach_pos(&slot, gen),
@@ -67,6 +68,9 @@ pub async fn run(
                 });
             }
         }
+    }
+    if c.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+        c.gone.notify_waiters();
     }
 }
 
@@ -87,13 +91,19 @@ async fn pump(
     let session_end = (role == Role::Pos).then(|| start + cfg.max_session());
     let mut idle_at = (role == Role::Pos).then(|| start + cfg.idle_timeout());
     let far = start + std::time::Duration::from_secs(86_400 * 365);
+    let mut stopping = c.stopping();
     loop {
+        if *stopping.borrow_and_update() {
+            send_close(&mut sink, c, close::GOING_AWAY, "server shutting down").await;
+            return End::Closed;
+        }
         // Close orders overtake queued messages (a slow consumer's backlog is dropped).
         if let Ok(order) = inbox.control.try_recv() {
             send_close(&mut sink, c, order.code, order.reason).await;
             return End::Closed;
         }
         tokio::select! {
+            _ = stopping.changed() => continue,
             order = inbox.control.recv() => {
                 if let Some(order) = order {
                     send_close(&mut sink, c, order.code, order.reason).await;
