@@ -472,8 +472,10 @@ async fn drive(
     for t in tasks {
         let _ = t.await;
     }
-    let h = hist.lock().map_err(|_| "histogram lock")?;
-    let lat = report::Latency::of(&h);
+    let lat = {
+        let h = hist.lock().map_err(|_| "histogram lock")?;
+        report::Latency::of(&h)
+    };
     let p99_ms = lat.p99_ms;
     r.goals.push(Goal::new(
         ">= 50,000 relayed 1 KiB messages/s at 1,000 sessions",
@@ -486,7 +488,6 @@ async fn drive(
         p99_ms < 5.0,
     ));
     r.rtt = Some(lat);
-    drop(h);
     // Idle devices and the storm.
     if args.idle_devices > 0 {
         // Let the closed sessions go.
