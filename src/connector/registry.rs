@@ -378,6 +378,7 @@ impl Registry {
         gen: u64,
         end: End,
         now_ms: i64,
+        unsent: &mut Inbox,
         on_offline: impl FnOnce(),
     ) -> bool {
         let grace = {
@@ -391,6 +392,27 @@ impl Registry {
             if end == End::Dropped && s.pos.is_some() {
                 s.grace = Some(gen);
                 s.grace_since_ms = now_ms;
+                // What was queued for the dead connection and never written waits for the
+                // next one, first (under this lock nothing else can be buffered before it).
+                let mut full = false;
+                while let Ok(m) = unsent.data.try_recv() {
+                    let b = &mut s.to_device;
+                    if b.msgs.len() >= self.bounds.buffer_messages
+                        || b.bytes + m.len() > self.bounds.buffer_bytes
+                    {
+                        full = true;
+                        break;
+                    }
+                    b.bytes += m.len();
+                    b.msgs.push_back(m);
+                }
+                if full {
+                    self.metrics.count_drop(DropReason::BufferFull);
+                    if let Some(pos) = &s.pos {
+                        pos.out
+                            .close(close::DEVICE_GONE, "device away and its buffer is full");
+                    }
+                }
                 true
             } else {
                 self.end_session(&mut s, close::DEVICE_GONE, "device closed");
@@ -486,15 +508,15 @@ mod tests {
         // frp#5526: device gen 1 drops, comes back as gen 2, drops again (gen 3 comes back);
         // the first drop's timer fires late and must do nothing.
         let r = reg();
-        let (d1, _i1) = outbox(1000);
+        let (d1, mut i1) = outbox(1000);
         let (g1, slot) = r.attach_device("T", "dev", 0, d1, || {}).unwrap();
         let (p, mut pi) = outbox(1000);
         let (pg, _) = r.attach_pos("T", "pos", false, 0, p).unwrap();
-        assert!(r.detach_device(&slot, g1, End::Dropped, 0, || {}));
-        let (d2, _i2) = outbox(1000);
+        assert!(r.detach_device(&slot, g1, End::Dropped, 0, &mut i1, || {}));
+        let (d2, mut i2) = outbox(1000);
         let (g2, _) = r.attach_device("T", "dev", 0, d2, || {}).unwrap();
         assert!(!r.grace_expired(&slot, g1, || panic!("stale timer went offline")));
-        assert!(r.detach_device(&slot, g2, End::Dropped, 0, || {}));
+        assert!(r.detach_device(&slot, g2, End::Dropped, 0, &mut i2, || {}));
         let (d3, mut i3) = outbox(1000);
         r.attach_device("T", "dev", 0, d3, || {}).unwrap();
         assert!(!r.grace_expired(&slot, g1, || {}));
@@ -508,12 +530,14 @@ mod tests {
     #[test]
     fn messages_buffered_in_the_grace_are_flushed_in_order_before_new_ones() {
         let r = reg();
-        let (d1, _) = outbox(1000);
+        let (d1, mut i1) = outbox(1000);
         let (g1, slot) = r.attach_device("T", "dev", 0, d1, || {}).unwrap();
         let (p, _pi) = outbox(1000);
         let (pg, _) = r.attach_pos("T", "pos", false, 0, p).unwrap();
-        r.detach_device(&slot, g1, End::Dropped, 0, || {});
-        for m in ["a", "b", "c"] {
+        // "a" was queued for the connection that died and never written: it goes first.
+        assert_eq!(r.from_pos(&slot, pg, text("a")), Forwarded::Sent);
+        r.detach_device(&slot, g1, End::Dropped, 0, &mut i1, || {});
+        for m in ["b", "c"] {
             assert_eq!(r.from_pos(&slot, pg, text(m)), Forwarded::Buffered);
         }
         let (d2, mut i2) = outbox(1000);
@@ -525,11 +549,11 @@ mod tests {
     #[test]
     fn a_full_buffer_and_an_expired_grace_close_the_pos_with_4002() {
         let r = reg();
-        let (d1, _) = outbox(1000);
+        let (d1, mut i1) = outbox(1000);
         let (g1, slot) = r.attach_device("T", "dev", 0, d1, || {}).unwrap();
         let (p, mut pi) = outbox(1000);
         let (pg, _) = r.attach_pos("T", "pos", false, 0, p).unwrap();
-        r.detach_device(&slot, g1, End::Dropped, 0, || {});
+        r.detach_device(&slot, g1, End::Dropped, 0, &mut i1, || {});
         for _ in 0..3 {
             r.from_pos(&slot, pg, text("x"));
         }

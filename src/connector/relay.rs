@@ -58,7 +58,9 @@ pub async fn run(
         Role::Device => {
             let now = c.now_ms();
             let offline = || c.presence_offline(&slot.tsn);
-            if c.registry.detach_device(&slot, gen, end, now, offline) {
+            if c.registry
+                .detach_device(&slot, gen, end, now, &mut inbox, offline)
+            {
                 let c2 = c.clone();
                 let grace = c.config.reconnect_grace();
                 tokio::spawn(async move {
