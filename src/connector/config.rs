@@ -134,8 +134,11 @@ impl ConnectorConfig {
     /// tungstenite's limits, every one set here rather than left to its defaults.
     pub fn websocket(&self) -> crate::ws::WebSocketConfig {
         crate::ws::WebSocketConfig::default()
-            .read_buffer_size(64 << 10)
-            .write_buffer_size(64 << 10)
+            // tungstenite zero-fills the whole read buffer: it is resident for every connection
+            // (64 KiB made 60 KiB per idle device; docs/BENCHMARKS.md). Larger frames reserve
+            // their own length anyway.
+            .read_buffer_size(4 << 10)
+            .write_buffer_size(16 << 10)
             // A write that cannot reach the socket fails here rather than buffering without end;
             // our own queue bound (`max_queued_bytes`) is the one that closes with 1008.
             .max_write_buffer_size(self.max_message_bytes.saturating_mul(2).max(128 << 10))

@@ -87,12 +87,17 @@ async fn pump(
     let cfg = &c.config;
     let (mut sink, mut stream) = ws.split();
     let start = Instant::now();
-    let mut next_ping = start + cfg.ping_interval();
-    let mut pong_due: Option<Instant> = None;
-    // Sessions only: the POS task sees all of a session's traffic, so it keeps its timers.
-    let session_end = (role == Role::Pos).then(|| start + cfg.max_session());
-    let mut idle_at = (role == Role::Pos).then(|| start + cfg.idle_timeout());
-    let far = start + std::time::Duration::from_secs(86_400 * 365);
+    // Timers live for the whole connection and are only reset when they fire (or a ping goes
+    // out): no timer is armed or disarmed per message.
+    let ping = sleep_until(start + cfg.ping_interval());
+    let pong = sleep_until(start);
+    let mut pong_armed = false;
+    // Sessions only: the POS task sees all of a session's traffic, so it keeps their timers.
+    let session = role == Role::Pos;
+    let lifetime = sleep_until(start + cfg.max_session());
+    let idle = sleep_until(start + cfg.idle_timeout());
+    let mut last_traffic = start;
+    tokio::pin!(ping, pong, lifetime, idle);
     let mut stopping = c.stopping();
     loop {
         if *stopping.borrow_and_update() {
@@ -112,25 +117,32 @@ async fn pump(
                 }
                 return End::Closed;
             }
-            _ = sleep_until(pong_due.unwrap_or(far)), if pong_due.is_some() => {
+            _ = &mut pong, if pong_armed => {
                 c.metrics.count_drop(DropReason::NoPong);
                 send_close(&mut sink, c, close::NO_PONG, "no pong").await;
                 return End::Dropped;
             }
-            _ = sleep_until(session_end.unwrap_or(far)), if session_end.is_some() => {
+            _ = &mut lifetime, if session => {
                 c.metrics.count_drop(DropReason::Timeout);
                 send_close(&mut sink, c, close::SESSION_LIMIT, "session lifetime reached").await;
                 return End::Closed;
             }
-            _ = sleep_until(idle_at.unwrap_or(far)), if idle_at.is_some() => {
+            _ = &mut idle, if session => {
+                let due = last_traffic + cfg.idle_timeout();
+                if Instant::now() < due {
+                    idle.as_mut().reset(due);
+                    continue;
+                }
                 c.metrics.count_drop(DropReason::Timeout);
                 send_close(&mut sink, c, close::IDLE, "session idle").await;
                 return End::Closed;
             }
-            _ = sleep_until(next_ping) => {
-                next_ping = Instant::now() + cfg.ping_interval();
-                if pong_due.is_none() {
-                    pong_due = Some(Instant::now() + cfg.pong_timeout());
+            _ = &mut ping => {
+                let now = Instant::now();
+                ping.as_mut().reset(now + cfg.ping_interval());
+                if !pong_armed {
+                    pong.as_mut().reset(now + cfg.pong_timeout());
+                    pong_armed = true;
                 }
                 match tokio::time::timeout(cfg.send_timeout(), sink.send(Message::Ping(Default::default()))).await {
                     Ok(Ok(())) => {}
@@ -146,8 +158,8 @@ async fn pump(
                     }
                     return End::Closed;
                 };
-                if let Some(t) = idle_at.as_mut() {
-                    *t = Instant::now() + cfg.idle_timeout();
+                if session {
+                    last_traffic = Instant::now();
                 }
                 // Write what is queued (a bounded batch), then flush once.
                 let write = async {
@@ -182,8 +194,8 @@ async fn pump(
                 };
                 match m {
                     Message::Text(_) | Message::Binary(_) => {
-                        if let Some(t) = idle_at.as_mut() {
-                            *t = Instant::now() + cfg.idle_timeout();
+                        if session {
+                            last_traffic = Instant::now();
                         }
                         let r = match role {
                             Role::Device => c.registry.from_device(slot, gen, m),
@@ -194,7 +206,7 @@ async fn pump(
                             return End::Closed;
                         }
                     }
-                    Message::Pong(_) => pong_due = None,
+                    Message::Pong(_) => pong_armed = false,
                     // tungstenite answers pings itself.
                     Message::Ping(_) | Message::Frame(_) => {}
                     Message::Close(_) => {

@@ -399,9 +399,8 @@ async fn drive(
     let stop = Arc::new(AtomicBool::new(false));
     let recording = Arc::new(AtomicBool::new(false));
     let trips = Arc::new(AtomicU64::new(0));
-    let hist = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
-    ));
+    // One histogram per POS, read after the window (the tasks are aborted, not joined).
+    let mut hists = vec![];
     let epoch = Instant::now();
     let mut tasks = vec![];
     for mut d in devs {
@@ -418,8 +417,11 @@ async fn drive(
         }));
     }
     for mut p in poss {
-        let (stop, recording, trips, hist) =
-            (stop.clone(), recording.clone(), trips.clone(), hist.clone());
+        let hist = Arc::new(Mutex::new(
+            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
+        ));
+        hists.push(hist.clone());
+        let (stop, recording, trips) = (stop.clone(), recording.clone(), trips.clone());
         let size = args.message_bytes.max(8);
         let inflight = args.inflight.max(1);
         tasks.push(tokio::spawn(async move {
@@ -433,21 +435,21 @@ async fn drive(
                     return;
                 }
             }
-            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
             while let Some(Ok(m)) = p.next().await {
                 if let Message::Binary(b) = &m {
                     let sent = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
                     let rtt_us = (epoch.elapsed().as_nanos() as u64).saturating_sub(sent) / 1_000;
                     if recording.load(Ordering::Relaxed) {
                         trips.fetch_add(1, Ordering::Relaxed);
-                        let _ = local.record(rtt_us.max(1));
+                        if let Ok(mut h) = hist.lock() {
+                            let _ = h.record(rtt_us.max(1));
+                        }
                     }
                     if stop.load(Ordering::Relaxed) || p.send(msg(epoch)).await.is_err() {
                         break;
                     }
                 }
             }
-            let _ = hist.lock().map(|mut h| h.add(&local));
         }));
     }
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
@@ -473,8 +475,13 @@ async fn drive(
         let _ = t.await;
     }
     let lat = {
-        let h = hist.lock().map_err(|_| "histogram lock")?;
-        report::Latency::of(&h)
+        let mut all =
+            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+        for h in &hists {
+            let h = h.lock().map_err(|_| "histogram lock")?;
+            all.add(&*h).map_err(|e| e.to_string())?;
+        }
+        report::Latency::of(&all)
     };
     let p99_ms = lat.p99_ms;
     r.goals.push(Goal::new(
