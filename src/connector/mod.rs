@@ -67,8 +67,8 @@ pub struct Connector {
     /// below does not survive a restart.
     boot_s: i64,
     used: Mutex<UsedJtis>,
-    /// Set at shutdown: every relay connection closes with 1001.
-    stopping: tokio::sync::watch::Sender<bool>,
+    /// Set at shutdown: connections attached from now on close with 1001 at once.
+    stopping: std::sync::atomic::AtomicBool,
     /// Relay connections still running.
     live: std::sync::atomic::AtomicUsize,
     gone: tokio::sync::Notify,
@@ -130,7 +130,7 @@ impl Connector {
             tls: cfg.tls.is_some(),
             node,
             used: Mutex::default(),
-            stopping: tokio::sync::watch::channel(false).0,
+            stopping: Default::default(),
             live: Default::default(),
             gone: tokio::sync::Notify::new(),
             config: c.clone(),
@@ -140,7 +140,12 @@ impl Connector {
     /// Close every relay connection with 1001 (going away) and wait for them, at most the send
     /// timeout. The server calls this once it has stopped accepting.
     pub async fn shutdown(&self) {
-        self.stopping.send_replace(true);
+        // A close order per connection (not a shared signal every relay loop would poll: that
+        // was one lock shared by all connections, taken per message).
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.registry
+            .close_all(close::GOING_AWAY, "server shutting down");
         let wait = async {
             loop {
                 let notified = self.gone.notified();
@@ -151,11 +156,6 @@ impl Connector {
             }
         };
         let _ = tokio::time::timeout(self.config.send_timeout(), wait).await;
-    }
-
-    /// A receiver that changes when the server shuts down.
-    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.stopping.subscribe()
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -528,6 +528,13 @@ fn connect(
                 .registry
                 .attach_pos(&tsn, &client.id, claims.takeover, now, out),
         };
+        if let Ok((_, slot)) = &attached {
+            // Attached while the server shuts down, after `close_all` ran: close it too.
+            if c.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                c.registry
+                    .close_all_in(slot, close::GOING_AWAY, "server shutting down");
+            }
+        }
         match attached {
             Ok((gen, slot)) => {
                 tracing::debug!(tsn = %tsn, client = %client.id, gen, ?role, "connected");

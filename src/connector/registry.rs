@@ -215,6 +215,21 @@ impl Registry {
         v
     }
 
+    /// Order every connection closed with `code` (shutdown).
+    pub fn close_all(&self, code: u16, reason: &'static str) {
+        for slot in self.snapshot() {
+            self.close_all_in(&slot, code, reason);
+        }
+    }
+
+    /// Order the connections of one slot closed.
+    pub fn close_all_in(&self, slot: &Slot, code: u16, reason: &'static str) {
+        let s = slot.lock();
+        for p in s.device.iter().chain(s.pos.iter()) {
+            p.out.close(code, reason);
+        }
+    }
+
     /// A device connection arrives. A live older connection of the same device is replaced
     /// (4001); a running grace ends, and what was buffered goes out first, in order.
     /// `on_attach` runs under the slot lock (presence is written there, in order).

@@ -98,19 +98,13 @@ async fn pump(
     let idle = sleep_until(start + cfg.idle_timeout());
     let mut last_traffic = start;
     tokio::pin!(ping, pong, lifetime, idle);
-    let mut stopping = c.stopping();
     loop {
-        if *stopping.borrow_and_update() {
-            send_close(&mut sink, c, close::GOING_AWAY, "server shutting down").await;
-            return End::Closed;
-        }
         // Close orders overtake queued messages (a slow consumer's backlog is dropped).
         if let Ok(order) = inbox.control.try_recv() {
             send_close(&mut sink, c, order.code, order.reason).await;
             return End::Closed;
         }
         tokio::select! {
-            _ = stopping.changed() => continue,
             order = inbox.control.recv() => {
                 if let Some(order) = order {
                     send_close(&mut sink, c, order.code, order.reason).await;
