@@ -15,7 +15,6 @@ use snapgate::store::connector::{ClientRole, Scope};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
@@ -233,7 +232,6 @@ struct Setup {
     srv: TestServer,
     dev: String,
     pos: String,
-    pos_client: Client,
 }
 
 async fn setup(tweak: impl FnOnce(&mut Config)) -> Setup {
@@ -246,12 +244,7 @@ async fn setup(tweak: impl FnOnce(&mut Config)) -> Setup {
     let p = client(&srv, ClientRole::Pos, "M1", Some("S1"));
     let dev = token(&srv, &d).await;
     let pos = token(&srv, &p).await;
-    Setup {
-        srv,
-        dev,
-        pos,
-        pos_client: p,
-    }
+    Setup { srv, dev, pos }
 }
 
 #[tokio::test]
@@ -514,7 +507,6 @@ async fn claims_are_busy_for_a_second_pos_taken_over_by_the_same_client_404_unkn
     // A POS client may not register devices, nor a device client claim.
     let listener = format!("{}/cloud-connector/v1/device-listener", base(&s.srv));
     assert_eq!(ws(&s.srv, &listener, &s.pos).await.err(), Some(403));
-    let _ = s.pos_client;
 }
 
 /// Abort a client's TCP connection without a close frame.
@@ -626,7 +618,6 @@ async fn an_oversize_message_is_closed_with_1009_and_a_fragmented_one_under_the_
         m.contains("snapgate_connector_drops_total{reason=\"too_big\"} 2"),
         "{m}"
     );
-    let _ = CloseCode::Normal;
 }
 
 #[tokio::test]
