@@ -145,4 +145,63 @@ mod tests {
         }
         assert!(l.entries.lock().unwrap().len() <= 4);
     }
+
+    fn addr(n: u8) -> Subject {
+        Subject::Address(std::net::IpAddr::from([10, 0, 0, n]))
+    }
+
+    #[test]
+    fn an_address_uses_its_own_threshold() {
+        // Address threshold 3, device threshold 2: two failures lock a device, not an address.
+        let l = Limiter::new(cfg());
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        l.failed(&[addr(1)], t);
+        l.failed(&[addr(1)], t);
+        assert!(l.allowed(&[addr(1)], t));
+        l.failed(&[addr(1)], t);
+        assert!(!l.allowed(&[addr(1)], t));
+    }
+
+    #[test]
+    fn a_success_does_not_reset_the_address_count() {
+        let l = Limiter::new(cfg());
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let dev = Subject::Device("T1".into());
+        l.failed(&[addr(1), dev.clone()], t);
+        l.failed(&[addr(1)], t);
+        l.succeeded(&[addr(1), dev.clone()]);
+        l.failed(&[addr(1)], t);
+        assert!(!l.allowed(&[addr(1)], t), "one success cleared the address");
+        // The device's record is cleared: one failure after the success does not lock it.
+        l.failed(&[dev.clone()], t);
+        assert!(l.allowed(&[dev], t));
+    }
+
+    #[test]
+    fn a_full_table_keeps_its_locks_and_refuses_new_addresses() {
+        // Capacity 4. A locked device, then three live addresses: the table is full.
+        let l = Limiter::new(cfg());
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let locked = [Subject::Serial("victim-target".into())];
+        l.failed(&locked, t);
+        l.failed(&locked, t);
+        assert!(!l.allowed(&locked, t));
+        for i in 0..3 {
+            l.failed(&[addr(i)], t);
+        }
+        // Chosen serials flooding in cannot evict the lock...
+        for i in 0..50 {
+            l.failed(&[Subject::Serial(format!("s{i}"))], t);
+        }
+        assert!(!l.allowed(&locked, t), "a lock was evicted by a flood");
+        // ...and an address that cannot be tracked is refused (fails closed), not waved through.
+        assert!(
+            !l.allowed(&[addr(200)], t),
+            "an untracked address was let in"
+        );
+        // Once the window has passed, unlocked entries make room again.
+        let later = t + Duration::seconds(61);
+        assert!(l.allowed(&[addr(200)], later));
+        assert!(!l.allowed(&locked, later));
+    }
 }
