@@ -51,3 +51,182 @@ async fn an_address_that_keeps_failing_is_locked_out_until_the_lockout_ends() {
     srv.clock.advance(chrono::Duration::seconds(301));
     srv.register_ok(&ksn(TDES_KSN_BASE, 7), "MP1|B1").await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Point 1: the decryption-format oracle.
+
+/// Another device under the same BDK (same key set id, another device id).
+const FOREIGN_KSN_BASE: &str = "FFFF9876543211E00000";
+
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Flip one bit in the first cipher block of a hex ciphertext.
+fn edit_first_block(hex_ct: &str) -> String {
+    let mut b = hex::decode(hex_ct).unwrap();
+    b[3] ^= 0x10;
+    hex::encode_upper(b)
+}
+
+async fn swipe_raw(srv: &TestServer, tok: &str, track_hex: &str, ksn_hex: &str) -> HttpReply {
+    srv.tps(
+        "Authorize",
+        &swipe_envelope("Authorize", tok, track_hex, ksn_hex, "1.00", "R1"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn card_data_under_a_foreign_ksn_gets_one_fault_and_nothing_is_decrypted() {
+    let srv = TestServer::start_with(|c| c.security.lockout.max_failures_per_device = 1000).await;
+    let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
+    let foreign = ksn(FOREIGN_KSN_BASE, 5);
+    let genuine = srv.encrypt_track(&foreign, TRACK2);
+    let variants = [
+        genuine.clone(),
+        edit_first_block(&genuine),
+        "00".repeat(16),
+        "ZZ".to_owned(),
+        "ABC".to_owned(),
+        srv.encrypt_track(&foreign, "hello world"),
+    ];
+    let mut replies = Vec::new();
+    for v in &variants {
+        replies.push(swipe_raw(&srv, &tok, v, &foreign).await);
+    }
+    replies[0].assert_fault("InvalidTokenFault", 5005);
+    for (v, r) in variants.iter().zip(&replies) {
+        assert_eq!(r.status, replies[0].status, "{v}");
+        assert_eq!(r.body, replies[0].body, "a different answer for {v}");
+    }
+    // Counted as card-data failures of the foreign-device kind: none reached a decryption.
+    let m = srv.app.metrics.render();
+    assert_eq!(
+        metric(
+            &m,
+            "snapgate_card_data_failures_total{reason=\"foreign_device\"}"
+        ),
+        variants.len() as u64,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "snapgate_card_data_failures_total{reason=\"unreadable\"}"
+        ),
+        0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn card_data_that_does_not_read_gets_one_generic_fault() {
+    let srv = TestServer::start_with(|c| c.security.lockout.max_failures_per_device = 1000).await;
+    let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
+    let mut counter = 2;
+    let mut next = || {
+        counter += 1;
+        ksn(TDES_KSN_BASE, counter)
+    };
+    let mut replies = Vec::new();
+    let k = next();
+    replies.push(swipe_raw(&srv, &tok, &"00".repeat(16), &k).await);
+    let k = next();
+    replies.push(
+        swipe_raw(
+            &srv,
+            &tok,
+            &edit_first_block(&srv.encrypt_track(&k, TRACK2)),
+            &k,
+        )
+        .await,
+    );
+    let k = next();
+    let bad_luhn = ";5454545454545455=13121010134988000010?";
+    replies.push(swipe_raw(&srv, &tok, &srv.encrypt_track(&k, bad_luhn), &k).await);
+    let k = next();
+    replies.push(swipe_raw(&srv, &tok, &srv.encrypt_track(&k, "hello world"), &k).await);
+    let k = next();
+    replies.push(swipe_raw(&srv, &tok, "ABC", &k).await);
+    // A keyed PAN failing its check digit: the same answer.
+    let keyed = fixture(
+        "tps/keyed_transaction.xml",
+        &[
+            ("OP", "Authorize"),
+            ("TOKEN", &tok),
+            ("PAN", "4012888888881882"),
+            ("AMOUNT", "1.00"),
+            ("MERCHANT", "MP1"),
+        ],
+    );
+    replies.push(srv.tps("Authorize", &keyed).await);
+    replies[0].assert_fault("CWSValidationResultFault", 325);
+    for r in &replies {
+        assert_eq!(r.body, replies[0].body);
+    }
+    assert!(
+        !replies[0].body.contains("check digit") && !replies[0].body.contains("track 2"),
+        "{}",
+        replies[0].body
+    );
+    let m = srv.app.metrics.render();
+    assert_eq!(
+        metric(
+            &m,
+            "snapgate_card_data_failures_total{reason=\"unreadable\"}"
+        ),
+        replies.len() as u64,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_counter_is_refused_before_its_track_data_is_decrypted() {
+    let srv = TestServer::start().await;
+    let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
+    let k = ksn(TDES_KSN_BASE, 2);
+    srv.swipe("Authorize", &tok, &k, "1.00").await.assert_ok();
+    // Garbage under the spent counter: the replay answer, not a card-data answer.
+    swipe_raw(&srv, &tok, &"00".repeat(16), &k)
+        .await
+        .assert_fault("AuthenticationFault", 406);
+    let m = srv.app.metrics.render();
+    assert_eq!(
+        metric(&m, "snapgate_card_data_failures_total{reason=\"replay\"}"),
+        1,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_terminal_that_keeps_sending_bad_card_data_is_locked_out_for_a_while() {
+    let srv = TestServer::start_with(|c| c.security.lockout.max_failures_per_device = 3).await;
+    let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
+    let garbage = "00".repeat(16);
+    let first = swipe_raw(&srv, &tok, &garbage, &ksn(TDES_KSN_BASE, 2)).await;
+    for c in 3..=4 {
+        let r = swipe_raw(&srv, &tok, &garbage, &ksn(TDES_KSN_BASE, c)).await;
+        assert_eq!(r.body, first.body);
+    }
+    // Locked: even good card data gets the same answer, and is not processed.
+    let r = srv
+        .swipe("Authorize", &tok, &ksn(TDES_KSN_BASE, 5), "1.00")
+        .await;
+    assert_eq!(r.body, first.body);
+    let m = srv.app.metrics.render();
+    assert_eq!(
+        metric(
+            &m,
+            "snapgate_card_data_failures_total{reason=\"locked_out\"}"
+        ),
+        1,
+        "{m}"
+    );
+    srv.clock.advance(chrono::Duration::seconds(301));
+    srv.swipe("Authorize", &tok, &ksn(TDES_KSN_BASE, 6), "1.00")
+        .await
+        .assert_ok();
+}
