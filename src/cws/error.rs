@@ -10,6 +10,10 @@ pub const AUTH_PROBLEM: &str = "Terminal could not be authenticated";
 pub const UNKNOWN_PROBLEM: &str =
     "An unknown error has occurred. Details have been logged on the server";
 
+/// The one answer for card data that does not read: no format, length or check-digit detail
+/// (those would make the gateway a decryption oracle).
+pub const CARD_DATA_PROBLEM: &str = "The card data could not be read";
+
 /// Why a registration failed. Logged and counted, never told to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFailure {
@@ -81,6 +85,9 @@ pub enum Error {
         transaction_id: Option<String>,
         state: Option<String>,
     },
+    /// Card data that could not be read (why: logged and counted, never told).
+    #[error("card data refused ({0})")]
+    CardData(&'static str),
     #[error("upstream processor: {0}")]
     Upstream(String),
     /// A SOAP fault the upstream processor sent, relayed to the terminal as it came.
@@ -129,6 +136,7 @@ impl Error {
             Error::Envelope(_) | Error::Validation { .. } | Error::ActionMismatch => "validation",
             Error::UnknownOperation(_) => "unknown_operation",
             Error::Transaction { .. } => "transaction",
+            Error::CardData(_) => "card_data",
             Error::Upstream(_) | Error::UpstreamFault(_) => "upstream",
             Error::Store(_) | Error::Internal(_) => "internal",
             Error::PayloadTooLarge(_) => "payload_too_large",
@@ -219,6 +227,9 @@ impl Error {
                 f.problem_type = message.clone();
                 f.transaction_id = transaction_id.clone();
                 f.transaction_state = state.clone();
+            }
+            Error::CardData(_) => {
+                validation(&mut f, "InvalidCardData", "TenderData", CARD_DATA_PROBLEM)
             }
             Error::Upstream(_) | Error::UpstreamFault(_) => {
                 f.code = "s:Server";

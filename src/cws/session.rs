@@ -114,6 +114,22 @@ fn promote(app: &App, id: &TerminalId, token_id: TokenId) -> Result<TerminalReco
 #[derive(Debug, Clone, Copy)]
 pub struct TrackKsn(pub Ksn);
 
+/// Before any track data is decrypted: it must come from the token's own device and carry a
+/// counter above the last one seen (pure; `settle` checks again under the store's CAS).
+pub fn check_track(app: &App, s: &Session, ksn: &Ksn) -> Result<(), Error> {
+    let r = &s.record;
+    if app.config.security.device_binding && ksn.device_id() != s.token.claims().device_id {
+        return Err(invalid("track data from another device"));
+    }
+    if app.config.security.replay_protection
+        && r.device_id == ksn.device_id()
+        && ksn.counter() <= r.last_counter
+    {
+        return Err(Error::Authentication(AuthFailure::Replay));
+    }
+    Ok(())
+}
+
 /// Record what this transaction tells about the terminal; return the renewed token to append,
 /// if one is due and the transaction carried encrypted track data.
 pub fn settle(app: &App, s: &Session, track: Option<TrackKsn>) -> Result<Settled, Error> {

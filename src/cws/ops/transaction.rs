@@ -10,6 +10,7 @@ use super::{soap_action, Context, OpName, Reply, SIS_PATH, TPS_PATH};
 use crate::app::App;
 use crate::cws::card::{self, Card, CardError};
 use crate::cws::error::{Error, Service};
+use crate::cws::limiter::Subject;
 use crate::cws::processor::forward::Forward;
 use crate::cws::processor::sandbox::{Follow, NewTxn, Sandbox};
 use crate::cws::processor::{format_amount, parse_amount, Outcome};
@@ -141,12 +142,47 @@ fn parse_follow(e: &Element, path: &str) -> Result<Follow, Error> {
     })
 }
 
-fn card_error(e: CardError) -> Error {
-    let location = match e {
-        CardError::BadKsn | CardError::UnknownKeySet => "TenderData/EncryptionKeyId",
-        _ => "TenderData/SecurePaymentAccountData",
+/// Read the card of a new transaction, so that nothing about card data leaks: a terminal that
+/// keeps sending bad card data is locked out; track data is decrypted only after its device and
+/// counter check out; every failure to read is one generic fault. Each refusal is counted by
+/// reason in the metrics and logged without the data.
+fn read_card(
+    app: &App,
+    session: &Session,
+    secure: Option<&SecureTrack>,
+    keyed_pan: Option<&str>,
+) -> Result<Card, Error> {
+    let now = app.clock.now();
+    let subject = [Subject::Terminal(session.terminal_id.to_string())];
+    let refuse = |reason: &'static str, e: Error| {
+        app.metrics.card_data_failure(reason);
+        if reason != "locked_out" {
+            app.limiter.failed(&subject, now);
+        }
+        tracing::info!(terminal = %session.terminal_id, reason, "card data refused");
+        e
     };
-    Error::validation(location, e.to_string())
+    if !app.limiter.allowed(&subject, now) {
+        return Err(refuse("locked_out", Error::CardData("locked out")));
+    }
+    let read: Result<Card, CardError> = match (secure, keyed_pan) {
+        (Some(s), _) => {
+            if let Err(e) = session::check_track(app, session, &s.ksn) {
+                let reason = match e {
+                    Error::Authentication(_) => "replay",
+                    _ => "foreign_device",
+                };
+                return Err(refuse(reason, e));
+            }
+            card::from_secure_track(&app.keys(), &s.ksn, &s.data)
+        }
+        (None, Some(pan)) => card::from_keyed_pan(pan),
+        (None, None) => return Err(Error::Internal("no card data to read".into())),
+    };
+    read.map_err(|e| {
+        tracing::debug!(error = %e, "card data did not read");
+        refuse("unreadable", Error::CardData("unreadable"))
+    })
 }
 
 /// A new transaction's request: Authorize, AuthorizeAndCapture, ReturnUnlinked.
@@ -249,17 +285,16 @@ pub async fn run_new(
     let forward = app.forward.is_some();
     // The card: decrypted from track data (sandbox), or keyed.
     let mut card: Option<Card> = None;
-    let mut track = None;
+    let track = n.secure.as_ref().map(|s| TrackKsn(s.ksn));
     if let Some(s) = &n.secure {
-        track = Some(TrackKsn(s.ksn));
-        if !forward {
-            card = Some(card::from_secure_track(&app.keys(), &s.ksn, &s.data).map_err(card_error)?);
+        if forward {
+            // Not decrypted here, but its device and counter are checked just the same.
+            session::check_track(app, &session, &s.ksn)?;
+        } else {
+            card = Some(read_card(app, &session, Some(s), None)?);
         }
     } else if let Some(pan) = &n.keyed_pan {
-        card = Some(
-            card::from_keyed_pan(pan)
-                .map_err(|e| Error::validation("TenderData/CardData/PAN", e.to_string()))?,
-        );
+        card = Some(read_card(app, &session, None, Some(pan))?);
     } else if !forward {
         return Err(Error::validation(
             format!("{}/transaction/TenderData", name.as_str()),
