@@ -265,7 +265,7 @@ mod tests {
         l.failed(&[addr(1)], t);
         assert!(!l.allowed(&[addr(1)], t), "one success cleared the address");
         // The device's record is cleared: one failure after the success does not lock it.
-        l.failed(&[dev.clone()], t);
+        l.failed(std::slice::from_ref(&dev), t);
         assert!(l.allowed(&[dev], t));
     }
 
