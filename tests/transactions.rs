@@ -130,7 +130,7 @@ async fn undo_adjust_and_capture_all() {
         .await;
     let a2 = a2.text_of("TransactionId").unwrap();
     let r = srv
-        .follow("Adjust", &tok, &a2, "<t:Amount>3.00</t:Amount>")
+        .follow("Adjust", &tok, &a2, "<t:Amount>1.00</t:Amount>")
         .await;
     r.assert_ok();
     assert_eq!(r.text_of("TransactionState").as_deref(), Some("Adjusted"));

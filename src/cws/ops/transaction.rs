@@ -13,7 +13,9 @@ use crate::cws::error::{Error, Service};
 use crate::cws::limiter::Subject;
 use crate::cws::processor::forward::Forward;
 use crate::cws::processor::sandbox::{Follow, NewTxn, Sandbox};
-use crate::cws::processor::{format_amount, parse_amount, Outcome};
+use crate::cws::processor::{
+    amount_in_range, format_amount, parse_amount, parse_signed_amount, Outcome,
+};
 use crate::cws::session::{self, Session, TrackKsn};
 use crate::cws::soap::{self, Base, Element, XSI_NS};
 use crate::dukpt::Ksn;
@@ -88,6 +90,13 @@ fn parse_new(op: &Element, name: &str) -> Result<NewRequest, Error> {
             Error::validation(format!("{tpath}/Amount"), "A positive Amount is required")
         })?;
     let tip = amount(tdata, &tpath, "TipAmount")?.unwrap_or(0);
+    let total = amount_cents + tip;
+    if !amount_in_range(total) {
+        return Err(Error::validation(
+            format!("{tpath}/TipAmount"),
+            "Amount plus TipAmount is above 99999999.99",
+        ));
+    }
     let reference = text(tdata, &tpath, "Reference")?.map(str::to_owned);
 
     let tender_path = format!("{name}/transaction/TenderData");
@@ -122,14 +131,29 @@ fn parse_new(op: &Element, name: &str) -> Result<NewRequest, Error> {
         }
     }
     Ok(NewRequest {
-        amount_cents: amount_cents + tip,
+        amount_cents: total,
         reference,
         secure,
         keyed_pan,
     })
 }
 
-fn parse_follow(e: &Element, path: &str) -> Result<Follow, Error> {
+/// Adjust's `Amount` is a signed change; every other amount is unsigned.
+fn parse_follow(e: &Element, path: &str, signed: bool) -> Result<Follow, Error> {
+    let change = if signed {
+        match text(e, path, "Amount")? {
+            None => None,
+            Some(s) => Some(parse_signed_amount(s).ok_or_else(|| {
+                Error::validation(
+                    format!("{path}/Amount"),
+                    "The change must be a decimal with at most two places, from -99999999.99 \
+                     to 99999999.99",
+                )
+            })?),
+        }
+    } else {
+        amount(e, path, "Amount")?
+    };
     let transaction_id = text(e, path, "TransactionId")?
         .ok_or_else(|| {
             Error::validation(format!("{path}/TransactionId"), "TransactionId is required")
@@ -137,7 +161,7 @@ fn parse_follow(e: &Element, path: &str) -> Result<Follow, Error> {
         .to_owned();
     Ok(Follow {
         transaction_id,
-        amount_cents: amount(e, path, "Amount")?,
+        amount_cents: change,
         tip_cents: amount(e, path, "TipAmount")?,
     })
 }
@@ -231,7 +255,7 @@ impl<'a> FollowUp<'a, Follow> {
                     "differenceData is required",
                 )
             })?;
-            parse_follow(d, &format!("{path}/differenceData"))
+            parse_follow(d, &format!("{path}/differenceData"), name == OpName::Adjust)
         });
         Ok(FollowUp {
             name,
@@ -251,7 +275,7 @@ impl<'a> FollowUp<'a, Vec<Follow>> {
                 .children
                 .iter()
                 .filter(|c| !c.nil)
-                .map(|c| parse_follow(c, &format!("{path}/differenceData/Capture")))
+                .map(|c| parse_follow(c, &format!("{path}/differenceData/Capture"), false))
                 .collect::<Result<_, _>>(),
             None => Ok(Vec::new()),
         });

@@ -7,7 +7,8 @@
 //!
 //! States: Authorize → Authorized/ReadyForCapture; AuthorizeAndCapture → Captured/Captured.
 //! Authorized → Captured (Capture, CaptureAll) / Undone (Undo) / Adjusted (Adjust, amount
-//! changed). Captured → Undone (Undo, before any return) / Returned or PartiallyReturned
+//! changed). Captured → Adjusted (Adjust; CaptureState stays Captured) / Undone (Undo, before
+//! any return) / Returned or PartiallyReturned
 //! (ReturnById, up to the captured amount). Anything else is a CWSFault naming the state.
 
 use super::Outcome;
@@ -30,9 +31,11 @@ pub enum State {
 }
 
 impl State {
+    /// The platform's TransactionState. An adjusted authorization or sale answers `Adjusted`
+    /// (its CaptureState still says whether it is captured) until its next change.
     fn transaction_state(self, adjusted: bool) -> &'static str {
         match self {
-            State::Authorized if adjusted => "Adjusted",
+            State::Authorized | State::Captured if adjusted => "Adjusted",
             State::Authorized => "Authorized",
             State::Captured => "Captured",
             State::Declined => "Declined",
@@ -310,34 +313,47 @@ impl Sandbox {
                 State::Undone => return Err(state_fault(&id, t, "The transaction was undone")),
                 _ => return Err(state_fault(&id, t, "The transaction cannot be captured")),
             }
+            // The final amount, tip included, is what must stay within the authorization.
             let amount = c.amount_cents.unwrap_or(t.amount_cents) + c.tip_cents.unwrap_or(0);
-            if amount <= 0 || c.amount_cents.is_some_and(|a| a > t.amount_cents) {
+            if amount <= 0 || amount > t.amount_cents {
                 return Err(Error::validation(
                     "Capture/Amount",
-                    "The capture amount must be positive and not above the authorized amount",
+                    "The capture amount with its tip must be positive and not above the \
+                     authorized amount",
                 ));
             }
             t.state = State::Captured;
+            t.adjusted = false;
             t.amount_cents = amount;
             t.captured_cents = amount;
             Ok(())
         })
     }
 
+    /// Adjust: `Amount` is the signed change to the current amount, `TipAmount` a tip added
+    /// on top; the result must stay within 0 to the maximum amount.
     pub fn adjust(&self, terminal: &TerminalId, a: &Follow) -> Result<Outcome, Error> {
         let id = a.transaction_id.clone();
-        let amount = a
-            .amount_cents
-            .ok_or_else(|| Error::validation("Adjust/Amount", "Adjust needs an Amount"))?;
+        if a.amount_cents.is_none() && a.tip_cents.is_none() {
+            return Err(Error::validation(
+                "Adjust/Amount",
+                "Adjust needs an Amount (the change) or a TipAmount",
+            ));
+        }
+        let change = a.amount_cents.unwrap_or(0) + a.tip_cents.unwrap_or(0);
         self.modify(terminal, &id, |t| {
             if !matches!(t.state, State::Authorized | State::Captured) {
                 return Err(state_fault(&id, t, "The transaction cannot be adjusted"));
             }
-            let total = amount + a.tip_cents.unwrap_or(0);
-            if total <= 0 {
+            let total = t.amount_cents + change;
+            if !super::amount_in_range(total) {
                 return Err(Error::validation(
                     "Adjust/Amount",
-                    "The adjusted amount must be positive",
+                    format!(
+                        "The adjusted amount must be from 0.00 to 99999999.99; the change \
+                         gives {}",
+                        super::format_amount(total)
+                    ),
                 ));
             }
             t.amount_cents = total;
