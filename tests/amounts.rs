@@ -112,7 +112,7 @@ async fn adjust_changes_the_amount_by_a_signed_amount_plus_tip_within_the_limits
         .assert_fault("CWSValidationResultFault", 325);
     assert_eq!(
         srv.app.sandbox.get(&id).unwrap().unwrap().amount_cents,
-        99_999_999_99
+        9_999_999_999
     );
 }
 

@@ -32,7 +32,7 @@ pub fn format_amount(cents: i64) -> String {
 }
 
 /// The largest amount (in cents) any operation may end with: 99,999,999.99.
-pub const MAX_AMOUNT_CENTS: i64 = 99_999_999_99;
+pub const MAX_AMOUNT_CENTS: i64 = 9_999_999_999;
 
 /// Whether a final amount (after tips and adjustments) is within 0 to `MAX_AMOUNT_CENTS`.
 pub fn amount_in_range(cents: i64) -> bool {
