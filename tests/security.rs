@@ -230,3 +230,97 @@ async fn a_terminal_that_keeps_sending_bad_card_data_is_locked_out_for_a_while()
         .await
         .assert_ok();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Point 2: the commit point and idempotent retries.
+
+/// How many authorized (uncaptured) transactions the terminal has: CaptureAll captures them all.
+async fn capture_all_count(srv: &TestServer, tok: &str) -> usize {
+    let r = srv
+        .tps(
+            "CaptureAll",
+            &fixture(
+                "tps/capture_all.xml",
+                &[("TOKEN", tok), ("MERCHANT", "MP1")],
+            ),
+        )
+        .await;
+    r.assert_ok();
+    find(&r.xml(), "CaptureAllResult").unwrap().children.len()
+}
+
+fn keyed_at(tok: &str, datetime: &str, amount: &str) -> String {
+    keyed_envelope("Authorize", tok, "MP1", amount).replace(
+        "<t:CurrencyCode>USD</t:CurrencyCode>",
+        &format!(
+            "<t:CurrencyCode>USD</t:CurrencyCode><t:TransactionDateTime>{datetime}</t:TransactionDateTime>"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_sale_whose_flush_outlives_the_handler_timeout_is_finished_not_abandoned() {
+    // The flush waits 100 ms (group commit window); the handler timeout is 1 ms. The sale is
+    // written before the flush: abandoning it there would answer "unknown error" for a sale that
+    // stands.
+    let srv = TestServer::start_with(|c| {
+        c.limits.handler_timeout_ms = 1;
+        c.store.group_commit_window_us = 100_000;
+    })
+    .await;
+    let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
+    let r = srv
+        .swipe("Authorize", &tok, &ksn(TDES_KSN_BASE, 2), "1.00")
+        .await;
+    r.assert_ok();
+    let id = r.text_of("TransactionId").unwrap();
+    assert!(srv.app.sandbox.get(&id).unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_retried_swipe_returns_the_stored_answer_instead_of_a_second_sale() {
+    let srv = TestServer::start().await;
+    let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
+    let k = ksn(TDES_KSN_BASE, 2);
+    let body = swipe_envelope(
+        "Authorize",
+        &tok,
+        &srv.encrypt_track(&k, TRACK2),
+        &k,
+        "7.00",
+        "R7",
+    );
+    let first = srv.tps("Authorize", &body).await;
+    first.assert_ok();
+    let again = srv.tps("Authorize", &body).await;
+    again.assert_ok();
+    assert_eq!(
+        again.body, first.body,
+        "the retry is answered as the sale was"
+    );
+    // The same KSN with another amount is not a retry: a replay.
+    let other = body.replace("<t:Amount>7.00</t:Amount>", "<t:Amount>8.00</t:Amount>");
+    srv.tps("Authorize", &other)
+        .await
+        .assert_fault("AuthenticationFault", 406);
+    assert_eq!(capture_all_count(&srv, &tok).await, 1);
+}
+
+#[tokio::test]
+async fn a_retried_keyed_sale_with_the_same_transaction_datetime_and_amount_is_one_sale() {
+    let srv = TestServer::start().await;
+    let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
+    let at = "2026-11-29T10:00:00Z";
+    let first = srv.tps("Authorize", &keyed_at(&tok, at, "3.00")).await;
+    first.assert_ok();
+    let again = srv.tps("Authorize", &keyed_at(&tok, at, "3.00")).await;
+    assert_eq!(again.body, first.body);
+    // Another time or another amount: another sale.
+    srv.tps("Authorize", &keyed_at(&tok, "2026-11-29T10:00:01Z", "3.00"))
+        .await
+        .assert_ok();
+    srv.tps("Authorize", &keyed_at(&tok, at, "4.00"))
+        .await
+        .assert_ok();
+    assert_eq!(capture_all_count(&srv, &tok).await, 3);
+}
