@@ -104,6 +104,10 @@ pub struct Limits {
     pub body_timeout_ms: u64,
     /// Time allowed to handle one request once read.
     pub handler_timeout_ms: u64,
+    /// Once a request has written (its commit point), how long it may take to finish (the
+    /// flush) before the answer is "outcome unknown" instead. The handler timeout no longer
+    /// applies then: abandoning a written sale would invite a second one.
+    pub commit_timeout_ms: u64,
     /// Most open client connections; more wait in the accept queue.
     pub max_connections: usize,
 }
@@ -119,6 +123,7 @@ impl Default for Limits {
             header_timeout_ms: 10_000,
             body_timeout_ms: 10_000,
             handler_timeout_ms: 15_000,
+            commit_timeout_ms: 30_000,
             max_connections: 4_096,
         }
     }
@@ -133,6 +138,10 @@ impl Limits {
     }
     pub fn handler_timeout(&self) -> Duration {
         Duration::from_millis(self.handler_timeout_ms)
+    }
+
+    pub fn commit_timeout(&self) -> Duration {
+        Duration::from_millis(self.commit_timeout_ms)
     }
 }
 
@@ -415,6 +424,11 @@ impl Config {
         bounded(
             "limits.handler_timeout_ms",
             l.handler_timeout_ms,
+            1..=10 * MINUTE_MS,
+        )?;
+        bounded(
+            "limits.commit_timeout_ms",
+            l.commit_timeout_ms,
             1..=10 * MINUTE_MS,
         )?;
         bounded("limits.max_connections", l.max_connections, 1..=1_000_000)?;

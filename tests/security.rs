@@ -324,3 +324,50 @@ async fn a_retried_keyed_sale_with_the_same_transaction_datetime_and_amount_is_o
         .assert_ok();
     assert_eq!(capture_all_count(&srv, &tok).await, 3);
 }
+
+#[tokio::test]
+async fn past_the_commit_point_a_slow_flush_answers_outcome_unknown_and_the_retry_tells() {
+    let srv = TestServer::start().await;
+    let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
+    // Restarted with a commit timeout (1 ms) shorter than the flush (100 ms).
+    let dir = srv.stop().await;
+    let srv = TestServer::start_in(dir, |c| {
+        c.limits.commit_timeout_ms = 1;
+        c.store.group_commit_window_us = 100_000;
+    })
+    .await;
+    let k = ksn(TDES_KSN_BASE, 2);
+    let body = swipe_envelope(
+        "AuthorizeAndCapture",
+        &tok,
+        &srv.encrypt_track(&k, TRACK2),
+        &k,
+        "9.00",
+        "R9",
+    );
+    let r = srv.tps("AuthorizeAndCapture", &body).await;
+    r.assert_fault("CWSFault", 326);
+    assert!(
+        r.body.contains("outcome of the request is unknown"),
+        "{}",
+        r.body
+    );
+    let m = srv.app.metrics.render();
+    assert!(
+        m.contains("snapgate_faults_total{kind=\"outcome_unknown\"} 1"),
+        "{m}"
+    );
+    // Back to a normal commit timeout: the same request again learns the outcome, and it is
+    // one sale.
+    let dir = srv.stop().await;
+    let srv = TestServer::start_in(dir, |_| {}).await;
+    let again = srv.tps("AuthorizeAndCapture", &body).await;
+    again.assert_ok();
+    let id = again.text_of("TransactionId").unwrap();
+    let stored = srv.app.sandbox.get(&id).unwrap().expect("the sale stood");
+    assert_eq!(stored.amount_cents, 900);
+    assert_eq!(
+        again.text_of("TransactionState").as_deref(),
+        Some("Captured")
+    );
+}

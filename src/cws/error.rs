@@ -10,6 +10,11 @@ pub const AUTH_PROBLEM: &str = "Terminal could not be authenticated";
 pub const UNKNOWN_PROBLEM: &str =
     "An unknown error has occurred. Details have been logged on the server";
 
+/// Past the commit point, when the answer cannot be confirmed in time (docs/DECISIONS.md,
+/// "Issue 13": what a terminal does with it).
+pub const OUTCOME_UNKNOWN_PROBLEM: &str = "The outcome of the request is unknown. Send the same \
+     request again (same EncryptionKeyId, or same TransactionDateTime and Amount) to learn it";
+
 /// The one answer for card data that does not read: no format, length or check-digit detail
 /// (those would make the gateway a decryption oracle).
 pub const CARD_DATA_PROBLEM: &str = "The card data could not be read";
@@ -105,6 +110,10 @@ pub enum Error {
     BodyTimeout,
     #[error("request took too long")]
     HandlerTimeout,
+    /// Past the commit point the request could not be confirmed in time (or its flush
+    /// failed): it may or may not stand. The same request again tells (it is idempotent).
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("no such endpoint")]
@@ -142,6 +151,7 @@ impl Error {
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::BodyTimeout | Error::HandlerTimeout => "timeout",
+            Error::OutcomeUnknown(_) => "outcome_unknown",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::NotFound => "not_found",
         }
@@ -245,6 +255,13 @@ impl Error {
                 f.error_id = cws_id;
                 f.string = UNKNOWN_PROBLEM.into();
                 f.problem_type = UNKNOWN_PROBLEM.into();
+            }
+            Error::OutcomeUnknown(_) => {
+                f.code = "s:Server";
+                f.detail = "CWSFault";
+                f.error_id = cws_id;
+                f.string = OUTCOME_UNKNOWN_PROBLEM.into();
+                f.problem_type = OUTCOME_UNKNOWN_PROBLEM.into();
             }
             Error::PayloadTooLarge(max) => {
                 f.http_status = 413;

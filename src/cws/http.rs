@@ -174,6 +174,7 @@ async fn soap_request(
         wire: Wire::Soap,
         basic_user: basic,
         peer: Some(peer),
+        commit: Default::default(),
     };
     let parsed = Operation::parse(name, op, &ctx);
     let result = ops::execute(app, name, parsed, &ctx).await;
@@ -226,6 +227,7 @@ async fn rest_register(
         wire: Wire::Rest,
         basic_user: None,
         peer: Some(peer),
+        commit: Default::default(),
     };
     let parsed = creds.map(Operation::RegisterTerminal);
     let result = ops::execute(app, OpName::RegisterTerminal, parsed, &ctx).await;

@@ -160,7 +160,7 @@ pub async fn apply(app: &App, c: &Credentials, ctx: &Context) -> Result<String, 
         .into_iter()
         .collect();
     let result = if app.limiter.allowed(&address, now) {
-        register(app, c, now).await
+        register(app, c, now, ctx).await
     } else {
         Err(Error::Authentication(AuthFailure::RateLimited))
     };
@@ -186,6 +186,7 @@ async fn register(
     app: &App,
     c: &Credentials,
     now: chrono::DateTime<chrono::Utc>,
+    ctx: &Context,
 ) -> Result<String, Error> {
     let auth = authenticate(app, c)?;
     // Proven subjects: the secret decrypted under this KSN to a well-formed value. A device
@@ -230,6 +231,8 @@ async fn register(
     };
     let id = TerminalId::new(&c.service_key, &auth.device_serial);
     let replay_protection = app.config.security.replay_protection;
+    // From here on the old token may be dead: finish rather than abandon.
+    ctx.commit.mark();
     let stored = store::update(&*app.store, &id, |current| {
         if let Some(cur) = current {
             if replay_protection

@@ -12,14 +12,14 @@ use crate::cws::card::{self, Card, CardError};
 use crate::cws::error::{Error, Service};
 use crate::cws::limiter::Subject;
 use crate::cws::processor::forward::Forward;
-use crate::cws::processor::sandbox::{Follow, NewTxn, Sandbox};
+use crate::cws::processor::sandbox::{Follow, NewTxn, Sandbox, State};
 use crate::cws::processor::{
     amount_in_range, format_amount, parse_amount, parse_signed_amount, Outcome,
 };
 use crate::cws::session::{self, Session, TrackKsn};
 use crate::cws::soap::{self, Base, Element, XSI_NS};
 use crate::dukpt::Ksn;
-use crate::store::TerminalId;
+use crate::store::{TerminalId, TxnId};
 use chrono::{DateTime, Utc};
 
 const T_PATH: &str = "CWS/v2.0/Transactions";
@@ -65,6 +65,8 @@ struct SecureTrack {
 struct NewRequest {
     amount_cents: i64,
     reference: Option<String>,
+    /// TransactionData/TransactionDateTime: with the amount, a keyed sale's idempotency key.
+    datetime: Option<String>,
     secure: Option<SecureTrack>,
     keyed_pan: Option<zeroize::Zeroizing<String>>,
 }
@@ -98,6 +100,10 @@ fn parse_new(op: &Element, name: &str) -> Result<NewRequest, Error> {
         ));
     }
     let reference = text(tdata, &tpath, "Reference")?.map(str::to_owned);
+    let datetime = text(tdata, &tpath, "TransactionDateTime")?
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned);
 
     let tender_path = format!("{name}/transaction/TenderData");
     let tender = child(txn, "transaction", "TenderData")?;
@@ -133,6 +139,7 @@ fn parse_new(op: &Element, name: &str) -> Result<NewRequest, Error> {
     Ok(NewRequest {
         amount_cents: total,
         reference,
+        datetime,
         secure,
         keyed_pan,
     })
@@ -307,6 +314,20 @@ pub async fn run_new(
     }
     let n = t.request?;
     let forward = app.forward.is_some();
+    // A retry of a swipe carries its spent KSN counter: find its stored answer before the
+    // counter check would call it a replay.
+    let idem = if forward {
+        None
+    } else {
+        idempotency_id(&session.terminal_id, &n)
+    };
+    let mut found = None;
+    if let (Some(id), Some(_)) = (idem, &n.secure) {
+        match retried(app, ctx, name, &session, &n, None, &id).await? {
+            Retry::Answer(reply) => return Ok(reply),
+            other => found = Some(other),
+        }
+    }
     // The card: decrypted from track data (sandbox), or keyed.
     let mut card: Option<Card> = None;
     let track = n.secure.as_ref().map(|s| TrackKsn(s.ksn));
@@ -325,6 +346,17 @@ pub async fn run_new(
             "TenderData needs SecurePaymentAccountData with EncryptionKeyId, or CardData/PAN",
         ));
     }
+    let id = match idem {
+        Some(id) => match match found {
+            Some(f) => f,
+            None => retried(app, ctx, name, &session, &n, card.as_ref(), &id).await?,
+        } {
+            Retry::Answer(reply) => return Ok(reply),
+            Retry::Free => Some(id),
+            Retry::Taken => None,
+        },
+        None => None,
+    };
     let processed = finish(
         app,
         ctx,
@@ -334,6 +366,7 @@ pub async fn run_new(
         track,
         |sandbox, terminal, now| {
             let req = NewTxn {
+                id,
                 amount_cents: n.amount_cents,
                 card: card
                     .ok_or_else(|| Error::Internal("no card read for a new transaction".into()))?,
@@ -343,6 +376,103 @@ pub async fn run_new(
         },
     );
     processed.await
+}
+
+/// The transaction id a new sale is stored under, derived from its idempotency key (docs/
+/// DECISIONS.md, "Issue 13"): the terminal and the KSN of its track data, or for a keyed sale
+/// the terminal, TransactionDateTime and amount. None (a random id) without a key.
+fn idempotency_id(terminal: &TerminalId, n: &NewRequest) -> Option<TxnId> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"snapgate/idempotency/v1\0");
+    h.update(terminal.0);
+    match (&n.secure, &n.datetime) {
+        (Some(s), _) => {
+            h.update(b"ksn\0");
+            h.update(s.ksn.to_hex().as_bytes());
+        }
+        (None, Some(dt)) => {
+            h.update(b"keyed\0");
+            h.update(dt.as_bytes());
+            h.update(b"\0");
+            h.update(n.amount_cents.to_be_bytes());
+        }
+        (None, None) => return None,
+    }
+    let d = h.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&d[..16]);
+    Some(id)
+}
+
+/// What the idempotency key found.
+enum Retry {
+    /// The same request was stored before: here is its answer.
+    Answer(Reply),
+    /// Nothing stored under the key: store the sale there.
+    Free,
+    /// Another request holds the key (same KSN or time and amount, different sale): not a retry.
+    Taken,
+}
+
+/// Whether the sale stored under `id` is this very request again (same operation, amount,
+/// reference and card); if so its answer, once durable.
+async fn retried(
+    app: &App,
+    ctx: &Context,
+    name: OpName,
+    session: &Session,
+    n: &NewRequest,
+    card: Option<&Card>,
+    id: &TxnId,
+) -> Result<Retry, Error> {
+    let Some((txn, outcome)) = app.sandbox.stored(&session.terminal_id, id)? else {
+        return Ok(Retry::Free);
+    };
+    let read;
+    let card = match (card, &n.secure) {
+        (Some(c), _) => Some(c),
+        (None, Some(s)) => {
+            // Only the token's own device: its ciphertext decrypted under this KSN before.
+            if s.ksn.device_id() != session.token.claims().device_id {
+                return Ok(Retry::Taken);
+            }
+            read = card::from_secure_track(&app.keys(), &s.ksn, &s.data).ok();
+            read.as_ref()
+        }
+        (None, None) => None,
+    };
+    let refund = txn.state == State::Refund && txn.original.is_none();
+    let same = card.is_some_and(|c| c.masked_pan == txn.masked_pan)
+        && txn.amount_cents == n.amount_cents
+        && txn.reference == n.reference
+        && refund == (name == OpName::ReturnUnlinked);
+    if !same {
+        return Ok(Retry::Taken);
+    }
+    // The first answer may not be durable yet (it may have timed out waiting for that).
+    ctx.commit.mark();
+    app.commit.durable().await.map_err(outcome_unknown)?;
+    let header = match &n.secure {
+        Some(_) => session::pending_token(app, session).map(|t| renewed_header(ctx, &t)),
+        None => None,
+    };
+    tracing::info!(terminal = %session.terminal_id, transaction = %outcome.transaction_id, "retry answered from the stored sale");
+    Ok(Retry::Answer(Reply {
+        header,
+        body: respond(ctx.base, name, &[outcome]),
+    }))
+}
+
+fn outcome_unknown(e: std::sync::Arc<crate::store::StoreError>) -> Error {
+    Error::OutcomeUnknown(format!("flush failed: {e}"))
+}
+
+fn renewed_header(ctx: &Context, token: &str) -> String {
+    format!(
+        "<TerminalAccessToken xmlns=\"{}{SIS_PATH}\">{token}</TerminalAccessToken>",
+        ctx.base.uri()
+    )
 }
 
 /// Run a follow-up: `step` is the operation's processor call.
@@ -377,24 +507,21 @@ async fn finish(
     process: impl FnOnce(&Sandbox, &TerminalId, DateTime<Utc>) -> Result<Vec<Outcome>, Error>,
 ) -> Result<Reply, Error> {
     let now = app.clock.now();
+    // The commit point: from the first write on, the request is finished, not abandoned.
+    ctx.commit.mark();
     let settled = session::settle(app, session, track)?;
-    let header = settled.renewed.map(|t| {
-        format!(
-            "<TerminalAccessToken xmlns=\"{}{SIS_PATH}\">{t}</TerminalAccessToken>",
-            ctx.base.uri()
-        )
-    });
+    let header = settled.renewed.map(|t| renewed_header(ctx, &t));
     if let Some(fwd) = app.forward.as_ref() {
         // What authenticate and settle recorded (counter, flag, pending or promoted token) is
         // durable before the answer, as the sandbox path's single flush makes it there.
         if session.wrote || settled.wrote {
-            app.commit.durable().await?;
+            app.commit.durable().await.map_err(outcome_unknown)?;
         }
         let body = relay(app, fwd, name, element, ctx.base).await?;
         return Ok(Reply { header, body });
     }
     let outcomes = process(&app.sandbox, &session.terminal_id, now)?;
-    app.commit.durable().await?;
+    app.commit.durable().await.map_err(outcome_unknown)?;
     Ok(Reply {
         header,
         body: respond(ctx.base, name, &outcomes),

@@ -14,7 +14,7 @@
 use super::Outcome;
 use crate::cws::card::Card;
 use crate::cws::error::Error;
-use crate::store::{to_ms, StoreError, TerminalId, TransactionStore};
+use crate::store::{to_ms, StoreError, TerminalId, TransactionStore, TxnId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -80,6 +80,9 @@ pub struct Txn {
 /// A new transaction request, as the sandbox needs it.
 #[derive(Debug, Clone)]
 pub struct NewTxn {
+    /// The id to store it under: derived from the request's idempotency key (a retry finds it
+    /// again), or None for a random one.
+    pub id: Option<TxnId>,
     pub amount_cents: i64,
     pub card: Card,
     pub reference: Option<String>,
@@ -185,7 +188,7 @@ impl Sandbox {
         capture: bool,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Outcome, Error> {
-        let id = new_id();
+        let id = req.id.unwrap_or_else(new_id);
         let declined = decline(req.amount_cents);
         let state = match (declined, capture) {
             (Some(_), _) => State::Declined,
@@ -225,7 +228,7 @@ impl Sandbox {
         req: &NewTxn,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Outcome, Error> {
-        let id = new_id();
+        let id = req.id.unwrap_or_else(new_id);
         let t = Txn {
             terminal: terminal.0,
             state: State::Refund,
@@ -475,6 +478,25 @@ impl Sandbox {
             }
         }
         Ok(out)
+    }
+
+    /// This terminal's transaction stored under `id`, and its answer as it stands now.
+    pub fn stored(
+        &self,
+        terminal: &TerminalId,
+        id: &TxnId,
+    ) -> Result<Option<(Txn, Outcome)>, Error> {
+        match self.db.get(id)? {
+            Some(v) => {
+                let t = dec(&v)?;
+                if t.terminal != terminal.0 {
+                    return Ok(None);
+                }
+                let o = Self::outcome(id, &t);
+                Ok(Some((t, o)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// A stored transaction, for tests and operators.
