@@ -371,3 +371,47 @@ async fn past_the_commit_point_a_slow_flush_answers_outcome_unknown_and_the_retr
         Some("Captured")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Point 7: leaks. Clients get our fault texts only.
+
+#[tokio::test]
+async fn a_body_hyper_cannot_read_gets_our_text_not_hypers() {
+    use tokio::io::AsyncWriteExt;
+    let srv = TestServer::start().await;
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(
+        b"POST /2.1.32/TPS.svc HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nZZZZ\r\nnot a chunk\r\n",
+    )
+    .await
+    .unwrap();
+    let reply = read_to_close(&mut s, REQUEST_DEADLINE).await.expect("an answer");
+    let body = &reply[reply.find("\r\n\r\n").expect("a whole reply") + 4..];
+    let r = HttpReply {
+        status: 500,
+        content_type: "text/xml".into(),
+        body: body.to_owned(),
+    };
+    assert_eq!(
+        r.text_of("RuleMessage").as_deref(),
+        Some("The request body could not be read"),
+        "{reply}"
+    );
+    assert!(!reply.to_lowercase().contains("chunk"), "{reply}");
+}
+
+const UPSTREAM_FAULT: &str = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><s:Fault><faultcode>s:Client</faultcode><faultstring>internal host db7.example failed</faultstring><detail><CWSFault xmlns="http://schemas.evosnap.com/CWS/v2.0/Transactions/Faults"><ErrorID>326</ErrorID><ProblemType>upstream stack trace at db7.example</ProblemType></CWSFault></detail></s:Fault></s:Body></s:Envelope>"#;
+
+#[tokio::test]
+async fn an_upstream_fault_is_not_relayed_verbatim() {
+    let up = Upstream::start(500, UPSTREAM_FAULT).await;
+    let srv = TestServer::start_with(|c| forward_to(c, up.url("/TPS.svc"))).await;
+    let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
+    let r = srv
+        .swipe("Authorize", &tok, &ksn(TDES_KSN_BASE, 2), "1.00")
+        .await;
+    assert_eq!(r.status, 500);
+    assert!(!r.body.contains("db7.example"), "{}", r.body);
+    assert!(r.fault().is_some(), "{}", r.body);
+}
