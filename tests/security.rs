@@ -386,7 +386,9 @@ async fn a_body_hyper_cannot_read_gets_our_text_not_hypers() {
     )
     .await
     .unwrap();
-    let reply = read_to_close(&mut s, REQUEST_DEADLINE).await.expect("an answer");
+    let reply = read_to_close(&mut s, REQUEST_DEADLINE)
+        .await
+        .expect("an answer");
     let body = &reply[reply.find("\r\n\r\n").expect("a whole reply") + 4..];
     let r = HttpReply {
         status: 500,

@@ -15,6 +15,10 @@ pub const UNKNOWN_PROBLEM: &str =
 pub const OUTCOME_UNKNOWN_PROBLEM: &str = "The outcome of the request is unknown. Send the same \
      request again (same EncryptionKeyId, or same TransactionDateTime and Amount) to learn it";
 
+/// An upstream fault, as the terminal sees it (the upstream's own text goes to the log).
+pub const UPSTREAM_REFUSED_PROBLEM: &str =
+    "The transaction processor refused the request. Details have been logged on the server";
+
 /// The one answer for card data that does not read: no format, length or check-digit detail
 /// (those would make the gateway a decryption oracle).
 pub const CARD_DATA_PROBLEM: &str = "The card data could not be read";
@@ -95,8 +99,9 @@ pub enum Error {
     CardData(&'static str),
     #[error("upstream processor: {0}")]
     Upstream(String),
-    /// A SOAP fault the upstream processor sent, relayed to the terminal as it came.
-    #[error("upstream processor answered with a fault")]
+    /// A SOAP fault the upstream processor sent. Its text is for the log only: the terminal
+    /// gets our own fault.
+    #[error("upstream processor answered with a fault: {0}")]
     UpstreamFault(String),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
@@ -241,7 +246,14 @@ impl Error {
             Error::CardData(_) => {
                 validation(&mut f, "InvalidCardData", "TenderData", CARD_DATA_PROBLEM)
             }
-            Error::Upstream(_) | Error::UpstreamFault(_) => {
+            Error::UpstreamFault(_) => {
+                f.code = "s:Server";
+                f.detail = "CWSFault";
+                f.error_id = cws_id;
+                f.string = UPSTREAM_REFUSED_PROBLEM.into();
+                f.problem_type = UPSTREAM_REFUSED_PROBLEM.into();
+            }
+            Error::Upstream(_) => {
                 f.code = "s:Server";
                 f.detail = "CWSConnectionFault";
                 f.error_id = 328;

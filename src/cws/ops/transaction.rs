@@ -556,7 +556,9 @@ async fn relay(
     let env = soap::parse_envelope(up.body.as_ref(), &app.xml_limits)
         .map_err(|e| Error::Upstream(format!("unreadable response: {e}")))?;
     if env.operation.is(soap::SOAP_ENV_NS, "Fault") {
-        return Err(Error::UpstreamFault(text.to_owned()));
+        // Bounded: the log line, not the upstream, decides how much is kept.
+        let shown: String = text.chars().take(2048).collect();
+        return Err(Error::UpstreamFault(shown));
     }
     if up.status != 200 {
         return Err(Error::Upstream(format!("HTTP {}", up.status)));
