@@ -417,3 +417,27 @@ async fn an_upstream_fault_is_not_relayed_verbatim() {
     assert!(!r.body.contains("db7.example"), "{}", r.body);
     assert!(r.fault().is_some(), "{}", r.body);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Point 6: card data handling in forward mode.
+
+#[tokio::test]
+async fn forward_mode_never_sends_the_terminals_own_token_upstream() {
+    // Without an upstream token the terminal's would be relayed: the config is refused.
+    let mut cfg = dev_keys().config;
+    cfg.processor.mode = snapgate::config::ProcessorMode::Forward;
+    cfg.processor.upstream_url = Some("http://127.0.0.1:9/TPS.svc".into());
+    cfg.processor.upstream_session_token = None;
+    let err = cfg.validate().expect_err("forward mode without an upstream token");
+    assert!(err.contains("upstream_session_token"), "{err}");
+    // With one, the upstream sees it and never the terminal's.
+    let up = Upstream::start(200, UPSTREAM_OK).await;
+    let srv = TestServer::start_with(|c| forward_to(c, up.url("/TPS.svc"))).await;
+    let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
+    srv.swipe("AuthorizeAndCapture", &tok, &ksn(TDES_KSN_BASE, 2), "1.00")
+        .await
+        .assert_ok();
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    assert!(!seen[0].1.contains(&tok), "the terminal's token went upstream");
+}
