@@ -428,7 +428,9 @@ async fn forward_mode_never_sends_the_terminals_own_token_upstream() {
     cfg.processor.mode = snapgate::config::ProcessorMode::Forward;
     cfg.processor.upstream_url = Some("http://127.0.0.1:9/TPS.svc".into());
     cfg.processor.upstream_session_token = None;
-    let err = cfg.validate().expect_err("forward mode without an upstream token");
+    let err = cfg
+        .validate()
+        .expect_err("forward mode without an upstream token");
     assert!(err.contains("upstream_session_token"), "{err}");
     // With one, the upstream sees it and never the terminal's.
     let up = Upstream::start(200, UPSTREAM_OK).await;
@@ -439,5 +441,8 @@ async fn forward_mode_never_sends_the_terminals_own_token_upstream() {
         .assert_ok();
     let seen = up.requests();
     assert_eq!(seen.len(), 1);
-    assert!(!seen[0].1.contains(&tok), "the terminal's token went upstream");
+    assert!(
+        !seen[0].1.contains(&tok),
+        "the terminal's token went upstream"
+    );
 }

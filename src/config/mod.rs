@@ -282,8 +282,12 @@ pub struct ProcessorConfig {
     pub mode: ProcessorMode,
     pub upstream_url: Option<String>,
     pub upstream_timeout_ms: u64,
-    /// Session token sent upstream in place of the terminal's (forward mode); none keeps it.
+    /// Session token sent upstream in place of the terminal's. Required in forward mode: the
+    /// terminal's own token never leaves snapgate.
     pub upstream_session_token: Option<String>,
+    /// Allow a plain `http://` upstream (development only): card data and the upstream token
+    /// would cross the network in clear.
+    pub allow_insecure_upstream: bool,
 }
 
 impl Default for ProcessorConfig {
@@ -293,6 +297,7 @@ impl Default for ProcessorConfig {
             upstream_url: None,
             upstream_timeout_ms: 10_000,
             upstream_session_token: None,
+            allow_insecure_upstream: false,
         }
     }
 }
@@ -401,6 +406,28 @@ impl Config {
     /// it is used (durations added to instants, MiB shifted to bytes, hyper's buffer minimum).
     pub fn validate(&self) -> Result<(), String> {
         const MINUTE_MS: u64 = 60_000;
+        let p = &self.processor;
+        if p.mode == ProcessorMode::Forward {
+            if p.upstream_session_token
+                .as_deref()
+                .is_none_or(str::is_empty)
+            {
+                return Err(
+                    "processor.mode = \"forward\" needs processor.upstream_session_token: \
+                            the terminal's own token is never sent upstream"
+                        .into(),
+                );
+            }
+            let url = p.upstream_url.as_deref().unwrap_or_default();
+            if url.starts_with("http://") && !p.allow_insecure_upstream {
+                return Err(
+                    "processor.upstream_url is plain http://: card data would cross the \
+                            network in clear (set processor.allow_insecure_upstream = true for \
+                            development only)"
+                        .into(),
+                );
+            }
+        }
         let l = &self.limits;
         bounded("limits.max_body_bytes", l.max_body_bytes, 1024..=64 << 20)?;
         bounded("limits.max_xml_depth", l.max_xml_depth, 4..=256)?;

@@ -538,9 +538,13 @@ async fn relay(
     base: Base,
 ) -> Result<String, Error> {
     let mut op = op.clone();
-    if let Some(tok) = &app.config.processor.upstream_session_token {
+    // Never the terminal's own token: the upstream's (config requires one), or none at all.
+    let upstream = app.config.processor.upstream_session_token.clone();
+    op.children
+        .retain(|c| c.name != "sessionToken" || upstream.is_some());
+    if let Some(tok) = upstream {
         if let Some(st) = op.children.iter_mut().find(|c| c.name == "sessionToken") {
-            st.text = tok.clone();
+            st.text = tok;
         }
     }
     let mut body = String::with_capacity(2048);
