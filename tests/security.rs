@@ -446,3 +446,45 @@ async fn forward_mode_never_sends_the_terminals_own_token_upstream() {
         "the terminal's token went upstream"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Points 8 and 9: the refresh sweep's filter and its paging.
+
+/// Write `record` under the dev service key and `serial`.
+fn put(srv: &TestServer, serial: &str, mut record: snapgate::store::TerminalRecord) {
+    use snapgate::store::{self, StoreError, TerminalId};
+    record.device_serial = serial.to_owned();
+    store::update(
+        &*srv.app.store,
+        &TerminalId::new(SERVICE_KEY, serial),
+        |_| Ok::<_, StoreError>((Some(record.clone()), ())),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_sweep_flags_every_due_terminal_across_pages_and_never_a_revoked_one() {
+    let srv = TestServer::start().await;
+    srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|REAL").await;
+    let template = srv.record("REAL");
+    // More than one page (1,024) of due terminals, one revoked among them.
+    for i in 0..1_100 {
+        put(&srv, &format!("S{i:05}"), template.clone());
+    }
+    let mut revoked = template.clone();
+    revoked.revoked = true;
+    put(&srv, "REVOKED", revoked);
+    // Before the due date nothing is flagged; well past it (day 45, not exactly day 30),
+    // everything due is.
+    srv.advance_days(29);
+    assert_eq!(snapgate::cws::session::sweep(&srv.app).unwrap(), 0);
+    srv.advance_days(16);
+    assert_eq!(snapgate::cws::session::sweep(&srv.app).unwrap(), 1_101);
+    assert!(srv.record("S01099").refresh_flag && srv.record("REAL").refresh_flag);
+    assert!(
+        !srv.record("REVOKED").refresh_flag,
+        "a revoked terminal was flagged"
+    );
+    // Flagged ones are not counted again.
+    assert_eq!(snapgate::cws::session::sweep(&srv.app).unwrap(), 0);
+}
