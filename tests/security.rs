@@ -488,3 +488,54 @@ async fn the_sweep_flags_every_due_terminal_across_pages_and_never_a_revoked_one
     // Flagged ones are not counted again.
     assert_eq!(snapgate::cws::session::sweep(&srv.app).unwrap(), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Point 9: soap.rs guards that mutants showed untested.
+
+fn envelope(
+    inner: &str,
+) -> Result<snapgate::cws::soap::Envelope, snapgate::cws::soap::EnvelopeError> {
+    let limits = snapgate::cws::soap::XmlLimits {
+        max_depth: 32,
+        max_elements: 2_000,
+        max_attributes: 32,
+    };
+    let xml = format!(
+        "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\">{inner}</s:Envelope>"
+    );
+    snapgate::cws::soap::parse_envelope(xml.as_bytes(), &limits)
+}
+
+#[test]
+fn header_smuggling_is_refused() {
+    let h = |t: &str| format!("<s:Header><T xmlns=\"urn:x\">{t}</T></s:Header>");
+    let body = "<s:Body><Ping xmlns=\"urn:x\"/></s:Body>";
+    let one = envelope(&format!("{}{body}", h("first"))).unwrap();
+    assert_eq!(one.header.unwrap().children[0].text, "first");
+    // A second Header (the last would win), or a Header after the Body: refused.
+    assert!(envelope(&format!("{}{}{body}", h("first"), h("second"))).is_err());
+    assert!(envelope(&format!("{body}{}", h("late"))).is_err());
+}
+
+#[test]
+fn nil_elements_have_no_value_and_a_late_xml_declaration_is_refused() {
+    let e = envelope(
+        "<s:Body><Op xmlns=\"urn:x\" xmlns:i=\"http://www.w3.org/2001/XMLSchema-instance\">\
+         <Amount i:nil=\"true\">5.00</Amount></Op></s:Body>",
+    )
+    .unwrap();
+    assert_eq!(
+        e.operation.child_text("Amount").unwrap(),
+        None,
+        "i:nil with text read as a value"
+    );
+    let late =
+        "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><?xml version=\"1.0\"?>\
+                <s:Body><Ping xmlns=\"urn:x\"/></s:Body></s:Envelope>";
+    let limits = snapgate::cws::soap::XmlLimits {
+        max_depth: 32,
+        max_elements: 2_000,
+        max_attributes: 32,
+    };
+    assert!(snapgate::cws::soap::parse_envelope(late.as_bytes(), &limits).is_err());
+}
