@@ -182,6 +182,11 @@ const COUNTERS: &[(&str, &str, &[&str])] = &[
         &[],
     ),
     (
+        "snapgate_card_data_failures_total",
+        "Transactions refused for their card data, by reason (none reveals the card).",
+        &["reason"],
+    ),
+    (
         "snapgate_faults_total",
         "SOAP faults sent, by fault kind.",
         &["kind"],
@@ -219,6 +224,10 @@ impl Metrics {
 
     pub fn token_renewed(&self) {
         self.add(("snapgate_tokens_renewed_total", "", ""));
+    }
+
+    pub fn card_data_failure(&self, reason: &'static str) {
+        self.add(("snapgate_card_data_failures_total", reason, ""));
     }
 
     pub fn fault(&self, kind: &'static str) {

@@ -67,7 +67,7 @@ async fn forward_mode_relays_the_transaction_and_still_runs_the_refresh_flow() {
 }
 
 #[tokio::test]
-async fn upstream_faults_are_relayed_and_an_unreachable_upstream_is_a_connection_fault() {
+async fn upstream_faults_get_our_fault_and_an_unreachable_upstream_is_a_connection_fault() {
     let up = Upstream::start(500, UPSTREAM_FAULT).await;
     let srv = TestServer::start_with(|c| forward_to(c, up.url("/TPS.svc"))).await;
     let tok = srv
@@ -76,10 +76,11 @@ async fn upstream_faults_are_relayed_and_an_unreachable_upstream_is_a_connection
     let r = srv
         .swipe("Authorize", &tok, &ksn(TDES_KSN_BASE, 2), "1.00")
         .await;
+    // Our fault, not the upstream's text (tests/security.rs an_upstream_fault_is_not_relayed_verbatim).
     r.assert_fault("CWSFault", 326);
     assert_eq!(
         r.text_of("ProblemType").as_deref(),
-        Some("upstream says no")
+        Some(snapgate::cws::error::UPSTREAM_REFUSED_PROBLEM)
     );
 
     // Nothing listens on this port.

@@ -224,25 +224,6 @@ async fn cli_lists_shows_revokes_and_rotates_on_the_data_folder() {
 }
 
 #[tokio::test]
-async fn a_locked_out_device_is_refused_even_with_the_right_secret_until_the_lockout_ends() {
-    let srv = TestServer::start().await;
-    let k = ksn(TDES_KSN_BASE, 1);
-    for _ in 0..5 {
-        let body = register_envelope(SERVICE_KEY, VENDOR_ID, &"00".repeat(16), &k);
-        srv.soap("/SIS.svc", SIS_ACTION, &body)
-            .await
-            .assert_fault("AuthenticationFault", 406);
-    }
-    // The right secret now: still the same generic fault, nothing stored.
-    srv.register(&ksn(TDES_KSN_BASE, 2), "MP1|B1")
-        .await
-        .assert_fault("AuthenticationFault", 406);
-    assert_eq!(srv.app.store.len(), 0);
-    srv.clock.advance(chrono::Duration::seconds(301));
-    srv.register_ok(&ksn(TDES_KSN_BASE, 3), "MP1|B1").await;
-}
-
-#[tokio::test]
 async fn replaying_a_serials_registration_locks_that_serial_out() {
     let srv = TestServer::start_with(|c| c.security.lockout.max_failures_per_device = 3).await;
     srv.register_ok(&ksn(TDES_KSN_BASE, 10), "MP1|VICTIM").await;

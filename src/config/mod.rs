@@ -114,6 +114,10 @@ pub struct Limits {
     pub body_timeout_ms: u64,
     /// Time allowed to handle one request once read.
     pub handler_timeout_ms: u64,
+    /// Once a request has written (its commit point), how long it may take to finish (the
+    /// flush) before the answer is "outcome unknown" instead. The handler timeout no longer
+    /// applies then: abandoning a written sale would invite a second one.
+    pub commit_timeout_ms: u64,
     /// Most open client connections; more wait in the accept queue.
     pub max_connections: usize,
 }
@@ -129,6 +133,7 @@ impl Default for Limits {
             header_timeout_ms: 10_000,
             body_timeout_ms: 10_000,
             handler_timeout_ms: 15_000,
+            commit_timeout_ms: 30_000,
             max_connections: 4_096,
         }
     }
@@ -143,6 +148,10 @@ impl Limits {
     }
     pub fn handler_timeout(&self) -> Duration {
         Duration::from_millis(self.handler_timeout_ms)
+    }
+
+    pub fn commit_timeout(&self) -> Duration {
+        Duration::from_millis(self.commit_timeout_ms)
     }
 }
 
@@ -278,8 +287,12 @@ pub struct ProcessorConfig {
     pub mode: ProcessorMode,
     pub upstream_url: Option<String>,
     pub upstream_timeout_ms: u64,
-    /// Session token sent upstream in place of the terminal's (forward mode); none keeps it.
+    /// Session token sent upstream in place of the terminal's. Required in forward mode: the
+    /// terminal's own token never leaves snapgate.
     pub upstream_session_token: Option<String>,
+    /// Allow a plain `http://` upstream (development only): card data and the upstream token
+    /// would cross the network in clear.
+    pub allow_insecure_upstream: bool,
 }
 
 impl Default for ProcessorConfig {
@@ -289,6 +302,7 @@ impl Default for ProcessorConfig {
             upstream_url: None,
             upstream_timeout_ms: 10_000,
             upstream_session_token: None,
+            allow_insecure_upstream: false,
         }
     }
 }
@@ -401,6 +415,28 @@ impl Config {
     /// it is used (durations added to instants, MiB shifted to bytes, hyper's buffer minimum).
     pub fn validate(&self) -> Result<(), String> {
         const MINUTE_MS: u64 = 60_000;
+        let p = &self.processor;
+        if p.mode == ProcessorMode::Forward {
+            if p.upstream_session_token
+                .as_deref()
+                .is_none_or(str::is_empty)
+            {
+                return Err(
+                    "processor.mode = \"forward\" needs processor.upstream_session_token: \
+                            the terminal's own token is never sent upstream"
+                        .into(),
+                );
+            }
+            let url = p.upstream_url.as_deref().unwrap_or_default();
+            if url.starts_with("http://") && !p.allow_insecure_upstream {
+                return Err(
+                    "processor.upstream_url is plain http://: card data would cross the \
+                            network in clear (set processor.allow_insecure_upstream = true for \
+                            development only)"
+                        .into(),
+                );
+            }
+        }
         let l = &self.limits;
         bounded("limits.max_body_bytes", l.max_body_bytes, 1024..=64 << 20)?;
         bounded("limits.max_xml_depth", l.max_xml_depth, 4..=256)?;
@@ -429,6 +465,11 @@ impl Config {
         bounded(
             "limits.handler_timeout_ms",
             l.handler_timeout_ms,
+            1..=10 * MINUTE_MS,
+        )?;
+        bounded(
+            "limits.commit_timeout_ms",
+            l.commit_timeout_ms,
             1..=10 * MINUTE_MS,
         )?;
         bounded("limits.max_connections", l.max_connections, 1..=1_000_000)?;

@@ -10,6 +10,19 @@ pub const AUTH_PROBLEM: &str = "Terminal could not be authenticated";
 pub const UNKNOWN_PROBLEM: &str =
     "An unknown error has occurred. Details have been logged on the server";
 
+/// Past the commit point, when the answer cannot be confirmed in time (docs/DECISIONS.md,
+/// "Issue 13": what a terminal does with it).
+pub const OUTCOME_UNKNOWN_PROBLEM: &str = "The outcome of the request is unknown. Send the same \
+     request again (same EncryptionKeyId, or same TransactionDateTime and Amount) to learn it";
+
+/// An upstream fault, as the terminal sees it (the upstream's own text goes to the log).
+pub const UPSTREAM_REFUSED_PROBLEM: &str =
+    "The transaction processor refused the request. Details have been logged on the server";
+
+/// The one answer for card data that does not read: no format, length or check-digit detail
+/// (those would make the gateway a decryption oracle).
+pub const CARD_DATA_PROBLEM: &str = "The card data could not be read";
+
 /// Why a registration failed. Logged and counted, never told to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFailure {
@@ -81,10 +94,14 @@ pub enum Error {
         transaction_id: Option<String>,
         state: Option<String>,
     },
+    /// Card data that could not be read (why: logged and counted, never told).
+    #[error("card data refused ({0})")]
+    CardData(&'static str),
     #[error("upstream processor: {0}")]
     Upstream(String),
-    /// A SOAP fault the upstream processor sent, relayed to the terminal as it came.
-    #[error("upstream processor answered with a fault")]
+    /// A SOAP fault the upstream processor sent. Its text is for the log only: the terminal
+    /// gets our own fault.
+    #[error("upstream processor answered with a fault: {0}")]
     UpstreamFault(String),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
@@ -98,6 +115,10 @@ pub enum Error {
     BodyTimeout,
     #[error("request took too long")]
     HandlerTimeout,
+    /// Past the commit point the request could not be confirmed in time (or its flush
+    /// failed): it may or may not stand. The same request again tells (it is idempotent).
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("no such endpoint")]
@@ -129,11 +150,13 @@ impl Error {
             Error::Envelope(_) | Error::Validation { .. } | Error::ActionMismatch => "validation",
             Error::UnknownOperation(_) => "unknown_operation",
             Error::Transaction { .. } => "transaction",
+            Error::CardData(_) => "card_data",
             Error::Upstream(_) | Error::UpstreamFault(_) => "upstream",
             Error::Store(_) | Error::Internal(_) => "internal",
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::BodyTimeout | Error::HandlerTimeout => "timeout",
+            Error::OutcomeUnknown(_) => "outcome_unknown",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::NotFound => "not_found",
         }
@@ -220,7 +243,17 @@ impl Error {
                 f.transaction_id = transaction_id.clone();
                 f.transaction_state = state.clone();
             }
-            Error::Upstream(_) | Error::UpstreamFault(_) => {
+            Error::CardData(_) => {
+                validation(&mut f, "InvalidCardData", "TenderData", CARD_DATA_PROBLEM)
+            }
+            Error::UpstreamFault(_) => {
+                f.code = "s:Server";
+                f.detail = "CWSFault";
+                f.error_id = cws_id;
+                f.string = UPSTREAM_REFUSED_PROBLEM.into();
+                f.problem_type = UPSTREAM_REFUSED_PROBLEM.into();
+            }
+            Error::Upstream(_) => {
                 f.code = "s:Server";
                 f.detail = "CWSConnectionFault";
                 f.error_id = 328;
@@ -234,6 +267,13 @@ impl Error {
                 f.error_id = cws_id;
                 f.string = UNKNOWN_PROBLEM.into();
                 f.problem_type = UNKNOWN_PROBLEM.into();
+            }
+            Error::OutcomeUnknown(_) => {
+                f.code = "s:Server";
+                f.detail = "CWSFault";
+                f.error_id = cws_id;
+                f.string = OUTCOME_UNKNOWN_PROBLEM.into();
+                f.problem_type = OUTCOME_UNKNOWN_PROBLEM.into();
             }
             Error::PayloadTooLarge(max) => {
                 f.http_status = 413;

@@ -11,7 +11,7 @@ use crate::http::{basic_credentials, plain, read_body, BodyError};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
 
@@ -100,7 +100,9 @@ impl From<BodyError> for Error {
             BodyError::TooLarge(max) => Error::PayloadTooLarge(max),
             BodyError::Timeout => Error::BodyTimeout,
             BodyError::Read(e) => {
-                Error::validation("Body", format!("the request body could not be read: {e}"))
+                // hyper's text names its internals: the log gets it, the client our own.
+                tracing::debug!(error = %e, "request body unreadable");
+                Error::validation("Body", "The request body could not be read")
             }
         }
     }
@@ -174,6 +176,7 @@ async fn soap_request(
         wire: Wire::Soap,
         basic_user: basic,
         peer: Some(peer),
+        commit: Default::default(),
     };
     let parsed = Operation::parse(name, op, &ctx);
     let result = ops::execute(app, name, parsed, &ctx).await;
@@ -183,18 +186,6 @@ async fn soap_request(
             "text/xml; charset=utf-8",
             soap::envelope(header.as_deref(), &body).into(),
         ),
-        Err(Error::UpstreamFault(body)) => {
-            let mut r = plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "text/xml; charset=utf-8",
-                body.into(),
-            );
-            r.headers_mut().insert(
-                "x-snapgate-relayed",
-                HeaderValue::from_static("upstream-fault"),
-            );
-            r
-        }
         Err(e) => fault_response(&e, service, name.as_str(), base),
     }
 }
@@ -226,6 +217,7 @@ async fn rest_register(
         wire: Wire::Rest,
         basic_user: None,
         peer: Some(peer),
+        commit: Default::default(),
     };
     let parsed = creds.map(Operation::RegisterTerminal);
     let result = ops::execute(app, OpName::RegisterTerminal, parsed, &ctx).await;

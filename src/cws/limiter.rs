@@ -1,17 +1,44 @@
-//! Lockout for failed registrations, per source address and per device (KSN device id or
-//! serial). In memory, bounded in size, on the injectable clock.
+//! Lockout for failed attempts, per source address and per proven device. In memory, bounded
+//! in size, on the injectable clock.
+//!
+//! Who is counted where is the callers' business (see docs/DECISIONS.md, "Issue 13"): an
+//! address for every failure, a device only once a request proved something about it. The
+//! table holds at most `max_tracked` subjects. Making room is O(1) amortised: subjects sit in a
+//! queue in the order they were last counted, and the oldest ones are evicted only once their
+//! window and lockout are over. A table full of live entries fails closed: a subject it cannot
+//! track is refused rather than waved through, and no lock is ever evicted early.
 
 use crate::config::LockoutConfig;
 use chrono::{DateTime, Duration, Utc};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 /// What a failure is counted against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
-    Address(std::net::IpAddr),
+    Address(IpAddr),
+    /// A KSN device id whose secret decrypted to a well-formed value.
     Device(String),
+    /// `service key/serial` of a secret that decrypted to a well-formed value.
     Serial(String),
+    /// A registered terminal (its token verified) that sent card data that did not read.
+    Terminal(String),
+}
+
+impl Subject {
+    /// The address subject for a peer. IPv6 peers are grouped by their /64: one host usually
+    /// holds a whole /64, and counting each address apart would let it fill the table.
+    pub fn address(ip: IpAddr) -> Subject {
+        match ip {
+            IpAddr::V4(_) => Subject::Address(ip),
+            IpAddr::V6(v6) => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                Subject::Address(IpAddr::from(o))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -19,18 +46,31 @@ struct Entry {
     window_start: DateTime<Utc>,
     failures: u32,
     locked_until: Option<DateTime<Utc>>,
+    /// Which queue item is this entry's current one (older items for it are stale).
+    seq: u64,
 }
+
+#[derive(Default)]
+struct Table {
+    map: HashMap<Subject, Entry>,
+    /// (seq, subject) in the order subjects were last counted.
+    order: VecDeque<(u64, Subject)>,
+    next_seq: u64,
+}
+
+/// How many live entries `make_room` moves to the back before giving up (keeps it O(1)).
+const MAX_ROTATIONS: usize = 8;
 
 pub struct Limiter {
     cfg: LockoutConfig,
-    entries: Mutex<HashMap<Subject, Entry>>,
+    entries: Mutex<Table>,
 }
 
 impl Limiter {
     pub fn new(cfg: LockoutConfig) -> Self {
         Limiter {
             cfg,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Table::default()),
         }
     }
 
@@ -41,60 +81,111 @@ impl Limiter {
         }
     }
 
-    /// True if none of the subjects is locked out now.
+    fn window(&self) -> Duration {
+        Duration::seconds(self.cfg.window_seconds.into())
+    }
+
+    /// An entry still matters while its window is open or its lockout runs.
+    fn live(&self, e: &Entry, now: DateTime<Utc>) -> bool {
+        now - e.window_start < self.window() || e.locked_until.is_some_and(|u| u > now)
+    }
+
+    /// Evict dead entries from the front of the queue until one more subject fits. False when
+    /// the table is full of live entries.
+    fn make_room(&self, t: &mut Table, now: DateTime<Utc>) -> bool {
+        let mut rotations = 0;
+        while t.map.len() >= self.cfg.max_tracked {
+            let Some((seq, s)) = t.order.pop_front() else {
+                return false;
+            };
+            let Some(e) = t.map.get(&s) else { continue };
+            if e.seq != seq {
+                continue; // stale: the subject was counted again later
+            }
+            if !self.live(e, now) {
+                t.map.remove(&s);
+                continue;
+            }
+            // Live (say a long lockout ahead of expired windows): move it back, try the next.
+            t.order.push_back((seq, s));
+            rotations += 1;
+            if rotations >= MAX_ROTATIONS {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// True if none of the subjects is locked out now. A subject the full table could not
+    /// track is refused (fail closed).
     pub fn allowed(&self, subjects: &[Subject], now: DateTime<Utc>) -> bool {
-        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        subjects.iter().all(|s| {
-            map.get(s)
-                .and_then(|e| e.locked_until)
-                .is_none_or(|until| now >= until)
+        let mut t = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        subjects.iter().all(|s| match t.map.get(s) {
+            Some(e) => e.locked_until.is_none_or(|until| now >= until),
+            None => self.make_room(&mut t, now),
         })
     }
 
     /// Count a failed attempt against each subject; lock those that reach their threshold.
     pub fn failed(&self, subjects: &[Subject], now: DateTime<Utc>) {
-        let window = Duration::seconds(self.cfg.window_seconds.into());
         let lockout = Duration::seconds(self.cfg.lockout_seconds.into());
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= self.cfg.max_tracked {
-            map.retain(|_, e| {
-                now - e.window_start < window || e.locked_until.is_some_and(|u| u > now)
-            });
-        }
+        let window = self.window();
+        let mut guard = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let t = &mut *guard;
         for s in subjects {
-            if !map.contains_key(s) && map.len() >= self.cfg.max_tracked {
-                tracing::warn!("lockout table full; not tracking a new source");
+            if !t.map.contains_key(s) && !self.make_room(t, now) {
+                // `allowed` refuses it from now on, as long as the table stays full.
+                tracing::warn!("lockout table full of live entries; refusing untracked sources");
                 continue;
             }
-            let e = map.entry(s.clone()).or_insert(Entry {
+            let seq = t.next_seq;
+            t.next_seq += 1;
+            let e = t.map.entry(s.clone()).or_insert(Entry {
                 window_start: now,
                 failures: 0,
                 locked_until: None,
+                seq,
             });
             if now - e.window_start >= window {
-                *e = Entry {
-                    window_start: now,
-                    failures: 0,
-                    locked_until: e.locked_until.filter(|u| *u > now),
-                };
+                e.window_start = now;
+                e.failures = 0;
+                e.locked_until = e.locked_until.filter(|u| *u > now);
             }
             e.failures += 1;
+            e.seq = seq;
             if e.failures >= self.threshold(s) {
                 e.locked_until = Some(now + lockout);
-                tracing::warn!(subject = ?s, "locked out after repeated failed registrations");
+                tracing::warn!(subject = ?s, "locked out after repeated failures");
             }
+            t.order.push_back((seq, s.clone()));
+        }
+        // Stale queue items pile up while the table is not full: drop them now and then
+        // (O(n) once per n pushes).
+        if t.order.len() > 2 * self.cfg.max_tracked + 16 {
+            let map = &t.map;
+            t.order
+                .retain(|(seq, s)| map.get(s).is_some_and(|e| e.seq == *seq));
         }
     }
 
     /// A success clears the device's record (not the address's: one good terminal behind an
     /// address says nothing about the others).
     pub fn succeeded(&self, subjects: &[Subject]) {
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         for s in subjects {
             if !matches!(s, Subject::Address(_)) {
-                map.remove(s);
+                t.map.remove(s);
             }
         }
+    }
+
+    /// How many subjects are tracked now.
+    pub fn tracked(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .len()
     }
 }
 
@@ -143,6 +234,66 @@ mod tests {
         for i in 0..100u8 {
             l.failed(&[Subject::Serial(format!("s{i}"))], t);
         }
-        assert!(l.entries.lock().unwrap().len() <= 4);
+        assert!(l.tracked() <= 4);
+        assert!(l.entries.lock().unwrap().order.len() <= 2 * 4 + 16);
+    }
+
+    fn addr(n: u8) -> Subject {
+        Subject::Address(std::net::IpAddr::from([10, 0, 0, n]))
+    }
+
+    #[test]
+    fn an_address_uses_its_own_threshold() {
+        // Address threshold 3, device threshold 2: two failures lock a device, not an address.
+        let l = Limiter::new(cfg());
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        l.failed(&[addr(1)], t);
+        l.failed(&[addr(1)], t);
+        assert!(l.allowed(&[addr(1)], t));
+        l.failed(&[addr(1)], t);
+        assert!(!l.allowed(&[addr(1)], t));
+    }
+
+    #[test]
+    fn a_success_does_not_reset_the_address_count() {
+        let l = Limiter::new(cfg());
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let dev = Subject::Device("T1".into());
+        l.failed(&[addr(1), dev.clone()], t);
+        l.failed(&[addr(1)], t);
+        l.succeeded(&[addr(1), dev.clone()]);
+        l.failed(&[addr(1)], t);
+        assert!(!l.allowed(&[addr(1)], t), "one success cleared the address");
+        // The device's record is cleared: one failure after the success does not lock it.
+        l.failed(std::slice::from_ref(&dev), t);
+        assert!(l.allowed(&[dev], t));
+    }
+
+    #[test]
+    fn a_full_table_keeps_its_locks_and_refuses_new_addresses() {
+        // Capacity 4. A locked device, then three live addresses: the table is full.
+        let l = Limiter::new(cfg());
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let locked = [Subject::Serial("victim-target".into())];
+        l.failed(&locked, t);
+        l.failed(&locked, t);
+        assert!(!l.allowed(&locked, t));
+        for i in 0..3 {
+            l.failed(&[addr(i)], t);
+        }
+        // Chosen serials flooding in cannot evict the lock...
+        for i in 0..50 {
+            l.failed(&[Subject::Serial(format!("s{i}"))], t);
+        }
+        assert!(!l.allowed(&locked, t), "a lock was evicted by a flood");
+        // ...and an address that cannot be tracked is refused (fails closed), not waved through.
+        assert!(
+            !l.allowed(&[addr(200)], t),
+            "an untracked address was let in"
+        );
+        // Once the window has passed, unlocked entries make room again.
+        let later = t + Duration::seconds(61);
+        assert!(l.allowed(&[addr(200)], later));
+        assert!(!l.allowed(&locked, later));
     }
 }

@@ -114,6 +114,22 @@ fn promote(app: &App, id: &TerminalId, token_id: TokenId) -> Result<TerminalReco
 #[derive(Debug, Clone, Copy)]
 pub struct TrackKsn(pub Ksn);
 
+/// Before any track data is decrypted: it must come from the token's own device and carry a
+/// counter above the last one seen (pure; `settle` checks again under the store's CAS).
+pub fn check_track(app: &App, s: &Session, ksn: &Ksn) -> Result<(), Error> {
+    let r = &s.record;
+    if app.config.security.device_binding && ksn.device_id() != s.token.claims().device_id {
+        return Err(invalid("track data from another device"));
+    }
+    if app.config.security.replay_protection
+        && r.device_id == ksn.device_id()
+        && ksn.counter() <= r.last_counter
+    {
+        return Err(Error::Authentication(AuthFailure::Replay));
+    }
+    Ok(())
+}
+
 /// Record what this transaction tells about the terminal; return the renewed token to append,
 /// if one is due and the transaction carried encrypted track data.
 pub fn settle(app: &App, s: &Session, track: Option<TrackKsn>) -> Result<Settled, Error> {
@@ -163,20 +179,31 @@ pub fn settle(app: &App, s: &Session, track: Option<TrackKsn>) -> Result<Settled
             Ok((write, (pending, wrote)))
         })?;
     let renewed = pending.map(|p| {
-        let renewed = Claims {
-            token_id: p.token_id,
-            issuer: tcfg.issuer.clone(),
-            issued_at: from_ms(p.issued_at_ms),
-            not_on_or_after: from_ms(p.expires_at_ms),
-            service_key: claims.service_key.clone(),
-            merchant_profile_id: claims.merchant_profile_id.clone(),
-            device_serial: claims.device_serial.clone(),
-            device_id: claims.device_id.clone(),
-        };
         tracing::info!(terminal = %s.terminal_id, token_id = %p.token_id, "renewed token appended");
-        token::issue(&app.keys().signing, &renewed)
+        issue_pending(app, s, &p)
     });
     Ok(Settled { renewed, wrote })
+}
+
+/// The renewed token pending for this terminal, byte for byte as `settle` hands it out (for a
+/// retried transaction's answer).
+pub fn pending_token(app: &App, s: &Session) -> Option<String> {
+    s.record.pending.map(|p| issue_pending(app, s, &p))
+}
+
+fn issue_pending(app: &App, s: &Session, p: &PendingToken) -> String {
+    let claims = s.token.claims();
+    let renewed = Claims {
+        token_id: p.token_id,
+        issuer: app.token().issuer.clone(),
+        issued_at: from_ms(p.issued_at_ms),
+        not_on_or_after: from_ms(p.expires_at_ms),
+        service_key: claims.service_key.clone(),
+        merchant_profile_id: claims.merchant_profile_id.clone(),
+        device_serial: claims.device_serial.clone(),
+        device_id: claims.device_id.clone(),
+    };
+    token::issue(&app.keys().signing, &renewed)
 }
 
 /// Raise the RefreshToken flag of every terminal whose token is due, so the store shows it even

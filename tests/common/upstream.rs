@@ -74,4 +74,10 @@ impl Upstream {
 pub fn forward_to(c: &mut snapgate::config::Config, url: String) {
     c.processor.mode = snapgate::config::ProcessorMode::Forward;
     c.processor.upstream_url = Some(url);
+    // The fake upstream is plain HTTP on loopback, and the terminal's token is never relayed.
+    c.processor.allow_insecure_upstream = true;
+    c.processor.upstream_session_token = Some(UPSTREAM_TOKEN.into());
 }
+
+/// The session token forward mode sends upstream in tests.
+pub const UPSTREAM_TOKEN: &str = "upstream-session-token";

@@ -45,6 +45,24 @@ pub struct Context {
     pub basic_user: Option<String>,
     /// The client address, for rate limits and logs.
     pub peer: Option<std::net::SocketAddr>,
+    /// Set by the operation just before its first write.
+    pub commit: CommitPoint,
+}
+
+/// When a request passed its commit point (its first write that matters: a sale stored, a
+/// registration replacing the old token). Before it, the handler timeout may abandon the
+/// request; after it, the request is finished (see `execute`).
+#[derive(Debug, Clone, Default)]
+pub struct CommitPoint(std::sync::Arc<std::sync::OnceLock<tokio::time::Instant>>);
+
+impl CommitPoint {
+    pub fn mark(&self) {
+        let _ = self.0.set(tokio::time::Instant::now());
+    }
+
+    pub fn at(&self) -> Option<tokio::time::Instant> {
+        self.0.get().copied()
+    }
 }
 
 /// A successful answer: body content and optional SOAP header content.
@@ -248,8 +266,13 @@ impl<'a> Operation<'a> {
     }
 }
 
-/// Run a parsed request (or count its parse failure) under the handler timeout, and record
-/// the result in the metrics. The one way every CWS request, SOAP or REST, is run.
+/// Run a parsed request (or count its parse failure) and record the result in the metrics.
+/// The one way every CWS request, SOAP or REST, is run.
+///
+/// The handler timeout applies only before the request's commit point: abandoning it there
+/// leaves nothing behind. Past it, the request gets `commit_timeout` from the commit point to
+/// finish (the flush); if it cannot, the answer is `OutcomeUnknown` — the write still becomes
+/// durable through group commit, and the same request again returns the stored answer.
 pub async fn execute(
     app: &App,
     name: OpName,
@@ -259,11 +282,40 @@ pub async fn execute(
     let started = std::time::Instant::now();
     let result = match parsed {
         Ok(op) => {
+            let limits = &app.config.limits;
             let work = op.apply(app, ctx);
-            match tokio::time::timeout(app.config.limits.handler_timeout(), work).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::HandlerTimeout),
-            }
+            tokio::pin!(work);
+            let before = tokio::time::sleep(limits.handler_timeout());
+            tokio::pin!(before);
+            let mut after: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+            // The work is polled first; the commit point is marked while it runs, so which
+            // deadline applies is known right after each poll.
+            std::future::poll_fn(|cx| {
+                use std::future::Future;
+                use std::task::Poll;
+                if let Poll::Ready(r) = work.as_mut().poll(cx) {
+                    return Poll::Ready(r);
+                }
+                match ctx.commit.at() {
+                    None => {
+                        if before.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Err(Error::HandlerTimeout));
+                        }
+                    }
+                    Some(at) => {
+                        let deadline = at + limits.commit_timeout();
+                        let sleep = after
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                        if sleep.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Err(Error::OutcomeUnknown(
+                                "not finished within the commit timeout".into(),
+                            )));
+                        }
+                    }
+                }
+                Poll::Pending
+            })
+            .await
         }
         Err(e) => Err(e),
     };

@@ -147,31 +147,30 @@ fn parse_secret(text: &[u8], fields: usize) -> Option<(String, String, Option<St
 }
 
 /// Authenticate, store the new terminal record durably, and return the new token.
+///
+/// Lockout (docs/DECISIONS.md, "Issue 13"): every failure counts against the source address.
+/// The KSN and serial a request names are only counted once its secret decrypted to a
+/// well-formed value (a replay): anyone can name a victim's KSN, so garbage under it must not
+/// lock the victim out.
 pub async fn apply(app: &App, c: &Credentials, ctx: &Context) -> Result<String, Error> {
     let now = app.clock.now();
-    // Lockout subjects known before decrypting: the address and the KSN's device.
-    let mut subjects = Vec::with_capacity(3);
-    if let Some(peer) = ctx.peer {
-        subjects.push(Subject::Address(peer.ip()));
-    }
-    if let Ok(ksn) = Ksn::parse_hex(&c.encryption_key_id) {
-        subjects.push(Subject::Device(ksn.device_id()));
-    }
-    let result = if app.limiter.allowed(&subjects, now) {
-        register(app, c, now).await
+    let address: Vec<Subject> = ctx
+        .peer
+        .map(|p| Subject::address(p.ip()))
+        .into_iter()
+        .collect();
+    let result = if app.limiter.allowed(&address, now) {
+        register(app, c, now, ctx).await
     } else {
         Err(Error::Authentication(AuthFailure::RateLimited))
     };
     match &result {
-        Ok(_) => {
-            app.limiter.succeeded(&subjects);
-            app.metrics.registration("ok");
-        }
+        Ok(_) => app.metrics.registration("ok"),
         Err(e) => {
             if let Error::Authentication(reason) = e {
                 app.metrics.registration(reason.as_str());
                 if *reason != AuthFailure::RateLimited {
-                    app.limiter.failed(&subjects, now);
+                    app.limiter.failed(&address, now);
                 }
             } else {
                 app.metrics.registration("error");
@@ -182,20 +181,22 @@ pub async fn apply(app: &App, c: &Credentials, ctx: &Context) -> Result<String, 
     result
 }
 
-/// The registration itself, once the address and device are not locked out.
+/// The registration itself, once the address is not locked out.
 async fn register(
     app: &App,
     c: &Credentials,
     now: chrono::DateTime<chrono::Utc>,
+    ctx: &Context,
 ) -> Result<String, Error> {
     let auth = authenticate(app, c)?;
-    // The serial is known only once the secret decrypts: a serial under attack by replays
-    // (the one failure with a genuine secret) is locked out on its own too.
-    let serial = [Subject::Serial(format!(
-        "{}/{}",
-        c.service_key, auth.device_serial
-    ))];
-    if !app.limiter.allowed(&serial, now) {
+    // Proven subjects: the secret decrypted under this KSN to a well-formed value. A device
+    // or serial under attack by replays (the one failure with a genuine secret) is locked out
+    // on its own.
+    let proven = [
+        Subject::Device(auth.ksn.device_id()),
+        Subject::Serial(format!("{}/{}", c.service_key, auth.device_serial)),
+    ];
+    if !app.limiter.allowed(&proven, now) {
         return Err(Error::Authentication(AuthFailure::RateLimited));
     }
     let tcfg = app.token();
@@ -230,18 +231,23 @@ async fn register(
     };
     let id = TerminalId::new(&c.service_key, &auth.device_serial);
     let replay_protection = app.config.security.replay_protection;
-    store::update(&*app.store, &id, |current| {
+    // From here on the old token may be dead: finish rather than abandon.
+    ctx.commit.mark();
+    let stored = store::update(&*app.store, &id, |current| {
         if let Some(cur) = current {
             if replay_protection
                 && cur.device_id == device_id
                 && auth.ksn.counter() <= cur.last_counter
             {
-                app.limiter.failed(&serial, now);
                 return Err(Error::Authentication(AuthFailure::Replay));
             }
         }
         Ok((Some(record.clone()), ()))
-    })?;
+    });
+    if let Err(Error::Authentication(AuthFailure::Replay)) = &stored {
+        app.limiter.failed(&proven, now);
+    }
+    stored?;
     app.commit.durable().await?;
     tracing::info!(
         terminal = %id,
@@ -249,7 +255,7 @@ async fn register(
         token_id = %claims.token_id,
         "terminal registered"
     );
-    app.limiter.succeeded(&serial);
+    app.limiter.succeeded(&proven);
     Ok(token::issue(&app.keys().signing, &claims))
 }
 

@@ -10,13 +10,16 @@ use super::{soap_action, Context, OpName, Reply, SIS_PATH, TPS_PATH};
 use crate::app::App;
 use crate::cws::card::{self, Card, CardError};
 use crate::cws::error::{Error, Service};
+use crate::cws::limiter::Subject;
 use crate::cws::processor::forward::Forward;
-use crate::cws::processor::sandbox::{Follow, NewTxn, Sandbox};
-use crate::cws::processor::{format_amount, parse_amount, Outcome};
+use crate::cws::processor::sandbox::{Follow, NewTxn, Sandbox, State};
+use crate::cws::processor::{
+    amount_in_range, format_amount, parse_amount, parse_signed_amount, Outcome,
+};
 use crate::cws::session::{self, Session, TrackKsn};
 use crate::cws::soap::{self, Base, Element, XSI_NS};
 use crate::dukpt::Ksn;
-use crate::store::TerminalId;
+use crate::store::{TerminalId, TxnId};
 use chrono::{DateTime, Utc};
 
 const T_PATH: &str = "CWS/v2.0/Transactions";
@@ -62,6 +65,8 @@ struct SecureTrack {
 struct NewRequest {
     amount_cents: i64,
     reference: Option<String>,
+    /// TransactionData/TransactionDateTime: with the amount, a keyed sale's idempotency key.
+    datetime: Option<String>,
     secure: Option<SecureTrack>,
     keyed_pan: Option<zeroize::Zeroizing<String>>,
 }
@@ -87,7 +92,18 @@ fn parse_new(op: &Element, name: &str) -> Result<NewRequest, Error> {
             Error::validation(format!("{tpath}/Amount"), "A positive Amount is required")
         })?;
     let tip = amount(tdata, &tpath, "TipAmount")?.unwrap_or(0);
+    let total = amount_cents + tip;
+    if !amount_in_range(total) {
+        return Err(Error::validation(
+            format!("{tpath}/TipAmount"),
+            "Amount plus TipAmount is above 99999999.99",
+        ));
+    }
     let reference = text(tdata, &tpath, "Reference")?.map(str::to_owned);
+    let datetime = text(tdata, &tpath, "TransactionDateTime")?
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned);
 
     let tender_path = format!("{name}/transaction/TenderData");
     let tender = child(txn, "transaction", "TenderData")?;
@@ -121,14 +137,30 @@ fn parse_new(op: &Element, name: &str) -> Result<NewRequest, Error> {
         }
     }
     Ok(NewRequest {
-        amount_cents: amount_cents + tip,
+        amount_cents: total,
         reference,
+        datetime,
         secure,
         keyed_pan,
     })
 }
 
-fn parse_follow(e: &Element, path: &str) -> Result<Follow, Error> {
+/// Adjust's `Amount` is a signed change; every other amount is unsigned.
+fn parse_follow(e: &Element, path: &str, signed: bool) -> Result<Follow, Error> {
+    let change = if signed {
+        match text(e, path, "Amount")? {
+            None => None,
+            Some(s) => Some(parse_signed_amount(s).ok_or_else(|| {
+                Error::validation(
+                    format!("{path}/Amount"),
+                    "The change must be a decimal with at most two places, from -99999999.99 \
+                     to 99999999.99",
+                )
+            })?),
+        }
+    } else {
+        amount(e, path, "Amount")?
+    };
     let transaction_id = text(e, path, "TransactionId")?
         .ok_or_else(|| {
             Error::validation(format!("{path}/TransactionId"), "TransactionId is required")
@@ -136,17 +168,52 @@ fn parse_follow(e: &Element, path: &str) -> Result<Follow, Error> {
         .to_owned();
     Ok(Follow {
         transaction_id,
-        amount_cents: amount(e, path, "Amount")?,
+        amount_cents: change,
         tip_cents: amount(e, path, "TipAmount")?,
     })
 }
 
-fn card_error(e: CardError) -> Error {
-    let location = match e {
-        CardError::BadKsn | CardError::UnknownKeySet => "TenderData/EncryptionKeyId",
-        _ => "TenderData/SecurePaymentAccountData",
+/// Read the card of a new transaction, so that nothing about card data leaks: a terminal that
+/// keeps sending bad card data is locked out; track data is decrypted only after its device and
+/// counter check out; every failure to read is one generic fault. Each refusal is counted by
+/// reason in the metrics and logged without the data.
+fn read_card(
+    app: &App,
+    session: &Session,
+    secure: Option<&SecureTrack>,
+    keyed_pan: Option<&str>,
+) -> Result<Card, Error> {
+    let now = app.clock.now();
+    let subject = [Subject::Terminal(session.terminal_id.to_string())];
+    let refuse = |reason: &'static str, e: Error| {
+        app.metrics.card_data_failure(reason);
+        if reason != "locked_out" {
+            app.limiter.failed(&subject, now);
+        }
+        tracing::info!(terminal = %session.terminal_id, reason, "card data refused");
+        e
     };
-    Error::validation(location, e.to_string())
+    if !app.limiter.allowed(&subject, now) {
+        return Err(refuse("locked_out", Error::CardData("locked out")));
+    }
+    let read: Result<Card, CardError> = match (secure, keyed_pan) {
+        (Some(s), _) => {
+            if let Err(e) = session::check_track(app, session, &s.ksn) {
+                let reason = match e {
+                    Error::Authentication(_) => "replay",
+                    _ => "foreign_device",
+                };
+                return Err(refuse(reason, e));
+            }
+            card::from_secure_track(&app.keys(), &s.ksn, &s.data)
+        }
+        (None, Some(pan)) => card::from_keyed_pan(pan),
+        (None, None) => return Err(Error::Internal("no card data to read".into())),
+    };
+    read.map_err(|e| {
+        tracing::debug!(error = %e, "card data did not read");
+        refuse("unreadable", Error::CardData("unreadable"))
+    })
 }
 
 /// A new transaction's request: Authorize, AuthorizeAndCapture, ReturnUnlinked.
@@ -195,7 +262,7 @@ impl<'a> FollowUp<'a, Follow> {
                     "differenceData is required",
                 )
             })?;
-            parse_follow(d, &format!("{path}/differenceData"))
+            parse_follow(d, &format!("{path}/differenceData"), name == OpName::Adjust)
         });
         Ok(FollowUp {
             name,
@@ -215,7 +282,7 @@ impl<'a> FollowUp<'a, Vec<Follow>> {
                 .children
                 .iter()
                 .filter(|c| !c.nil)
-                .map(|c| parse_follow(c, &format!("{path}/differenceData/Capture")))
+                .map(|c| parse_follow(c, &format!("{path}/differenceData/Capture"), false))
                 .collect::<Result<_, _>>(),
             None => Ok(Vec::new()),
         });
@@ -247,25 +314,49 @@ pub async fn run_new(
     }
     let n = t.request?;
     let forward = app.forward.is_some();
+    // A retry of a swipe carries its spent KSN counter: find its stored answer before the
+    // counter check would call it a replay.
+    let idem = if forward {
+        None
+    } else {
+        idempotency_id(&session.terminal_id, &n)
+    };
+    let mut found = None;
+    if let (Some(id), Some(_)) = (idem, &n.secure) {
+        match retried(app, ctx, name, &session, &n, None, &id).await? {
+            Retry::Answer(reply) => return Ok(reply),
+            other => found = Some(other),
+        }
+    }
     // The card: decrypted from track data (sandbox), or keyed.
     let mut card: Option<Card> = None;
-    let mut track = None;
+    let track = n.secure.as_ref().map(|s| TrackKsn(s.ksn));
     if let Some(s) = &n.secure {
-        track = Some(TrackKsn(s.ksn));
-        if !forward {
-            card = Some(card::from_secure_track(&app.keys(), &s.ksn, &s.data).map_err(card_error)?);
+        if forward {
+            // Not decrypted here, but its device and counter are checked just the same.
+            session::check_track(app, &session, &s.ksn)?;
+        } else {
+            card = Some(read_card(app, &session, Some(s), None)?);
         }
     } else if let Some(pan) = &n.keyed_pan {
-        card = Some(
-            card::from_keyed_pan(pan)
-                .map_err(|e| Error::validation("TenderData/CardData/PAN", e.to_string()))?,
-        );
+        card = Some(read_card(app, &session, None, Some(pan))?);
     } else if !forward {
         return Err(Error::validation(
             format!("{}/transaction/TenderData", name.as_str()),
             "TenderData needs SecurePaymentAccountData with EncryptionKeyId, or CardData/PAN",
         ));
     }
+    let id = match idem {
+        Some(id) => match match found {
+            Some(f) => f,
+            None => retried(app, ctx, name, &session, &n, card.as_ref(), &id).await?,
+        } {
+            Retry::Answer(reply) => return Ok(reply),
+            Retry::Free => Some(id),
+            Retry::Taken => None,
+        },
+        None => None,
+    };
     let processed = finish(
         app,
         ctx,
@@ -275,6 +366,7 @@ pub async fn run_new(
         track,
         |sandbox, terminal, now| {
             let req = NewTxn {
+                id,
                 amount_cents: n.amount_cents,
                 card: card
                     .ok_or_else(|| Error::Internal("no card read for a new transaction".into()))?,
@@ -284,6 +376,103 @@ pub async fn run_new(
         },
     );
     processed.await
+}
+
+/// The transaction id a new sale is stored under, derived from its idempotency key (docs/
+/// DECISIONS.md, "Issue 13"): the terminal and the KSN of its track data, or for a keyed sale
+/// the terminal, TransactionDateTime and amount. None (a random id) without a key.
+fn idempotency_id(terminal: &TerminalId, n: &NewRequest) -> Option<TxnId> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"snapgate/idempotency/v1\0");
+    h.update(terminal.0);
+    match (&n.secure, &n.datetime) {
+        (Some(s), _) => {
+            h.update(b"ksn\0");
+            h.update(s.ksn.to_hex().as_bytes());
+        }
+        (None, Some(dt)) => {
+            h.update(b"keyed\0");
+            h.update(dt.as_bytes());
+            h.update(b"\0");
+            h.update(n.amount_cents.to_be_bytes());
+        }
+        (None, None) => return None,
+    }
+    let d = h.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&d[..16]);
+    Some(id)
+}
+
+/// What the idempotency key found.
+enum Retry {
+    /// The same request was stored before: here is its answer.
+    Answer(Reply),
+    /// Nothing stored under the key: store the sale there.
+    Free,
+    /// Another request holds the key (same KSN or time and amount, different sale): not a retry.
+    Taken,
+}
+
+/// Whether the sale stored under `id` is this very request again (same operation, amount,
+/// reference and card); if so its answer, once durable.
+async fn retried(
+    app: &App,
+    ctx: &Context,
+    name: OpName,
+    session: &Session,
+    n: &NewRequest,
+    card: Option<&Card>,
+    id: &TxnId,
+) -> Result<Retry, Error> {
+    let Some((txn, outcome)) = app.sandbox.stored(&session.terminal_id, id)? else {
+        return Ok(Retry::Free);
+    };
+    let read;
+    let card = match (card, &n.secure) {
+        (Some(c), _) => Some(c),
+        (None, Some(s)) => {
+            // Only the token's own device: its ciphertext decrypted under this KSN before.
+            if s.ksn.device_id() != session.token.claims().device_id {
+                return Ok(Retry::Taken);
+            }
+            read = card::from_secure_track(&app.keys(), &s.ksn, &s.data).ok();
+            read.as_ref()
+        }
+        (None, None) => None,
+    };
+    let refund = txn.state == State::Refund && txn.original.is_none();
+    let same = card.is_some_and(|c| c.masked_pan == txn.masked_pan)
+        && txn.amount_cents == n.amount_cents
+        && txn.reference == n.reference
+        && refund == (name == OpName::ReturnUnlinked);
+    if !same {
+        return Ok(Retry::Taken);
+    }
+    // The first answer may not be durable yet (it may have timed out waiting for that).
+    ctx.commit.mark();
+    app.commit.durable().await.map_err(outcome_unknown)?;
+    let header = match &n.secure {
+        Some(_) => session::pending_token(app, session).map(|t| renewed_header(ctx, &t)),
+        None => None,
+    };
+    tracing::info!(terminal = %session.terminal_id, transaction = %outcome.transaction_id, "retry answered from the stored sale");
+    Ok(Retry::Answer(Reply {
+        header,
+        body: respond(ctx.base, name, &[outcome]),
+    }))
+}
+
+fn outcome_unknown(e: std::sync::Arc<crate::store::StoreError>) -> Error {
+    Error::OutcomeUnknown(format!("flush failed: {e}"))
+}
+
+fn renewed_header(ctx: &Context, token: &str) -> String {
+    format!(
+        "<TerminalAccessToken xmlns=\"{}{SIS_PATH}\">{token}</TerminalAccessToken>",
+        ctx.base.uri()
+    )
 }
 
 /// Run a follow-up: `step` is the operation's processor call.
@@ -318,24 +507,21 @@ async fn finish(
     process: impl FnOnce(&Sandbox, &TerminalId, DateTime<Utc>) -> Result<Vec<Outcome>, Error>,
 ) -> Result<Reply, Error> {
     let now = app.clock.now();
+    // The commit point: from the first write on, the request is finished, not abandoned.
+    ctx.commit.mark();
     let settled = session::settle(app, session, track)?;
-    let header = settled.renewed.map(|t| {
-        format!(
-            "<TerminalAccessToken xmlns=\"{}{SIS_PATH}\">{t}</TerminalAccessToken>",
-            ctx.base.uri()
-        )
-    });
+    let header = settled.renewed.map(|t| renewed_header(ctx, &t));
     if let Some(fwd) = app.forward.as_ref() {
         // What authenticate and settle recorded (counter, flag, pending or promoted token) is
         // durable before the answer, as the sandbox path's single flush makes it there.
         if session.wrote || settled.wrote {
-            app.commit.durable().await?;
+            app.commit.durable().await.map_err(outcome_unknown)?;
         }
         let body = relay(app, fwd, name, element, ctx.base).await?;
         return Ok(Reply { header, body });
     }
     let outcomes = process(&app.sandbox, &session.terminal_id, now)?;
-    app.commit.durable().await?;
+    app.commit.durable().await.map_err(outcome_unknown)?;
     Ok(Reply {
         header,
         body: respond(ctx.base, name, &outcomes),
@@ -352,9 +538,13 @@ async fn relay(
     base: Base,
 ) -> Result<String, Error> {
     let mut op = op.clone();
-    if let Some(tok) = &app.config.processor.upstream_session_token {
+    // Never the terminal's own token: the upstream's (config requires one), or none at all.
+    let upstream = app.config.processor.upstream_session_token.clone();
+    op.children
+        .retain(|c| c.name != "sessionToken" || upstream.is_some());
+    if let Some(tok) = upstream {
         if let Some(st) = op.children.iter_mut().find(|c| c.name == "sessionToken") {
-            st.text = tok.clone();
+            st.text = tok;
         }
     }
     let mut body = String::with_capacity(2048);
@@ -370,7 +560,9 @@ async fn relay(
     let env = soap::parse_envelope(up.body.as_ref(), &app.xml_limits)
         .map_err(|e| Error::Upstream(format!("unreadable response: {e}")))?;
     if env.operation.is(soap::SOAP_ENV_NS, "Fault") {
-        return Err(Error::UpstreamFault(text.to_owned()));
+        // Bounded: the log line, not the upstream, decides how much is kept.
+        let shown: String = text.chars().take(2048).collect();
+        return Err(Error::UpstreamFault(shown));
     }
     if up.status != 200 {
         return Err(Error::Upstream(format!("HTTP {}", up.status)));

@@ -33,7 +33,13 @@ impl Forward {
             .parse()
             .map_err(|e| format!("processor.upstream_url {url:?}: {e}"))?;
         if url.scheme_str() != Some("http") {
-            return Err("processor.upstream_url must be an http:// URL".into());
+            // No TLS client here yet: an https:// upstream is refused rather than downgraded,
+            // and plain http:// needs processor.allow_insecure_upstream (config validation).
+            return Err(
+                "processor.upstream_url: only http:// (with allow_insecure_upstream, for \
+                 development) is supported; an HTTPS upstream client is not built yet"
+                    .into(),
+            );
         }
         let client = Client::builder(TokioExecutor::new()).build_http();
         Ok(Forward {

@@ -31,6 +31,26 @@ pub fn format_amount(cents: i64) -> String {
     format!("{sign}{}.{:02}", c / 100, c % 100)
 }
 
+/// The largest amount (in cents) any operation may end with: 99,999,999.99.
+pub const MAX_AMOUNT_CENTS: i64 = 9_999_999_999;
+
+/// Whether a final amount (after tips and adjustments) is within 0 to `MAX_AMOUNT_CENTS`.
+pub fn amount_in_range(cents: i64) -> bool {
+    (0..=MAX_AMOUNT_CENTS).contains(&cents)
+}
+
+/// Parse a signed CWS decimal amount (Adjust's change): an optional `-`, then `parse_amount`.
+pub fn parse_signed_amount(s: &str) -> Option<i64> {
+    let s = s.trim();
+    match s.strip_prefix('-') {
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => {
+            parse_amount(rest).map(|c| -c)
+        }
+        Some(_) => None,
+        None => parse_amount(s),
+    }
+}
+
 /// Parse a CWS decimal amount into cents: up to 2 decimals, 0 to 99,999,999.99.
 pub fn parse_amount(s: &str) -> Option<i64> {
     let s = s.trim();
@@ -70,5 +90,12 @@ mod tests {
         }
         assert_eq!(format_amount(1000), "10.00");
         assert_eq!(format_amount(5), "0.05");
+        assert_eq!(parse_signed_amount("-3.50"), Some(-350));
+        assert_eq!(parse_signed_amount("3.50"), Some(350));
+        for bad in ["--1", "- 1", "+1", "-"] {
+            assert_eq!(parse_signed_amount(bad), None, "{bad}");
+        }
+        assert!(amount_in_range(0) && amount_in_range(MAX_AMOUNT_CENTS));
+        assert!(!amount_in_range(-1) && !amount_in_range(MAX_AMOUNT_CENTS + 1));
     }
 }

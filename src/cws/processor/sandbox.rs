@@ -7,13 +7,14 @@
 //!
 //! States: Authorize → Authorized/ReadyForCapture; AuthorizeAndCapture → Captured/Captured.
 //! Authorized → Captured (Capture, CaptureAll) / Undone (Undo) / Adjusted (Adjust, amount
-//! changed). Captured → Undone (Undo, before any return) / Returned or PartiallyReturned
+//! changed). Captured → Adjusted (Adjust; CaptureState stays Captured) / Undone (Undo, before
+//! any return) / Returned or PartiallyReturned
 //! (ReturnById, up to the captured amount). Anything else is a CWSFault naming the state.
 
 use super::Outcome;
 use crate::cws::card::Card;
 use crate::cws::error::Error;
-use crate::store::{to_ms, StoreError, TerminalId, TransactionStore};
+use crate::store::{to_ms, StoreError, TerminalId, TransactionStore, TxnId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -30,9 +31,11 @@ pub enum State {
 }
 
 impl State {
+    /// The platform's TransactionState. An adjusted authorization or sale answers `Adjusted`
+    /// (its CaptureState still says whether it is captured) until its next change.
     fn transaction_state(self, adjusted: bool) -> &'static str {
         match self {
-            State::Authorized if adjusted => "Adjusted",
+            State::Authorized | State::Captured if adjusted => "Adjusted",
             State::Authorized => "Authorized",
             State::Captured => "Captured",
             State::Declined => "Declined",
@@ -77,6 +80,9 @@ pub struct Txn {
 /// A new transaction request, as the sandbox needs it.
 #[derive(Debug, Clone)]
 pub struct NewTxn {
+    /// The id to store it under: derived from the request's idempotency key (a retry finds it
+    /// again), or None for a random one.
+    pub id: Option<TxnId>,
     pub amount_cents: i64,
     pub card: Card,
     pub reference: Option<String>,
@@ -182,7 +188,7 @@ impl Sandbox {
         capture: bool,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Outcome, Error> {
-        let id = new_id();
+        let id = req.id.unwrap_or_else(new_id);
         let declined = decline(req.amount_cents);
         let state = match (declined, capture) {
             (Some(_), _) => State::Declined,
@@ -222,7 +228,7 @@ impl Sandbox {
         req: &NewTxn,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Outcome, Error> {
-        let id = new_id();
+        let id = req.id.unwrap_or_else(new_id);
         let t = Txn {
             terminal: terminal.0,
             state: State::Refund,
@@ -295,34 +301,47 @@ impl Sandbox {
                 State::Undone => return Err(state_fault(&id, t, "The transaction was undone")),
                 _ => return Err(state_fault(&id, t, "The transaction cannot be captured")),
             }
+            // The final amount, tip included, is what must stay within the authorization.
             let amount = c.amount_cents.unwrap_or(t.amount_cents) + c.tip_cents.unwrap_or(0);
-            if amount <= 0 || c.amount_cents.is_some_and(|a| a > t.amount_cents) {
+            if amount <= 0 || amount > t.amount_cents {
                 return Err(Error::validation(
                     "Capture/Amount",
-                    "The capture amount must be positive and not above the authorized amount",
+                    "The capture amount with its tip must be positive and not above the \
+                     authorized amount",
                 ));
             }
             t.state = State::Captured;
+            t.adjusted = false;
             t.amount_cents = amount;
             t.captured_cents = amount;
             Ok(())
         })
     }
 
+    /// Adjust: `Amount` is the signed change to the current amount, `TipAmount` a tip added
+    /// on top; the result must stay within 0 to the maximum amount.
     pub fn adjust(&self, terminal: &TerminalId, a: &Follow) -> Result<Outcome, Error> {
         let id = a.transaction_id.clone();
-        let amount = a
-            .amount_cents
-            .ok_or_else(|| Error::validation("Adjust/Amount", "Adjust needs an Amount"))?;
+        if a.amount_cents.is_none() && a.tip_cents.is_none() {
+            return Err(Error::validation(
+                "Adjust/Amount",
+                "Adjust needs an Amount (the change) or a TipAmount",
+            ));
+        }
+        let change = a.amount_cents.unwrap_or(0) + a.tip_cents.unwrap_or(0);
         self.modify(terminal, &id, |t| {
             if !matches!(t.state, State::Authorized | State::Captured) {
                 return Err(state_fault(&id, t, "The transaction cannot be adjusted"));
             }
-            let total = amount + a.tip_cents.unwrap_or(0);
-            if total <= 0 {
+            let total = t.amount_cents + change;
+            if !super::amount_in_range(total) {
                 return Err(Error::validation(
                     "Adjust/Amount",
-                    "The adjusted amount must be positive",
+                    format!(
+                        "The adjusted amount must be from 0.00 to 99999999.99; the change \
+                         gives {}",
+                        super::format_amount(total)
+                    ),
                 ));
             }
             t.amount_cents = total;
@@ -459,6 +478,25 @@ impl Sandbox {
             }
         }
         Ok(out)
+    }
+
+    /// This terminal's transaction stored under `id`, and its answer as it stands now.
+    pub fn stored(
+        &self,
+        terminal: &TerminalId,
+        id: &TxnId,
+    ) -> Result<Option<(Txn, Outcome)>, Error> {
+        match self.db.get(id)? {
+            Some(v) => {
+                let t = dec(&v)?;
+                if t.terminal != terminal.0 {
+                    return Ok(None);
+                }
+                let o = Self::outcome(id, &t);
+                Ok(Some((t, o)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// A stored transaction, for tests and operators.
