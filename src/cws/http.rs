@@ -21,12 +21,28 @@ pub const WSDL_FILES: &[(&str, &str)] = &[
     ("TPS.wsdl", include_str!("../../wsdl/TPS.wsdl")),
 ];
 
+/// The service at a path: `/{version}/SIS.svc` or `/{version}/SvcInfo` (SIS),
+/// `/{version}/TPS.svc` or `/{version}/Txn` (TPS), for any version a terminal may be configured
+/// with (`2.0.19`, `2.1.28`, `2.1.32`, …: digits and dots), or without a version.
 pub fn service_for(path: &str) -> Option<Service> {
-    match path {
-        "/SIS.svc" | "/2.1.32/SIS.svc" | "/2.1.28/SIS.svc" => Some(Service::Sis),
-        "/TPS.svc" | "/2.1.32/TPS.svc" | "/2.1.28/TPS.svc" => Some(Service::Tps),
+    let rest = path.strip_prefix('/')?;
+    let name = match rest.split_once('/') {
+        Some((version, name)) if is_version(version) => name,
+        Some(_) => return None,
+        None => rest,
+    };
+    match name {
+        "SIS.svc" | "SvcInfo" => Some(Service::Sis),
+        "TPS.svc" | "Txn" => Some(Service::Tps),
         _ => None,
     }
+}
+
+/// A CWS endpoint version: `2.0.19`. Bounded, digits and dots, starting with a digit.
+fn is_version(s: &str) -> bool {
+    (1..=16).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_digit())
+        && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
 pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -254,6 +270,45 @@ async fn rest_register(
             })
             .to_string();
             plain(status, "application/json; charset=utf-8", json.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_version_path_a_terminal_may_use_reaches_its_service() {
+        for p in [
+            "/2.0.19/SvcInfo",
+            "/2.1.28/SIS.svc",
+            "/2.1.32/SIS.svc",
+            "/SIS.svc",
+            "/SvcInfo",
+        ] {
+            assert_eq!(service_for(p), Some(Service::Sis), "{p}");
+        }
+        for p in [
+            "/2.0.19/Txn",
+            "/2.1.28/TPS.svc",
+            "/3/TPS.svc",
+            "/TPS.svc",
+            "/Txn",
+        ] {
+            assert_eq!(service_for(p), Some(Service::Tps), "{p}");
+        }
+        for p in [
+            "/",
+            "/x/SIS.svc",
+            "/.2/SIS.svc",
+            "/2.0.19/",
+            "/2.0.19/Txn/",
+            "/2.0.19/2.0.19/Txn",
+            "/12345678901234567/Txn",
+            "/REST/SIS.svc",
+        ] {
+            assert_eq!(service_for(p), None, "{p}");
         }
     }
 }

@@ -128,6 +128,25 @@ fn parse_new(op: &Element, name: &str) -> Result<NewRequest, Error> {
     })
 }
 
+/// Capture's and ReturnById's `Amount` is optional: "capture a different amount" / "a partial
+/// return". WCF proxies send an unset decimal member as `0`, so 0 means unset there (the
+/// authorized amount, a full return); the same for a zero TipAmount.
+fn zero_is_unset(name: OpName) -> bool {
+    matches!(
+        name,
+        OpName::Capture | OpName::CaptureAll | OpName::ReturnById
+    )
+}
+
+fn parse_follow_for(name: OpName, e: &Element, path: &str) -> Result<Follow, Error> {
+    let mut f = parse_follow(e, path)?;
+    if zero_is_unset(name) {
+        f.amount_cents = f.amount_cents.filter(|a| *a != 0);
+        f.tip_cents = f.tip_cents.filter(|a| *a != 0);
+    }
+    Ok(f)
+}
+
 fn parse_follow(e: &Element, path: &str) -> Result<Follow, Error> {
     let transaction_id = text(e, path, "TransactionId")?
         .ok_or_else(|| {
@@ -195,7 +214,7 @@ impl<'a> FollowUp<'a, Follow> {
                     "differenceData is required",
                 )
             })?;
-            parse_follow(d, &format!("{path}/differenceData"))
+            parse_follow_for(name, d, &format!("{path}/differenceData"))
         });
         Ok(FollowUp {
             name,
@@ -215,7 +234,7 @@ impl<'a> FollowUp<'a, Vec<Follow>> {
                 .children
                 .iter()
                 .filter(|c| !c.nil)
-                .map(|c| parse_follow(c, &format!("{path}/differenceData/Capture")))
+                .map(|c| parse_follow_for(name, c, &format!("{path}/differenceData/Capture")))
                 .collect::<Result<_, _>>(),
             None => Ok(Vec::new()),
         });
@@ -401,12 +420,12 @@ pub fn respond(base: Base, op: OpName, outcomes: &[Outcome]) -> String {
     let ns_decls = format!(
         " xmlns:i=\"{XSI_NS}\" xmlns:t=\"{b}{T_PATH}\" xmlns:b=\"{b}{B_PATH}\" xmlns:bp=\"{b}{BP_PATH}\""
     );
-    let capture = is_capture(op);
+    let capture = is_capture(op).then(|| Summary::of(outcomes));
     if op == OpName::CaptureAll {
         out.push_str(&format!("<CaptureAllResult{ns_decls}>"));
         for o in outcomes {
             out.push_str(&format!("<t:Response i:type=\"{}\">", result_type(op)));
-            write_outcome(&mut out, o, capture);
+            write_outcome(&mut out, o, capture.as_ref());
             out.push_str("</t:Response>");
         }
         out.push_str("</CaptureAllResult>");
@@ -416,7 +435,7 @@ pub fn respond(base: Base, op: OpName, outcomes: &[Outcome]) -> String {
                 "<{name}Result{ns_decls} i:type=\"{}\">",
                 result_type(op)
             ));
-            write_outcome(&mut out, o, capture);
+            write_outcome(&mut out, o, capture.as_ref());
             out.push_str(&format!("</{name}Result>"));
         }
     }
@@ -424,9 +443,38 @@ pub fn respond(base: Base, op: OpName, outcomes: &[Outcome]) -> String {
     out
 }
 
+/// What one Capture or CaptureAll captured: b:TransactionSummaryData's sale and net totals.
+/// Every response of a CaptureAll carries the totals of the whole call (they share one batch).
+struct Summary {
+    count: usize,
+    cents: i64,
+}
+
+impl Summary {
+    fn of(outcomes: &[Outcome]) -> Summary {
+        let captured = outcomes.iter().filter(|o| o.approved);
+        Summary {
+            count: captured.clone().count(),
+            cents: captured.map(|o| o.amount_cents).sum(),
+        }
+    }
+
+    fn write(&self, out: &mut String) {
+        let totals = format!(
+            "<b:NetAmount>{}</b:NetAmount><b:Count>{}</b:Count>",
+            format_amount(self.cents),
+            self.count
+        );
+        out.push_str(&format!(
+            "<b:TransactionSummaryData><b:NetTotals>{totals}</b:NetTotals>\
+             <b:SaleTotals>{totals}</b:SaleTotals></b:TransactionSummaryData>"
+        ));
+    }
+}
+
 /// The members of t:Response, then b:BankcardTransactionResponse's or b:BankcardCaptureResponse's,
 /// in schema order.
-fn write_outcome(out: &mut String, o: &Outcome, capture: bool) {
+fn write_outcome(out: &mut String, o: &Outcome, capture: Option<&Summary>) {
     let t =
         |out: &mut String, n: &str, v: Option<&str>| soap::text_element(out, &format!("t:{n}"), v);
     let b =
@@ -448,8 +496,9 @@ fn write_outcome(out: &mut String, o: &Outcome, capture: bool) {
     t(out, "TransactionState", Some(o.transaction_state));
     t(out, "IsAcknowledged", Some("false"));
     t(out, "Reference", o.reference.as_deref());
-    if capture {
+    if let Some(summary) = capture {
         b(out, "BatchId", o.batch_id.as_deref());
+        summary.write(out);
         return;
     }
     let card = o.card.as_ref();

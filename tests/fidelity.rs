@@ -1,0 +1,230 @@
+//! Issue 10: the platform's own contract, byte for byte. Each test is one fact of the platform's
+//! published 2.0.19 schema that a client generated from it (svcutil, JAXB) enforces.
+
+mod common;
+
+use common::*;
+
+const EXT_NS: &str = "http://schemas.evosnap.com/Ipc.General.WCF.Contracts.Common/External";
+const COMMON_NS: &str = "http://schemas.evosnap.com/Ipc.General.WCF.Contracts.Common";
+const PING_ACTION: &str =
+    "http://schemas.evosnap.com/Ipc.General.WCF.Contracts.Common/IExternallyFacingStandardOperations/Ping";
+const PING_BODY: &str = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><Ping xmlns="http://schemas.evosnap.com/Ipc.General.WCF.Contracts.Common"/></s:Body></s:Envelope>"#;
+
+async fn registered(srv: &TestServer) -> String {
+    srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1234567")
+        .await
+}
+
+async fn authorized(srv: &TestServer, tok: &str, counter: u32, amount: &str) -> String {
+    let r = srv
+        .swipe("Authorize", tok, &ksn(TDES_KSN_BASE, counter), amount)
+        .await;
+    r.assert_ok();
+    r.text_of("TransactionId").unwrap()
+}
+
+#[tokio::test]
+async fn fault_details_omit_an_unknown_transaction_state_instead_of_nil() {
+    let srv = TestServer::start().await;
+    let tok = registered(&srv).await;
+    let missing = "0123456789ABCDEF0123456789ABCDEF";
+    let r = srv.follow("Capture", &tok, missing, "").await;
+    r.assert_fault("CWSFault", 326);
+    let x = r.xml();
+    let detail = find(&x, "CWSFault").unwrap();
+    assert_eq!(detail.child_text("TransactionId").unwrap(), Some(missing));
+    assert!(
+        detail.child("TransactionState").unwrap().is_none(),
+        "TransactionState is a non-nillable enumeration: omitted when unknown\n{}",
+        r.body
+    );
+    assert!(!r.body.contains("<TransactionState i:nil"), "{}", r.body);
+
+    // A known state is still sent, as a value of the enumeration.
+    let id = authorized(&srv, &tok, 2, "4.00").await;
+    srv.follow("Undo", &tok, &id, "").await.assert_ok();
+    let r = srv.follow("Undo", &tok, &id, "").await;
+    r.assert_fault("CWSFault", 326);
+    assert_eq!(r.text_of("TransactionState").as_deref(), Some("Undone"));
+}
+
+#[tokio::test]
+async fn undo_answers_a_capture_state_of_the_schema() {
+    let srv = TestServer::start().await;
+    let tok = registered(&srv).await;
+    for (counter, op) in [(2, "Authorize"), (3, "AuthorizeAndCapture")] {
+        let r = srv
+            .swipe(op, &tok, &ksn(TDES_KSN_BASE, counter), "6.00")
+            .await;
+        let id = r.assert_ok().text_of("TransactionId").unwrap();
+        let r = srv.follow("Undo", &tok, &id, "").await;
+        r.assert_ok();
+        assert_eq!(r.text_of("TransactionState").as_deref(), Some("Undone"));
+        assert_eq!(
+            r.text_of("CaptureState").as_deref(),
+            Some("CannotCapture"),
+            "{op}: the schema has no \"Undone\" capture state"
+        );
+    }
+}
+
+#[tokio::test]
+async fn capture_and_return_with_amount_zero_mean_the_full_amount() {
+    let srv = TestServer::start().await;
+    let tok = registered(&srv).await;
+    let id = authorized(&srv, &tok, 2, "12.34").await;
+    // What a WCF proxy sends for an unset decimal member.
+    let r = srv
+        .follow(
+            "Capture",
+            &tok,
+            &id,
+            "<b:Amount>0</b:Amount><b:TipAmount>0.00</b:TipAmount>",
+        )
+        .await;
+    r.assert_ok();
+    assert_eq!(r.text_of("TransactionState").as_deref(), Some("Captured"));
+    assert_eq!(
+        srv.app.sandbox.get(&id).unwrap().unwrap().captured_cents,
+        1234
+    );
+
+    let r = srv
+        .follow("ReturnById", &tok, &id, "<b:Amount>0.00</b:Amount>")
+        .await;
+    r.assert_ok();
+    assert_eq!(r.text_of("Amount").as_deref(), Some("12.34"));
+    let t = srv.app.sandbox.get(&id).unwrap().unwrap();
+    assert_eq!(t.returned_cents, 1234, "a zero amount is a full return");
+    assert_eq!(
+        srv.follow("ReturnById", &tok, &id, "").await.fault(),
+        Some(("CWSFault".into(), 326)),
+        "nothing is left to return"
+    );
+}
+
+/// `b:TransactionSummaryData/b:<Totals>/b:<field>` of one capture response.
+fn totals(result: &snapgate::cws::soap::Element, which: &str) -> (String, String) {
+    let b = "http://schemas.evosnap.com/CWS/v2.0/Transactions/Bankcard";
+    let s = result
+        .children
+        .iter()
+        .find(|c| c.is(b, "TransactionSummaryData"))
+        .expect("TransactionSummaryData");
+    let t = s.children.iter().find(|c| c.is(b, which)).expect(which);
+    let field = |n: &str| {
+        t.children
+            .iter()
+            .find(|c| c.is(b, n))
+            .map(|c| c.text.clone())
+            .unwrap()
+    };
+    (field("NetAmount"), field("Count"))
+}
+
+#[tokio::test]
+async fn capture_answers_carry_transaction_summary_data() {
+    let srv = TestServer::start().await;
+    let tok = registered(&srv).await;
+    let id = authorized(&srv, &tok, 2, "10.00").await;
+    let r = srv
+        .follow("Capture", &tok, &id, "<b:Amount>8.00</b:Amount>")
+        .await;
+    r.assert_ok();
+    let x = r.xml();
+    let result = find(&x, "CaptureResult").unwrap();
+    assert_eq!(totals(result, "SaleTotals"), ("8.00".into(), "1".into()));
+    assert_eq!(totals(result, "NetTotals"), ("8.00".into(), "1".into()));
+
+    authorized(&srv, &tok, 3, "1.00").await;
+    authorized(&srv, &tok, 4, "2.50").await;
+    let r = srv
+        .tps(
+            "CaptureAll",
+            &fixture(
+                "tps/capture_all.xml",
+                &[("TOKEN", &tok), ("MERCHANT", "MP1")],
+            ),
+        )
+        .await;
+    r.assert_ok();
+    let x = r.xml();
+    let results = &find(&x, "CaptureAllResult").unwrap().children;
+    assert_eq!(results.len(), 2);
+    for res in results {
+        assert_eq!(totals(res, "SaleTotals"), ("3.50".into(), "2".into()));
+    }
+}
+
+#[tokio::test]
+async fn ping_members_are_in_the_external_namespace() {
+    let srv = TestServer::start().await;
+    for path in ["/2.1.32/SIS.svc", "/2.1.32/TPS.svc"] {
+        let r = srv.soap(path, PING_ACTION, PING_BODY).await;
+        r.assert_ok();
+        let x = r.xml();
+        let resp = find(&x, "PingResponse").unwrap();
+        assert_eq!(resp.ns.as_deref(), Some(COMMON_NS));
+        let result = resp.child("PingResult").unwrap().unwrap();
+        assert_eq!(result.ns.as_deref(), Some(COMMON_NS));
+        let ok = result.child("IsSuccess").unwrap().unwrap();
+        assert!(ok.is(EXT_NS, "IsSuccess"), "{}", r.body);
+        assert_eq!(ok.text, "true");
+        assert!(result
+            .child("Message")
+            .unwrap()
+            .unwrap()
+            .is(EXT_NS, "Message"));
+    }
+}
+
+#[tokio::test]
+async fn every_version_path_of_the_platform_answers() {
+    let srv = TestServer::start().await;
+    for path in [
+        "/2.0.19/SvcInfo",
+        "/2.0.19/Txn",
+        "/2.1.28/SIS.svc",
+        "/2.1.28/TPS.svc",
+        "/2.1.32/SIS.svc",
+        "/SIS.svc",
+        "/TPS.svc",
+    ] {
+        let r = srv.soap(path, PING_ACTION, PING_BODY).await;
+        r.assert_ok();
+        assert_eq!(r.text_of("IsSuccess").as_deref(), Some("true"), "{path}");
+        let w = srv.get(&format!("{path}?wsdl")).await;
+        assert_eq!(w.status, 200, "{path}?wsdl");
+        assert!(w.body.contains("wsdl:definitions"), "{path}");
+    }
+    // A terminal configured for 2.0.19 registers and transacts there.
+    let k = ksn(TDES_KSN_BASE, 1);
+    let es = srv.encrypt_secret(&k, "MP1|B1234567");
+    let r = srv
+        .soap(
+            "/2.0.19/SvcInfo",
+            SIS_ACTION,
+            &register_envelope(SERVICE_KEY, VENDOR_ID, &es, &k),
+        )
+        .await;
+    let tok = r.assert_ok().text_of("RegisterTerminalResult").unwrap();
+    let track = srv.encrypt_track(&ksn(TDES_KSN_BASE, 2), TRACK2);
+    let body = fixture(
+        "tps/new_transaction.xml",
+        &[
+            ("OP", "AuthorizeAndCapture"),
+            ("TOKEN", &tok),
+            ("TRACK", &track),
+            ("KSN", &ksn(TDES_KSN_BASE, 2)),
+            ("AMOUNT", "3.00"),
+            ("REFERENCE", "R1"),
+        ],
+    );
+    let r = srv
+        .soap("/2.0.19/Txn", &tps_action("AuthorizeAndCapture"), &body)
+        .await;
+    r.assert_ok();
+    assert_eq!(r.text_of("TransactionState").as_deref(), Some("Captured"));
+    assert_eq!(srv.get("/2.0.19/Nope").await.status, 404);
+}
