@@ -16,256 +16,23 @@
 
 mod common;
 
-use bytes::Bytes;
 use chrono::Utc;
-use common::{fixture, free_port, tps_action, try_send, HttpReply, SIS_ACTION, TPS_PATH, TRACK2};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use snapgate::config::{Config, Keys, ProcessorMode, DEV_SERVICE_KEY, DEV_VENDOR_ID};
-use snapgate::dukpt::{self, Ksn};
+use common::*;
+use snapgate::config::{Keys, DEV_SERVICE_KEY};
+use snapgate::dukpt::Ksn;
 use snapgate::store::{self, SledStore, StoreError, TerminalId, TerminalRecord, TerminalStore};
 use snapgate::token::TokenId;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const SIS_PATH: &str = "/2.1.32/SIS.svc";
-/// How long a server may take to come up (debug build, busy 2-core machine).
-const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
-/// How long one HTTP exchange may take.
-const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
-
-// ---------------------------------------------------------------------------------------------
-// The server process
-
-/// `snapgate init --dir DIR --listen 127.0.0.1:PORT`; returns the config path. An admin
-/// listener the config names gets a free port too: a fixed default would collide between
-/// tests running in parallel.
-fn init(dir: &Path) -> PathBuf {
-    let out = Command::new(env!("CARGO_BIN_EXE_snapgate"))
-        .args(["init", "--dir"])
-        .arg(dir)
-        .arg("--listen")
-        .arg(loopback(free_port()).to_string())
-        .env_remove("SNAPGATE_CONFIG")
-        .output()
-        .expect("run snapgate init");
-    assert!(
-        out.status.success(),
-        "snapgate init failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cfg = dir.join("snapgate.toml");
-    assert!(cfg.exists(), "snapgate init wrote no {}", cfg.display());
-    edit_config(&cfg, |c| {
-        if c.server.admin_listen.is_some() {
-            c.server.admin_listen = Some(loopback(free_port()));
-        }
-    });
-    cfg
-}
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// Change a config file (the rest of it as `snapgate init` wrote it).
-fn edit_config(cfg: &Path, f: impl FnOnce(&mut Config)) {
-    let text = std::fs::read_to_string(cfg).unwrap();
-    let mut c: Config = toml::from_str(&text).unwrap();
-    f(&mut c);
-    std::fs::write(cfg, toml::to_string_pretty(&c).unwrap()).unwrap();
-}
-
-/// A running `snapgate serve`. Dropping it kills the process, so a failing test leaves nothing.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    stderr_path: PathBuf,
-}
-
-/// Numbers the stderr files, one per server start.
-static STARTS: AtomicUsize = AtomicUsize::new(0);
-
-impl Server {
-    /// `snapgate serve --config CFG`, waiting (bounded) until it listens and /healthz answers.
-    /// If a port of the config was taken meanwhile, the next attempt writes fresh ones into it.
-    async fn start(cfg: &Path) -> Server {
-        let dir = cfg.parent().unwrap();
-        let mut last_stderr = String::new();
-        for attempt in 0..5 {
-            if attempt > 0 {
-                edit_config(cfg, |c| {
-                    c.server.listen = loopback(free_port());
-                    if c.server.admin_listen.is_some() {
-                        c.server.admin_listen = Some(loopback(free_port()));
-                    }
-                });
-            }
-            let addr = Config::load(cfg).unwrap().server.listen;
-            let n = STARTS.fetch_add(1, Ordering::Relaxed);
-            let stderr_path = dir.join(format!("serve-{n}.stderr"));
-            let stderr = std::fs::File::create(&stderr_path).unwrap();
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_snapgate"));
-            cmd.arg("serve")
-                .arg("--config")
-                .arg(cfg)
-                .args(["--log-format", "json", "--log", "info"])
-                .env_remove("SNAPGATE_CONFIG")
-                .env_remove("SNAPGATE_LISTEN")
-                .env_remove("SNAPGATE_LOG")
-                .env_remove("SNAPGATE_LOG_FORMAT")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(stderr));
-            let child = cmd.spawn().expect("spawn snapgate serve");
-            let mut server = Server {
-                child,
-                addr,
-                stderr_path,
-            };
-            match server.wait_ready().await {
-                Ok(()) => return server,
-                Err(text) => {
-                    // Only a lost port race or a store lock still held is worth another try.
-                    let retry = text.contains("cannot listen") || text.contains("cannot open");
-                    assert!(retry, "snapgate serve did not start:\n{text}");
-                    last_stderr = text;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-        panic!("snapgate serve did not start after 5 attempts; last stderr:\n{last_stderr}");
-    }
-
-    /// Until the process has logged that it listens and /healthz answers 200. Err(stderr) if
-    /// it exited; panics with its stderr at the deadline.
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + STARTUP_DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Err(format!("exited with {status}; stderr:\n{}", self.stderr()));
-            }
-            // The log line proves that this process holds the port, not someone else.
-            let log = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
-            if log.contains("snapgate listening") {
-                if let Ok(r) = http(self.addr, "GET", "/healthz", &[], "").await {
-                    if r.status == 200 {
-                        return Ok(());
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "snapgate serve on {} not ready after {STARTUP_DEADLINE:?}; stderr:\n{}",
-                    self.addr,
-                    self.stderr()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The end of what the server wrote to stderr, for failure messages (it logs every request).
-    fn stderr(&self) -> String {
-        const LINES: usize = 40;
-        let all = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
-        let lines: Vec<&str> = all.lines().collect();
-        let skip = lines.len().saturating_sub(LINES);
-        let mut out = String::new();
-        if skip > 0 {
-            out.push_str(&format!("[{skip} earlier lines not shown]\n"));
-        }
-        for l in &lines[skip..] {
-            out.push_str(l);
-            out.push('\n');
-        }
-        out
-    }
-
-    /// SIGKILL (what `Child::kill` sends on Unix) and reap; returns the end of its stderr.
-    fn kill9(mut self) -> String {
-        self.child.kill().expect("SIGKILL the server");
-        let status = self.child.wait().expect("reap the server");
-        assert!(
-            !status.success(),
-            "the server exited by itself ({status}) instead of being killed:\n{}",
-            self.stderr()
-        );
-        self.stderr()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // No-ops once kill9 reaped it.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// HTTP and SOAP
-
+type Server = BinaryServer;
 type Reply = HttpReply;
-
-/// One request on its own connection, bounded by REQUEST_DEADLINE. Err if the server is gone.
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Result<Reply, String> {
-    let exchange = try_send(addr, method, path, headers, Bytes::from(body.to_owned()));
-    tokio::time::timeout(REQUEST_DEADLINE, exchange)
-        .await
-        .map_err(|_| format!("no answer within {REQUEST_DEADLINE:?}"))?
-}
-
-async fn soap_call(
-    addr: SocketAddr,
-    path: &str,
-    action: &str,
-    body: &str,
-) -> Result<Reply, String> {
-    http(
-        addr,
-        "POST",
-        path,
-        &[
-            ("content-type", "text/xml; charset=utf-8"),
-            ("soapaction", action),
-        ],
-        body,
-    )
-    .await
-}
-
-impl HttpReply {
-    /// HTTP 200 and t:Status Successful.
-    fn successful(&self) -> bool {
-        self.status == 200 && self.text_of("Status").as_deref() == Some("Successful")
-    }
-
-    fn fault_id(&self) -> Option<String> {
-        self.text_of("ErrorID")
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Terminals
-
-/// The BDKs and signing keys of a folder, read from the dev key file `snapgate init` wrote.
-fn keys_of(cfg: &Path) -> Arc<Keys> {
-    let c = Config::load(cfg).unwrap();
-    Arc::new(Keys::load(&c.security.keys_file).unwrap())
-}
 
 /// A simulated terminal: its own KSN device under the ANSI test key set `FFFF987654`, so each
 /// has its own counter, starting at 1 for its registration.
@@ -286,26 +53,15 @@ impl Terminal {
         TerminalId::new(DEV_SERVICE_KEY, &self.serial)
     }
 
-    /// What `TestServer::encrypt_secret` does: `MP1|serial` under the BDK's secret key usage.
     fn register_body(&self, keys: &Keys, counter: u32) -> String {
-        let ksn = self.ksn.with_counter(counter);
-        let bdk = keys.bdk_for(&ksn).expect("a BDK serves FFFF987654");
-        let key = dukpt::working_key(&bdk.bdk, &ksn, &bdk.secret_usage).unwrap();
+        let ksn = self.ksn.with_counter(counter).to_hex();
         let secret = format!("MP1|{}", self.serial);
-        let es = hex::encode_upper(dukpt::encrypt_cbc(&key, secret.as_bytes()));
-        fixture(
-            "register_terminal.xml",
-            &[
-                ("SERVICE_KEY", DEV_SERVICE_KEY),
-                ("VENDOR_ID", DEV_VENDOR_ID),
-                ("ENCRYPTED_SECRET", &es),
-                ("KSN", &ksn.to_hex()),
-            ],
-        )
+        let es = encrypt_as_terminal(keys, &ksn, &secret, Usage::Secret);
+        register_envelope(SERVICE_KEY, VENDOR_ID, &es, &ksn)
     }
 
     async fn register(&self, addr: SocketAddr, keys: &Keys, counter: u32) -> Result<Reply, String> {
-        soap_call(
+        try_soap(
             addr,
             SIS_PATH,
             SIS_ACTION,
@@ -322,39 +78,18 @@ impl Terminal {
         token: &str,
         counter: u32,
     ) -> Result<Reply, String> {
-        let ksn = self.ksn.with_counter(counter);
-        let bdk = keys.bdk_for(&ksn).expect("a BDK serves FFFF987654");
-        let key = dukpt::working_key(&bdk.bdk, &ksn, &bdk.track_usage).unwrap();
-        let track = hex::encode_upper(dukpt::encrypt_cbc(&key, TRACK2.as_bytes()));
+        let ksn = self.ksn.with_counter(counter).to_hex();
+        let track = encrypt_as_terminal(keys, &ksn, TRACK2, Usage::Track);
         let op = "AuthorizeAndCapture";
-        let body = fixture(
-            "tps/new_transaction.xml",
-            &[
-                ("OP", op),
-                ("TOKEN", token),
-                ("TRACK", &track),
-                ("KSN", &ksn.to_hex()),
-                ("AMOUNT", "10.00"),
-                ("REFERENCE", &self.serial),
-            ],
-        );
-        soap_call(addr, TPS_PATH, &tps_action(op), &body).await
+        let body = swipe_envelope(op, token, &track, &ksn, "10.00", &self.serial);
+        try_soap(addr, TPS_PATH, &tps_action(op), &body).await
     }
 
     /// AuthorizeAndCapture with a keyed PAN: no track data, so no renewed token can be handed out.
     async fn keyed(&self, addr: SocketAddr, token: &str) -> Result<Reply, String> {
         let op = "AuthorizeAndCapture";
-        let body = fixture(
-            "tps/keyed_transaction.xml",
-            &[
-                ("OP", op),
-                ("TOKEN", token),
-                ("PAN", "4012888888881881"),
-                ("AMOUNT", "3.00"),
-                ("MERCHANT", "MP1"),
-            ],
-        );
-        soap_call(addr, TPS_PATH, &tps_action(op), &body).await
+        let body = keyed_envelope(op, token, "MP1", "3.00");
+        try_soap(addr, TPS_PATH, &tps_action(op), &body).await
     }
 }
 
@@ -368,21 +103,6 @@ fn token_id(keys: &Keys, token: &str) -> TokenId {
     .unwrap_or_else(|e| panic!("token does not verify: {e:?}"))
     .claims()
     .token_id
-}
-
-/// Open the store of a stopped server (sled's lock is free once the process is gone).
-fn open_store(cfg: &Path) -> SledStore {
-    let path = Config::load(cfg).unwrap().store.path;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match SledStore::open(&path) {
-            Ok(s) => return s,
-            Err(e) if Instant::now() > deadline => {
-                panic!("cannot open the store {}: {e}", path.display())
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
 }
 
 fn record(s: &SledStore, t: &Terminal) -> TerminalRecord {
@@ -415,6 +135,8 @@ struct Load {
     problems: Mutex<Vec<String>>,
     killed: AtomicBool,
     stop: AtomicBool,
+    /// Woken on every acknowledgement and every problem: the test waits on it, not on a timer.
+    progress: tokio::sync::Notify,
 }
 
 async fn register_client(client: usize, addr: SocketAddr, keys: Arc<Keys>, load: Arc<Load>) {
@@ -434,6 +156,7 @@ async fn register_client(client: usize, addr: SocketAddr, keys: Arc<Keys>, load:
                     .unwrap_or_else(|| panic!("a 200 without a token: {}", r.body));
                 load.acked.lock().unwrap().push((t, token));
                 load.acked_count.fetch_add(1, Ordering::SeqCst);
+                load.progress.notify_one();
             }
             // A fault after the kill cannot happen (nothing answers); before it, it is a bug.
             Ok(r) => {
@@ -441,6 +164,7 @@ async fn register_client(client: usize, addr: SocketAddr, keys: Arc<Keys>, load:
                     .lock()
                     .unwrap()
                     .push(format!("{}: HTTP {}: {}", t.serial, r.status, r.body));
+                load.progress.notify_one();
                 return;
             }
             Err(e) => {
@@ -450,6 +174,7 @@ async fn register_client(client: usize, addr: SocketAddr, keys: Arc<Keys>, load:
                         .lock()
                         .unwrap()
                         .push(format!("{}: before the kill: {e}", t.serial));
+                    load.progress.notify_one();
                 }
                 return;
             }
@@ -485,7 +210,8 @@ async fn acknowledged_registrations_survive_sigkill_and_their_tokens_work() {
                 server.stderr()
             );
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        let until = tokio::time::Instant::from_std(deadline);
+        let _ = tokio::time::timeout_at(until, load.progress.notified()).await;
     }
     let in_flight_at_kill = load.in_flight.load(Ordering::SeqCst);
     load.killed.store(true, Ordering::SeqCst);
@@ -783,52 +509,20 @@ async fn join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F:
 // ---------------------------------------------------------------------------------------------
 // The same renewal in forward mode
 
-const UPSTREAM_OK: &str = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><AuthorizeAndCaptureResponse xmlns="http://schemas.evosnap.com/CWS/v2.0/TransactionProcessing"><AuthorizeAndCaptureResult xmlns:i="http://www.w3.org/2001/XMLSchema-instance" xmlns:b="http://schemas.evosnap.com/CWS/v2.0/Transactions/Bankcard" xmlns:bp="http://schemas.evosnap.com/CWS/v2.0/Transactions/Bankcard/Pro" i:type="bp:BankcardTransactionResponsePro"><Status xmlns="http://schemas.evosnap.com/CWS/v2.0/Transactions">Successful</Status><StatusCode xmlns="http://schemas.evosnap.com/CWS/v2.0/Transactions">000</StatusCode><TransactionId xmlns="http://schemas.evosnap.com/CWS/v2.0/Transactions">CCED01ACF1F44E5A8DAE8E956EFD1DE5</TransactionId><b:MaskedPAN>545454XXXXXX5454</b:MaskedPAN></AuthorizeAndCaptureResult></AuthorizeAndCaptureResponse></s:Body></s:Envelope>"#;
-
-/// An upstream CWS endpoint on loopback that approves everything. Ends with the test's runtime.
-async fn upstream() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let _ = req.into_body().collect().await;
-                        let mut r = hyper::Response::new(Full::new(Bytes::from_static(
-                            UPSTREAM_OK.as_bytes(),
-                        )));
-                        r.headers_mut()
-                            .insert("content-type", "text/xml; charset=utf-8".parse().unwrap());
-                        Ok::<_, std::convert::Infallible>(r)
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 /// Switch a folder's config to forward mode.
-fn forward_to(cfg: &Path, upstream: SocketAddr) {
-    edit_config(cfg, |c| {
-        c.processor.mode = ProcessorMode::Forward;
-        c.processor.upstream_url = Some(format!("http://{upstream}/2.1.32/TPS.svc"));
-    });
+fn forward_cfg(cfg: &Path, upstream: &Upstream) {
+    edit_config(cfg, |c| forward_to(c, upstream.url(TPS_PATH)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_mode_renewed_token_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let up = upstream().await;
+    let up = Upstream::start(200, UPSTREAM_OK).await;
     let terminals: Vec<(Terminal, bool)> = (0..3u16)
         .map(|i| (Terminal::new(0xF100 + i, format!("FORWARD-{i}")), true))
         .collect();
     let (cfg, keys, tokens) =
-        registered_folder(dir.path(), |cfg| forward_to(cfg, up), &terminals).await;
+        registered_folder(dir.path(), |cfg| forward_cfg(cfg, &up), &terminals).await;
 
     let server = Server::start(&cfg).await;
     let addr = server.addr;

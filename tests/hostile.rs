@@ -11,12 +11,9 @@ mod common;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use common::*;
-use snapgate::clock::Clock;
 use snapgate::token::{self, TokenError};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PATH: &str = "/2.1.32/SIS.svc";
 const PING_ACTION: &str =
@@ -101,85 +98,20 @@ async fn post_bytes(
 /// before it read the whole body (413) is seen rather than a broken pipe. `chunked` sends no
 /// Content-Length, so only the body reader's limit can stop it.
 async fn post_large(srv: &TestServer, what: &str, body: Vec<u8>, chunked: bool) -> HttpReply {
-    guard(what, raw_post(srv.addr, body, chunked)).await
-}
-
-async fn raw_post(addr: SocketAddr, body: Vec<u8>, chunked: bool) -> HttpReply {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut rd, mut wr) = stream.into_split();
-    let mut head = format!(
-        "POST {PATH} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: {XML}\r\nsoapaction: \"{SIS_ACTION}\"\r\n"
-    );
-    if chunked {
-        head.push_str("transfer-encoding: chunked\r\n\r\n");
-    } else {
-        head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
-    }
-    // The write half is handed back, not dropped, so the server never sees a half-close.
-    let writer = tokio::spawn(async move {
-        let r: std::io::Result<()> = async {
-            wr.write_all(head.as_bytes()).await?;
-            if chunked {
-                for c in body.chunks(16 << 10) {
-                    wr.write_all(format!("{:x}\r\n", c.len()).as_bytes())
-                        .await?;
-                    wr.write_all(c).await?;
-                    wr.write_all(b"\r\n").await?;
-                }
-                wr.write_all(b"0\r\n\r\n").await?;
-            } else {
-                wr.write_all(&body).await?;
-            }
-            wr.flush().await
-        }
-        .await;
-        // A server that answered early may close before it read everything: not our concern.
-        let _ = r;
-        wr
-    });
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 16 << 10];
-    loop {
-        if let Some(reply) = parse_reply(&buf) {
-            drop(writer);
-            return reply;
-        }
-        match rd.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    drop(writer);
-    parse_reply(&buf).unwrap_or_else(|| {
-        panic!(
-            "incomplete HTTP reply: {:?}",
-            String::from_utf8_lossy(&buf[..buf.len().min(512)])
-        )
-    })
-}
-
-/// A complete HTTP/1.1 reply with a Content-Length, if `buf` holds one.
-fn parse_reply(buf: &[u8]) -> Option<HttpReply> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&buf[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let mut content_type = String::new();
-    let mut len = None;
-    for l in lines {
-        let (k, v) = l.split_once(':')?;
-        match k.trim().to_ascii_lowercase().as_str() {
-            "content-type" => content_type = v.trim().to_owned(),
-            "content-length" => len = v.trim().parse::<usize>().ok(),
-            _ => {}
-        }
-    }
-    let body = buf.get(end + 4..end + 4 + len?)?;
-    Some(HttpReply {
-        status,
-        content_type,
-        body: String::from_utf8(body.to_vec()).ok()?,
-    })
+    guard(
+        what,
+        post_streaming(
+            srv.addr,
+            PATH,
+            &[
+                ("content-type", XML),
+                ("soapaction", &format!("\"{SIS_ACTION}\"")),
+            ],
+            body,
+            chunked,
+        ),
+    )
+    .await
 }
 
 /// A `CWSValidationResultFault` 225 with one error: check status, rule and location, and
@@ -257,14 +189,10 @@ async fn still_serves(srv: &TestServer) {
         srv.register_ok(&ksn(TDES_KSN_BASE, 2), "MP1|AFTER001"),
     )
     .await;
-    let v = token::verify(
-        &srv.app.keys().signing,
-        &tok,
-        srv.clock.now(),
-        chrono::Duration::zero(),
-    )
-    .expect("the token from the registration afterwards verifies");
-    assert_eq!(v.claims().device_serial, "AFTER001");
+    let v = srv
+        .verify(&tok)
+        .expect("the token from the registration afterwards verifies");
+    assert_eq!(v.device_serial, "AFTER001");
     assert_eq!(srv.app.store.len(), 1);
 }
 
@@ -753,123 +681,108 @@ async fn wrong_content_types_get_415() {
 // ---------------------------------------------------------------------------------------------
 // Signature wrapping on the TerminalAccessToken
 
-/// A token from a real registration, decoded: (assertion before the signature, signature
-/// trailer including `</saml:Assertion>`).
-async fn registered_token(srv: &TestServer) -> (String, String) {
-    let tok = guard(
-        "registration",
-        srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1234567"),
-    )
-    .await;
-    verify(srv, &tok).expect("the genuine token verifies");
+/// A token as a registration issues it, decoded: (assertion before the signature, signature
+/// trailer including `</saml:Assertion>`). The keys come from the dev config: no server needed.
+fn genuine_token(keys: &DevKeys) -> (String, String) {
+    let tok = keys.issue(&ksn(TDES_KSN_BASE, 1), "B1234567");
+    keys.verify(&tok).expect("the genuine token verifies");
     let xml = String::from_utf8(B64.decode(&tok).unwrap()).unwrap();
     let at = xml.find("<ds:Signature").expect("a signature");
     assert!(xml.ends_with("</ds:Signature></saml:Assertion>"), "{xml}");
     (xml[..at].to_owned(), xml[at..].to_owned())
 }
 
-fn verify(srv: &TestServer, tok: &str) -> Result<token::Claims, TokenError> {
-    token::verify(
-        &srv.app.keys().signing,
-        tok,
-        srv.clock.now(),
-        chrono::Duration::zero(),
-    )
-    .map(|v| v.claims().clone())
-}
-
 /// Verify an altered assertion (given as XML) short enough to reach the signature check, and
 /// expect `want`.
-fn refused(srv: &TestServer, what: &str, xml: &str, want: TokenError) {
+fn refused(keys: &DevKeys, what: &str, xml: &str, want: TokenError) {
     let tok = B64.encode(xml);
     assert!(
         tok.len() <= token::MAX_TOKEN_CHARS,
         "{what}: too long to test the MAC"
     );
-    assert_eq!(verify(srv, &tok), Err(want), "{what}: {xml}");
+    assert_eq!(keys.verify(&tok), Err(want), "{what}: {xml}");
 }
 
 /// A whole second assertion doubles the token past `MAX_TOKEN_CHARS`: refused by its size
 /// before it is even decoded.
-fn refused_for_size(srv: &TestServer, what: &str, xml: &str) {
+fn refused_for_size(keys: &DevKeys, what: &str, xml: &str) {
     let tok = B64.encode(xml);
     assert!(tok.len() > token::MAX_TOKEN_CHARS, "{what}: {}", tok.len());
-    assert_eq!(verify(srv, &tok), Err(TokenError::Malformed), "{what}");
+    assert_eq!(keys.verify(&tok), Err(TokenError::Malformed), "{what}");
 }
 
 #[tokio::test]
 async fn a_second_assertion_appended_or_prepended_is_refused() {
-    let srv = TestServer::start().await;
-    let (signed, trailer) = registered_token(&srv).await;
+    let keys = dev_keys();
+    let (signed, trailer) = genuine_token(&keys);
     let good = format!("{signed}{trailer}");
     let forged_signed = signed.replace("B1234567", "EVIL0001");
     // The forged assertion, unsigned and with the genuine signature copied on.
     let forged_bare = format!("{forged_signed}</saml:Assertion>");
     let forged_copied = format!("{forged_signed}{trailer}");
     refused(
-        &srv,
+        &keys,
         "forged alone",
         &forged_copied,
         TokenError::BadSignature,
     );
     refused(
-        &srv,
+        &keys,
         "genuine + unsigned forged",
         &format!("{good}{forged_bare}"),
         TokenError::Malformed,
     );
     refused_for_size(
-        &srv,
+        &keys,
         "genuine + forged with copied signature",
         &format!("{good}{forged_copied}"),
     );
     refused(
-        &srv,
+        &keys,
         "genuine's signed bytes + forged with copied signature",
         &format!("{signed}{forged_copied}"),
         TokenError::BadSignature,
     );
     refused(
-        &srv,
+        &keys,
         "forged + genuine",
         &format!("{forged_bare}{good}"),
         TokenError::BadSignature,
     );
     // XSW: the genuine assertion wrapped inside the forged one.
     refused_for_size(
-        &srv,
+        &keys,
         "genuine inside an Advice of the forged one",
         &format!("{forged_signed}<saml:Advice>{good}</saml:Advice>{trailer}"),
     );
     refused(
-        &srv,
+        &keys,
         "genuine's signed bytes inside an Advice of the forged one",
         &format!("{forged_signed}<saml:Advice>{signed}</saml:Advice>{trailer}"),
         TokenError::BadSignature,
     );
     refused(
-        &srv,
+        &keys,
         "forged wrapping genuine, no signature of its own",
         &format!("{forged_signed}<saml:Advice>{good}</saml:Advice></saml:Assertion>"),
         TokenError::Malformed,
     );
-    assert_eq!(srv.app.store.len(), 1);
 }
 
 #[tokio::test]
 async fn a_moved_or_second_signature_is_refused() {
-    let srv = TestServer::start().await;
-    let (signed, trailer) = registered_token(&srv).await;
+    let keys = dev_keys();
+    let (signed, trailer) = genuine_token(&keys);
     let signature = trailer.strip_suffix("</saml:Assertion>").unwrap();
     let start_tag_end = signed.find('>').unwrap() + 1;
     refused(
-        &srv,
+        &keys,
         "signature moved to the front",
         &format!("{trailer}{signed}"),
         TokenError::Malformed,
     );
     refused(
-        &srv,
+        &keys,
         "signature moved to the first child",
         &format!(
             "{}{signature}{}</saml:Assertion>",
@@ -879,14 +792,14 @@ async fn a_moved_or_second_signature_is_refused() {
         TokenError::Malformed,
     );
     refused(
-        &srv,
+        &keys,
         "a second Signature before the real one",
         &format!("{signed}{signature}{trailer}"),
         TokenError::BadSignature,
     );
     // The last copy matches the trailer template, so the MAC covers the first: it fails.
     refused(
-        &srv,
+        &keys,
         "a second Signature after the real one",
         &format!("{signed}{signature}{signature}</saml:Assertion>"),
         TokenError::BadSignature,
@@ -901,13 +814,13 @@ async fn a_moved_or_second_signature_is_refused() {
         )
     };
     refused(
-        &srv,
+        &keys,
         "a forged Signature first, the real one after",
         &format!("{signed}{other_value}{trailer}"),
         TokenError::BadSignature,
     );
     refused(
-        &srv,
+        &keys,
         "the real Signature replaced by a forged value",
         &format!("{signed}{other_value}</saml:Assertion>"),
         TokenError::BadSignature,
@@ -916,41 +829,41 @@ async fn a_moved_or_second_signature_is_refused() {
 
 #[tokio::test]
 async fn comment_injection_is_refused() {
-    let srv = TestServer::start().await;
-    let (signed, trailer) = registered_token(&srv).await;
+    let keys = dev_keys();
+    let (signed, trailer) = genuine_token(&keys);
     refused(
-        &srv,
+        &keys,
         "comment inside the serial number",
         &format!("{}{trailer}", signed.replace("B1234567", "B1234<!---->567")),
         TokenError::BadSignature,
     );
     refused(
-        &srv,
+        &keys,
         "comment before the signature",
         &format!("{signed}<!-- x -->{trailer}"),
         TokenError::BadSignature,
     );
     refused(
-        &srv,
+        &keys,
         "comment after the assertion",
         &format!("{signed}{trailer}<!-- x -->"),
         TokenError::Malformed,
     );
     let in_trailer = trailer.replacen("<ds:KeyInfo>", "<!-- x --><ds:KeyInfo>", 1);
     refused(
-        &srv,
+        &keys,
         "comment inside the signature",
         &format!("{signed}{in_trailer}"),
         TokenError::Malformed,
     );
     let forged = signed.replace("B1234567", "EVIL0001");
     refused_for_size(
-        &srv,
+        &keys,
         "the whole genuine assertion commented into a forged one",
         &format!("{forged}<!--{signed}{trailer}-->{trailer}"),
     );
     refused(
-        &srv,
+        &keys,
         "the genuine signed bytes commented into a forged one",
         &format!("{forged}<!--{signed}-->{trailer}"),
         TokenError::BadSignature,
@@ -959,47 +872,47 @@ async fn comment_injection_is_refused() {
 
 #[tokio::test]
 async fn whitespace_and_encoding_changes_are_refused() {
-    let srv = TestServer::start().await;
-    let (signed, trailer) = registered_token(&srv).await;
+    let keys = dev_keys();
+    let (signed, trailer) = genuine_token(&keys);
     let good = format!("{signed}{trailer}");
     refused(
-        &srv,
+        &keys,
         "newline between elements",
         &format!("{}{trailer}", signed.replacen("><", ">\n<", 1)),
         TokenError::BadSignature,
     );
     refused(
-        &srv,
+        &keys,
         "space before />",
         &format!("{}{trailer}", signed.replacen("\"/>", "\" />", 1)),
         TokenError::BadSignature,
     );
     refused(
-        &srv,
+        &keys,
         "space inside the serial number",
         &format!("{}{trailer}", signed.replace(">B1234567<", "> B1234567<")),
         TokenError::BadSignature,
     );
     refused(
-        &srv,
+        &keys,
         "newline inside the signature",
         &format!("{signed}{}", trailer.replacen("><", ">\n<", 1)),
         TokenError::Malformed,
     );
     refused(
-        &srv,
+        &keys,
         "trailing newline",
         &format!("{good}\n"),
         TokenError::Malformed,
     );
     refused(
-        &srv,
+        &keys,
         "CRLF line ends",
         &good.replace("><", ">\r\n<"),
         TokenError::Malformed,
     );
     refused(
-        &srv,
+        &keys,
         "character reference for the same character",
         &format!(
             "{}{trailer}",
@@ -1008,7 +921,7 @@ async fn whitespace_and_encoding_changes_are_refused() {
         TokenError::BadSignature,
     );
     refused(
-        &srv,
+        &keys,
         "an XML declaration in front",
         &format!("<?xml version=\"1.0\"?>{good}"),
         TokenError::BadSignature,
@@ -1021,13 +934,13 @@ async fn whitespace_and_encoding_changes_are_refused() {
         .map(|c| std::str::from_utf8(c).unwrap())
         .collect();
     assert_eq!(
-        verify(&srv, &wrapped.join("\r\n")),
+        keys.verify(&wrapped.join("\r\n")),
         Err(TokenError::Malformed)
     );
     assert_eq!(
-        verify(&srv, &format!("{} {}", &tok[..40], &tok[40..])),
+        keys.verify(&format!("{} {}", &tok[..40], &tok[40..])),
         Err(TokenError::Malformed)
     );
     // The genuine token still verifies after all of that.
-    assert!(verify(&srv, &tok).is_ok());
+    assert!(keys.verify(&tok).is_ok());
 }

@@ -8,15 +8,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Read until the server closes the connection (or `limit` passes); returns what was read.
-async fn read_to_close(s: &mut TcpStream, limit: Duration) -> Option<String> {
-    let mut buf = Vec::new();
-    match tokio::time::timeout(limit, s.read_to_end(&mut buf)).await {
-        Ok(_) => Some(String::from_utf8_lossy(&buf).into_owned()),
-        Err(_) => None,
-    }
-}
-
 #[tokio::test]
 async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let srv = TestServer::start_with(|c| c.limits.header_timeout_ms = 300).await;
@@ -68,21 +59,33 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
         c.limits.header_timeout_ms = 60_000;
     })
     .await;
-    let a = TcpStream::connect(srv.addr).await.unwrap();
-    let b = TcpStream::connect(srv.addr).await.unwrap();
-    // Both slots are held by idle connections: a third request is not served yet.
-    let third = tokio::spawn({
-        let addr = srv.addr;
-        async move { send(addr, "GET", "/healthz", &[], bytes::Bytes::new()).await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!third.is_finished(), "served beyond max_connections");
-    drop(a);
-    let r = tokio::time::timeout(Duration::from_secs(10), third)
+    // Two idle keep-alive connections, each proven accepted by an answered request: they hold
+    // both slots.
+    let mut a = TcpStream::connect(srv.addr).await.unwrap();
+    let mut b = TcpStream::connect(srv.addr).await.unwrap();
+    healthz_keep_alive(&mut a).await;
+    healthz_keep_alive(&mut b).await;
+    // A third connection, with its whole request written, is not served yet...
+    let mut third = TcpStream::connect(srv.addr).await.unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
-        .expect("served once a slot freed")
         .unwrap();
-    assert_eq!(r.status, 200);
+    // ...while the server goes on answering on the connections it holds (each round trip
+    // passes through its accept loop's runtime, so an unbounded accept would have served it).
+    for _ in 0..3 {
+        healthz_keep_alive(&mut b).await;
+    }
+    let mut probe = [0u8; 1];
+    assert!(
+        matches!(third.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "served beyond max_connections"
+    );
+    drop(a);
+    let r = read_to_close(&mut third, Duration::from_secs(10))
+        .await
+        .expect("served once a slot freed");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     drop(b);
 }
 

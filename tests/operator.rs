@@ -8,13 +8,6 @@ use hyper::Method;
 use snapgate::admin;
 use std::process::Command;
 
-async fn admin_listener(srv: &TestServer) -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(admin::run(srv.app.clone(), l, std::future::pending()));
-    base
-}
-
 fn metric(text: &str, series: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
@@ -24,7 +17,7 @@ fn metric(text: &str, series: &str) -> u64 {
 #[tokio::test]
 async fn metrics_count_registrations_transactions_renewals_and_faults() {
     let srv = TestServer::start().await;
-    let base = admin_listener(&srv).await;
+    let base = srv.start_admin().await;
     let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
     let unknown_bdk = register_envelope(
         SERVICE_KEY,
@@ -94,7 +87,7 @@ async fn metrics_count_registrations_transactions_renewals_and_faults() {
 #[tokio::test]
 async fn admin_endpoints_list_show_revoke_and_force_a_refresh() {
     let srv = TestServer::start().await;
-    let base = admin_listener(&srv).await;
+    let base = srv.start_admin().await;
     let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
     let (_, list) = admin::call(&base, Method::GET, "/admin/terminals")
         .await
@@ -291,7 +284,7 @@ fn b64(s: &str) -> String {
 #[tokio::test]
 async fn rest_registrations_are_timed_and_counted_like_soap_ones() {
     let srv = TestServer::start().await;
-    let base = admin_listener(&srv).await;
+    let base = srv.start_admin().await;
     let path = format!("/2.1.32/REST/SIS.svc/registerTerminal/{SERVICE_KEY}/{VENDOR_ID}");
     let k = ksn(TDES_KSN_BASE, 1);
     let good = format!(

@@ -7,9 +7,11 @@
 
 mod common;
 
+use common::t0;
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use snapgate::cws::soap::{self, Element, XmlLimits, MAX_NAMESPACE_BYTES};
@@ -232,10 +234,6 @@ fn ring() -> KeyRing {
         "proptest",
     )
     .unwrap()
-}
-
-fn t0() -> DateTime<Utc> {
-    DateTime::from_timestamp(1_795_000_000, 0).unwrap()
 }
 
 fn claims() -> Claims {

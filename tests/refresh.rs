@@ -3,31 +3,14 @@
 mod common;
 
 use common::*;
-use snapgate::store::{TerminalId, TerminalRecord};
+use snapgate::store::TerminalRecord;
 
 fn record(srv: &TestServer) -> TerminalRecord {
-    srv.app
-        .store
-        .get(&TerminalId::new(SERVICE_KEY, "B1234567"))
-        .unwrap()
-        .unwrap()
+    srv.record("B1234567")
 }
 
 fn claims(srv: &TestServer, tok: &str) -> snapgate::token::Claims {
-    use snapgate::clock::Clock;
-    snapgate::token::verify(
-        &srv.app.keys().signing,
-        tok,
-        srv.clock.now(),
-        chrono::Duration::zero(),
-    )
-    .unwrap()
-    .claims()
-    .clone()
-}
-
-fn day(n: i64) -> chrono::DateTime<chrono::Utc> {
-    t0() + chrono::Duration::days(n)
+    srv.verify(tok).expect("token verifies")
 }
 
 async fn strict() -> TestServer {
@@ -57,6 +40,36 @@ impl Terminal {
         srv.swipe("AuthorizeAndCapture", &self.token.clone(), &k, "10.00")
             .await
     }
+
+    /// On day `n`: a successful swipe; the renewed token it carries, if any.
+    async fn swipe_on(&mut self, srv: &TestServer, n: i64) -> Option<String> {
+        srv.clock.set(day(n));
+        self.swipe(srv).await.assert_ok().renewed_token()
+    }
+
+    /// A successful keyed Authorize (no track data); the renewed token it carries, if any.
+    async fn keyed(&self, srv: &TestServer) -> Option<String> {
+        srv.keyed("Authorize", &self.token, "MP1", "1.00")
+            .await
+            .assert_ok()
+            .renewed_token()
+    }
+
+    /// A swipe with `token` is refused with this fault.
+    async fn refused(&mut self, srv: &TestServer, token: &str, detail: &str, id: u32) {
+        let k = self.next_ksn();
+        srv.swipe("Authorize", token, &k, "1.00")
+            .await
+            .assert_fault(detail, id);
+    }
+
+    /// Switch to `token`: the next swipe succeeds, carries no renewed token, and clears the
+    /// flag.
+    async fn switch_to(&mut self, srv: &TestServer, token: String) {
+        self.token = token;
+        assert_eq!(self.swipe(srv).await.assert_ok().renewed_token(), None);
+        assert!(!record(srv).refresh_flag);
+    }
 }
 
 #[tokio::test]
@@ -65,9 +78,8 @@ async fn flag_is_set_at_day_30_and_only_track_data_transactions_get_the_renewed_
     let mut t = Terminal::register(&srv).await;
 
     // Day 0 and day 29: no flag, no token.
-    assert_eq!(t.swipe(&srv).await.assert_ok().renewed_token(), None);
-    srv.clock.set(day(29));
-    assert_eq!(t.swipe(&srv).await.assert_ok().renewed_token(), None);
+    assert_eq!(t.swipe_on(&srv, 0).await, None);
+    assert_eq!(t.swipe_on(&srv, 29).await, None);
     assert!(!record(&srv).refresh_flag);
 
     // Day 30: a transaction without track data sets the flag but carries no token.
@@ -116,11 +128,9 @@ async fn a_lost_renewal_is_sent_again_and_the_switch_happens_only_on_use() {
     let srv = strict().await;
     let mut t = Terminal::register(&srv).await;
     let old = t.token.clone();
-    srv.clock.set(day(30));
-    let first = t.swipe(&srv).await.assert_ok().renewed_token().unwrap();
+    let first = t.swipe_on(&srv, 30).await.unwrap();
     // The terminal never saw that response: day 31 it swipes with the old token again.
-    srv.clock.set(day(31));
-    let again = t.swipe(&srv).await.assert_ok().renewed_token().unwrap();
+    let again = t.swipe_on(&srv, 31).await.unwrap();
     assert_eq!(first, again, "the same renewed token, not a new one");
     assert!(record(&srv).refresh_flag);
 
@@ -152,10 +162,8 @@ async fn a_lost_renewal_is_sent_again_and_the_switch_happens_only_on_use() {
         .assert_fault("InvalidTokenFault", 5005);
 
     // And the cycle repeats: day 59 nothing, day 60 a third token.
-    srv.clock.set(day(59));
-    assert_eq!(t.swipe(&srv).await.assert_ok().renewed_token(), None);
-    srv.clock.set(day(60));
-    let third = t.swipe(&srv).await.assert_ok().renewed_token().unwrap();
+    assert_eq!(t.swipe_on(&srv, 59).await, None);
+    let third = t.swipe_on(&srv, 60).await.unwrap();
     assert_eq!(claims(&srv, &third).not_on_or_after, day(150));
 }
 
@@ -165,27 +173,13 @@ async fn a_terminal_that_never_swipes_its_renewal_expires_at_day_90() {
     let mut t = Terminal::register(&srv).await;
     // Only keyed transactions: the flag goes up but no token can be delivered.
     srv.clock.set(day(31));
-    assert_eq!(
-        srv.keyed("Authorize", &t.token, "MP1", "1.00")
-            .await
-            .assert_ok()
-            .renewed_token(),
-        None
-    );
+    assert_eq!(t.keyed(&srv).await, None);
     srv.clock.set(day(89));
-    assert_eq!(
-        srv.keyed("Authorize", &t.token, "MP1", "1.00")
-            .await
-            .assert_ok()
-            .renewed_token(),
-        None
-    );
+    assert_eq!(t.keyed(&srv).await, None);
     assert!(record(&srv).refresh_flag);
     srv.clock.set(day(90));
-    let k = t.next_ksn();
-    srv.swipe("Authorize", &t.token, &k, "1.00")
-        .await
-        .assert_fault("ExpiredTokenFault", 5000);
+    let tok = t.token.clone();
+    t.refused(&srv, &tok, "ExpiredTokenFault", 5000).await;
     srv.clock.set(day(91));
     srv.keyed("Authorize", &t.token, "MP1", "1.00")
         .await
@@ -200,18 +194,13 @@ async fn a_terminal_that_never_swipes_its_renewal_expires_at_day_90() {
 async fn a_renewal_delivered_at_day_89_outlives_the_old_token() {
     let srv = strict().await;
     let mut t = Terminal::register(&srv).await;
-    srv.clock.set(day(89));
-    let renewed = t.swipe(&srv).await.assert_ok().renewed_token().unwrap();
+    let renewed = t.swipe_on(&srv, 89).await.unwrap();
     assert_eq!(claims(&srv, &renewed).not_on_or_after, day(179));
     srv.clock.set(day(91));
     // Old token expired; the renewed one works and becomes current.
-    let k = t.next_ksn();
-    srv.swipe("Authorize", &t.token, &k, "1.00")
-        .await
-        .assert_fault("ExpiredTokenFault", 5000);
-    t.token = renewed;
-    assert_eq!(t.swipe(&srv).await.assert_ok().renewed_token(), None);
-    assert!(!record(&srv).refresh_flag);
+    let tok = t.token.clone();
+    t.refused(&srv, &tok, "ExpiredTokenFault", 5000).await;
+    t.switch_to(&srv, renewed).await;
 }
 
 #[tokio::test]
@@ -268,24 +257,18 @@ async fn concurrent_eligible_transactions_all_carry_the_same_renewed_token() {
 async fn renewal_survives_a_restart_and_reregistration_drops_it() {
     let srv = strict().await;
     let mut t = Terminal::register(&srv).await;
-    srv.clock.set(day(30));
-    let renewed = t.swipe(&srv).await.assert_ok().renewed_token().unwrap();
+    let renewed = t.swipe_on(&srv, 30).await.unwrap();
     let dir = srv.stop().await;
     let srv = TestServer::start_in(dir, |c| c.token.clock_skew_seconds = 0).await;
     srv.clock.set(day(31));
     assert!(record(&srv).refresh_flag, "flag survived the restart");
-    let again = t.swipe(&srv).await.assert_ok().renewed_token().unwrap();
-    assert_eq!(again, renewed);
+    let again = t.swipe(&srv).await.assert_ok().renewed_token();
+    assert_eq!(again, Some(renewed.clone()));
     // Registering again resets the terminal: the pending token dies with the old one.
     let k = t.next_ksn();
     let fresh = srv.register_ok(&k, "MP1|B1234567").await;
-    let k = t.next_ksn();
-    srv.swipe("Authorize", &renewed, &k, "1.00")
-        .await
-        .assert_fault("InvalidTokenFault", 5005);
-    t.token = fresh;
-    assert_eq!(t.swipe(&srv).await.assert_ok().renewed_token(), None);
-    assert!(!record(&srv).refresh_flag);
+    t.refused(&srv, &renewed, "InvalidTokenFault", 5005).await;
+    t.switch_to(&srv, fresh).await;
 }
 
 #[tokio::test]

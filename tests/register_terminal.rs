@@ -12,25 +12,7 @@ fn b64(s: &str) -> String {
 }
 
 fn verify(srv: &TestServer, tok: &str) -> token::Claims {
-    token::verify(
-        &srv.app.keys().signing,
-        tok,
-        srv.clock_now(),
-        chrono::Duration::zero(),
-    )
-    .expect("token verifies")
-    .claims()
-    .clone()
-}
-
-trait Now {
-    fn clock_now(&self) -> chrono::DateTime<chrono::Utc>;
-}
-impl Now for TestServer {
-    fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
-        use snapgate::clock::Clock;
-        self.clock.now()
-    }
+    srv.verify(tok).expect("token verifies")
 }
 
 #[tokio::test]
@@ -75,12 +57,7 @@ async fn aes_terminal_registers() {
     let tok = srv.register_ok(&ksn(AES_KSN_BASE, 7), "MP2|AES-0001").await;
     let c = verify(&srv, &tok);
     assert_eq!(c.device_serial, "AES-0001");
-    let rec = srv
-        .app
-        .store
-        .get(&TerminalId::new(SERVICE_KEY, "AES-0001"))
-        .unwrap()
-        .unwrap();
+    let rec = srv.record("AES-0001");
     assert_eq!(rec.bdk_id, "x9-test-aes128");
 }
 
@@ -138,6 +115,7 @@ async fn rest_form_registers_with_basic_credentials_and_an_empty_body() {
     let r = srv.post(&path, &[("authorization", &auth)], "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let tok = r.body.trim().trim_matches('"');
+    assert_eq!(r.json().as_str(), Some(tok), "the token as a JSON string");
     assert_eq!(verify(&srv, tok).device_serial, "REST01");
 
     let bad = format!("Basic {}", b64(&format!("{}:{k}:", "00".repeat(16))));
@@ -149,6 +127,7 @@ async fn rest_form_registers_with_basic_credentials_and_an_empty_body() {
         r.body
     );
     assert!(r.body.contains("\"ErrorId\":406"), "{}", r.body);
+    assert_eq!(r.json()["ErrorId"], 406, "{}", r.body);
 }
 
 #[tokio::test]
@@ -362,12 +341,7 @@ async fn registering_again_resets_the_terminal_with_a_new_token() {
     let new = srv.register_ok(&ksn(TDES_KSN_BASE, 2), "MP1|B1").await;
     let (o, n) = (verify(&srv, &old), verify(&srv, &new));
     assert_ne!(o.token_id, n.token_id);
-    let rec = srv
-        .app
-        .store
-        .get(&TerminalId::new(SERVICE_KEY, "B1"))
-        .unwrap()
-        .unwrap();
+    let rec = srv.record("B1");
     assert_eq!(rec.token_id, n.token_id, "only the new token is current");
     assert_eq!(
         rec.issued_at_ms,
@@ -383,12 +357,7 @@ async fn registrations_survive_a_restart_and_tokens_still_verify() {
     let dir = srv.stop().await;
     let srv = TestServer::start_in(dir, |_| {}).await;
     let c = verify(&srv, &tok);
-    let rec = srv
-        .app
-        .store
-        .get(&TerminalId::new(SERVICE_KEY, "B1"))
-        .unwrap()
-        .unwrap();
+    let rec = srv.record("B1");
     assert_eq!(rec.token_id, c.token_id);
 }
 

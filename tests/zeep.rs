@@ -34,6 +34,17 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }
 
+/// The client's stdout, after checking it exited 0.
+fn ok_stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "zeep failed: {}\n{}",
+        stdout(o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout(o)
+}
+
 #[tokio::test]
 async fn zeep_registers_a_terminal_from_our_wsdl_and_the_server_wsdl() {
     let srv = TestServer::start().await;
@@ -50,22 +61,10 @@ async fn zeep_registers_a_terminal_from_our_wsdl_and_the_server_wsdl() {
                 .iter()
                 .map(|s| s.to_string()),
         );
-        let out = zeep(args).await;
-        assert!(
-            out.status.success(),
-            "zeep failed: {}\n{}",
-            stdout(&out),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let tok = stdout(&out);
-        let claims = snapgate::token::verify(
-            &srv.app.keys().signing,
-            &tok,
-            t0(),
-            chrono::Duration::zero(),
-        )
-        .expect("zeep got a valid token");
-        assert_eq!(claims.claims().device_serial, "ZEEP0001");
+        let tok = ok_stdout(&zeep(args).await);
+        assert_eq!(srv.now(), t0());
+        let claims = srv.verify(&tok).expect("zeep got a valid token");
+        assert_eq!(claims.device_serial, "ZEEP0001");
     }
 }
 
@@ -117,25 +116,12 @@ async fn zeep_calls_authorize_and_capture_from_the_wsdl_and_reads_the_renewed_to
             .await
         }
     };
-    let out = call(tok.clone(), 2).await;
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        stdout(&out),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = stdout(&out);
+    let v = ok_stdout(&call(tok.clone(), 2).await);
     assert!(v.contains("\"Status\": \"Successful\""), "{v}");
     assert!(v.contains("\"MaskedPAN\": \"545454XXXXXX5454\""), "{v}");
     assert!(v.contains("\"TerminalAccessToken\": null"), "{v}");
 
     srv.advance_days(30);
-    let out = call(tok.clone(), 3).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = stdout(&out);
+    let v = ok_stdout(&call(tok.clone(), 3).await);
     assert!(v.contains("\"TerminalAccessToken\": \"PHNhbWw6"), "{v}");
 }
