@@ -203,7 +203,13 @@ impl Error {
                 "The SOAPAction header names another operation than the body",
             ),
             Error::UnknownOperation(op) => {
-                f.detail = "CWSInvalidOperationFault";
+                // The SIS fault schema declares no CWSInvalidOperationFault: a client generated
+                // from it could not read one. SIS answers a CWSFault carrying the platform's
+                // invalid-operation ErrorID instead; TPS has the typed fault.
+                f.detail = match service {
+                    Service::Sis => "CWSFault",
+                    Service::Tps => "CWSInvalidOperationFault",
+                };
                 f.error_id = invalid_op_id;
                 f.string = format!("Operation {op} is not supported");
                 f.problem_type = f.string.clone();

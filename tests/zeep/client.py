@@ -33,7 +33,7 @@ from lxml import etree
 from zeep import xsd
 from zeep.exceptions import Error as ZeepError
 from zeep.exceptions import Fault
-from zeep.plugins import HistoryPlugin
+from zeep.plugins import HistoryPlugin, Plugin
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WSDL_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "wsdl"))
@@ -43,8 +43,8 @@ NS_SI = "http://schemas.evosnap.com/CWS/v2.0/ServiceInformation"
 NS_TP = "http://schemas.evosnap.com/CWS/v2.0/TransactionProcessing"
 NS_B = "http://schemas.evosnap.com/CWS/v2.0/Transactions/Bankcard"
 
-SIS_BINDING = "{%s}BasicHttpBinding_ICWSServiceInformation" % NS_SI
-TPS_BINDING = "{%s}BasicHttpBinding_ICwsTransactionProcessing" % NS_TP
+SIS_BINDING = "{%s}ServiceInfoProcessing_ICWSServiceInformation" % NS_SI
+TPS_BINDING = "{%s}TransactionProcessing_ICwsTransactionProcessing" % NS_TP
 BANKCARD_TRANSACTION = "{%s}BankcardTransaction" % NS_B
 
 EXIT_OK = 0
@@ -58,12 +58,32 @@ def wsdl_location(base_url, svc, from_server):
     return os.path.join(WSDL_DIR, "%s.wsdl" % svc)
 
 
+class CapturePlugin(Plugin):
+    """With SNAPGATE_CAPTURE_DIR set, keep every reply envelope zeep receives, for the schema
+    check of issue 10 (tests/schema/validate.py), as tests/common/capture.rs does for Rust."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.n = 0
+
+    def ingress(self, envelope, http_headers, operation):
+        self.n += 1
+        name = "zeep-%d-%05d-%s.xml" % (os.getpid(), self.n, getattr(operation, "name", "reply"))
+        with open(os.path.join(self.folder, name), "wb") as f:
+            f.write(b"<!-- zeep " + str(getattr(operation, "name", "")).encode() + b" -->\n")
+            f.write(etree.tostring(envelope))
+        return envelope, http_headers
+
+
 def make_client(base_url, svc, from_server=False, transport=None, plugins=None):
     """Return (client, service proxy bound to <base_url>/2.1.32/<svc>.svc)."""
     if transport is None:
         transport = zeep.Transport(timeout=10, operation_timeout=30)
+    plugins = list(plugins or [])
+    if os.environ.get("SNAPGATE_CAPTURE_DIR"):
+        plugins.append(CapturePlugin(os.environ["SNAPGATE_CAPTURE_DIR"]))
     client = zeep.Client(
-        wsdl_location(base_url, svc, from_server), transport=transport, plugins=plugins or []
+        wsdl_location(base_url, svc, from_server), transport=transport, plugins=plugins
     )
     binding = SIS_BINDING if svc == "SIS" else TPS_BINDING
     address = "%s/%s/%s.svc" % (base_url.rstrip("/"), API_VERSION, svc)
