@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod cws;
 pub mod dukpt;
+pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -1,14 +1,14 @@
 //! The HTTP side shared by every service: a hyper 1 server on a real socket, plain or TLS (see
 //! `tls`). It owns the transport limits (headers, body size and time, connections), the request
 //! id and span, graceful shutdown, and routing a path to its service (`cws::http` for the CWS
-//! gateway). Services read bodies with `read_body` and answer with `plain`.
+//! gateway). Services read bodies and answer through `crate::http`.
 
 use crate::app::App;
-use base64::Engine;
+use crate::http::plain;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
@@ -147,49 +147,4 @@ async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<
         return plain(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into());
     }
     crate::cws::http::route(app, peer, req).await
-}
-
-pub fn plain(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
-/// Why a request body could not be read.
-#[derive(Debug)]
-pub enum BodyError {
-    TooLarge(usize),
-    Timeout,
-    Read(String),
-}
-
-/// Read the whole body under the size and time limits.
-pub async fn read_body(app: &App, body: Incoming) -> Result<Bytes, BodyError> {
-    let max = app.config.limits.max_body_bytes;
-    let collect = Limited::new(body, max).collect();
-    match tokio::time::timeout(app.config.limits.body_timeout(), collect).await {
-        Err(_) => Err(BodyError::Timeout),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(max)),
-        Ok(Err(e)) => Err(BodyError::Read(e.to_string())),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-    }
-}
-
-/// The decoded HTTP Basic credentials (`user:password`), if the header is there and decodes.
-pub fn basic_credentials<B>(req: &Request<B>) -> Option<String> {
-    let v = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, b64) = v.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") || b64.len() > 8192 {
-        return None;
-    }
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .ok()?;
-    String::from_utf8(raw).ok()
 }

@@ -7,7 +7,7 @@ use crate::app::App;
 use crate::cws::error::{Error, Service};
 use crate::cws::ops::{self, register_terminal, Context, OpName, Operation, Reply, Wire};
 use crate::cws::soap::{self, Base};
-use crate::server::{basic_credentials, plain, read_body, BodyError};
+use crate::http::{basic_credentials, plain, read_body, BodyError};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
