@@ -73,6 +73,11 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Where /metrics and /healthz listen; none disables the admin listener.
     pub admin_listen: Option<SocketAddr>,
+    /// The URL clients reach this server at (`https://gw.example.com`, optionally with a path
+    /// prefix), written into the served WSDLs' `soap:address`. None: the request's scheme and
+    /// Host header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +85,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:8080".parse().expect("literal address"),
             admin_listen: None,
+            public_url: None,
         }
     }
 }
@@ -387,6 +393,9 @@ impl Config {
     /// it is used (durations added to instants, MiB shifted to bytes, hyper's buffer minimum).
     pub fn validate(&self) -> Result<(), String> {
         const MINUTE_MS: u64 = 60_000;
+        if let Some(u) = &self.server.public_url {
+            crate::cws::wsdl::check_public_url(u).map_err(|m| format!("server.public_url: {m}"))?;
+        }
         let l = &self.limits;
         bounded("limits.max_body_bytes", l.max_body_bytes, 1024..=64 << 20)?;
         bounded("limits.max_xml_depth", l.max_xml_depth, 4..=256)?;

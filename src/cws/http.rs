@@ -7,6 +7,7 @@ use crate::app::App;
 use crate::cws::error::{Error, Service};
 use crate::cws::ops::{self, register_terminal, Context, OpName, Operation, Reply, Wire};
 use crate::cws::soap::{self, Base};
+use crate::cws::wsdl;
 use crate::http::{basic_credentials, plain, read_body, BodyError};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -14,12 +15,6 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
-
-/// Our WSDL and schema files, compiled in so the binary serves them from anywhere.
-pub const WSDL_FILES: &[(&str, &str)] = &[
-    ("SIS.wsdl", include_str!("../../wsdl/SIS.wsdl")),
-    ("TPS.wsdl", include_str!("../../wsdl/TPS.wsdl")),
-];
 
 /// The service at a path: `/{version}/SIS.svc` or `/{version}/SvcInfo` (SIS),
 /// `/{version}/TPS.svc` or `/{version}/Txn` (TPS), for any version a terminal may be configured
@@ -53,18 +48,13 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Respo
         return match method {
             Method::POST => soap_request(app, service, peer, req).await,
             Method::GET if query == "wsdl" || query == "singlewsdl" => {
-                let name = if service == Service::Sis {
-                    "SIS.wsdl"
-                } else {
-                    "TPS.wsdl"
-                };
-                wsdl_file(name)
+                wsdl_file(app, &req, wsdl::file_for(service), Some(&path))
             }
             _ => fault_response(&Error::MethodNotAllowed, service, "Unknown", Base::Evosnap),
         };
     }
     if let Some(name) = path.strip_prefix("/wsdl/") {
-        return wsdl_file(name);
+        return wsdl_file(app, &req, name, None);
     }
     if let Some(rest) = path
         .strip_prefix("/2.1.32/REST/SIS.svc/registerTerminal/")
@@ -83,13 +73,26 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Respo
     fault_response(&Error::NotFound, Service::Sis, "Unknown", Base::Evosnap)
 }
 
-fn wsdl_file(name: &str) -> Response<Full<Bytes>> {
-    match WSDL_FILES.iter().find(|(n, _)| *n == name) {
-        Some((_, body)) => plain(
-            StatusCode::OK,
-            "text/xml; charset=utf-8",
-            Bytes::from_static(body.as_bytes()),
-        ),
+/// A WSDL whose address is where this client reached us (`wsdl` has the rules).
+fn wsdl_file(
+    app: &App,
+    req: &Request<Incoming>,
+    name: &str,
+    service_path: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let base = wsdl::base_url(
+        app.config.server.public_url.as_deref(),
+        app.config.tls.is_some(),
+        host,
+        &app.config.server.listen.to_string(),
+    );
+    match wsdl::render(name, &base, service_path) {
+        Some(body) => plain(StatusCode::OK, "text/xml; charset=utf-8", body.into()),
         None => fault_response(&Error::NotFound, Service::Sis, "Unknown", Base::Evosnap),
     }
 }

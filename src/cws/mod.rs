@@ -14,3 +14,4 @@ pub mod ops;
 pub mod processor;
 pub mod session;
 pub mod soap;
+pub mod wsdl;
