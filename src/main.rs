@@ -150,7 +150,7 @@ fn main() -> ExitCode {
         Command::Keys {
             config,
             action: KeyAction::Rotate,
-        } => resolve_config(config).and_then(|cfg| {
+        } => existing_config(config).and_then(|cfg| {
             let kid =
                 config::rotate_signing_key(&cfg.security.keys_file).map_err(|e| e.to_string())?;
             println!(
@@ -159,8 +159,8 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
-        Command::Reload { config, admin } => resolve_config(config).and_then(|cfg| {
-            let base = admin_url(admin, &cfg)
+        Command::Reload { config, admin } => config_unless_admin(config, &admin).and_then(|cfg| {
+            let base = admin_url(admin, cfg.as_ref())
                 .ok_or("no admin listener: give --admin or set server.admin_listen")?;
             let (status, body) = block_on(snapgate::admin::call(
                 &base,
@@ -207,7 +207,41 @@ fn init(dir: &Path, listen: SocketAddr, admin: SocketAddr, tls: bool) -> Result<
     Ok(())
 }
 
-/// The config to use: the one named, or the default one (created on first run).
+/// The config an operator command uses: the one named, or ./snapgate-data's if it exists.
+/// Never creates one: only `serve` and `init` write a dev setup (issue 10 item 4).
+fn existing_config(path: Option<PathBuf>) -> Result<Config, String> {
+    let path = match path {
+        Some(p) => p,
+        None => {
+            let p = Path::new(DEFAULT_DIR).join("snapgate.toml");
+            if !p.exists() {
+                return Err(format!(
+                    "no config: give --config FILE (or SNAPGATE_CONFIG){}; ./{DEFAULT_DIR} has                      none. `snapgate init` or `snapgate serve` writes a dev setup",
+                    " or, for a running server, --admin URL (or SNAPGATE_ADMIN)"
+                ));
+            }
+            p
+        }
+    };
+    let cfg = Config::load(&path).map_err(|e| e.to_string())?;
+    let _ = CONFIG_PATH.set(path);
+    Ok(cfg)
+}
+
+/// The config for a command that can also work through the admin listener alone: none is
+/// needed when `--admin` is given and no config is named or present.
+fn config_unless_admin(
+    path: Option<PathBuf>,
+    admin: &Option<String>,
+) -> Result<Option<Config>, String> {
+    let default_exists = Path::new(DEFAULT_DIR).join("snapgate.toml").exists();
+    if path.is_none() && admin.is_some() && !default_exists {
+        return Ok(None);
+    }
+    existing_config(path).map(Some)
+}
+
+/// `serve`'s config: the one named, or the default one (created on first run).
 fn resolve_config(path: Option<PathBuf>) -> Result<Config, String> {
     let path = match path {
         Some(p) => p,
@@ -244,8 +278,8 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, String> {
         .block_on(f))
 }
 
-fn admin_url(flag: Option<String>, cfg: &Config) -> Option<String> {
-    flag.or_else(|| cfg.server.admin_listen.map(|a| format!("http://{a}")))
+fn admin_url(flag: Option<String>, cfg: Option<&Config>) -> Option<String> {
+    flag.or_else(|| cfg?.server.admin_listen.map(|a| format!("http://{a}")))
 }
 
 fn terminals(
@@ -255,20 +289,19 @@ fn terminals(
 ) -> Result<(), String> {
     use snapgate::admin;
     use snapgate::store::TerminalStore;
-    let cfg = resolve_config(config)?;
+    let cfg = config_unless_admin(config, &admin)?;
     let which = |t: &str| {
         admin::resolve(t).ok_or(format!(
             "{t:?} is neither a terminal id nor SERVICEKEY/SERIAL"
         ))
     };
     // The server holds the database lock while it runs: then go through its admin listener.
-    let local = if admin.is_some() {
-        None
-    } else {
-        SledStore::open(&cfg.store.path).ok()
+    let local = match (&admin, &cfg) {
+        (None, Some(cfg)) => SledStore::open(&cfg.store.path).ok(),
+        _ => None,
     };
     let Some(store) = local else {
-        let base = admin_url(admin, &cfg).ok_or(
+        let base = admin_url(admin, cfg.as_ref()).ok_or(
             "the data folder is in use (is the server running?) and no admin listener is \
              configured: give --admin URL or set server.admin_listen",
         )?;
@@ -456,7 +489,7 @@ async fn shutdown_signal() {
 }
 
 fn encrypt_secret(config: Option<PathBuf>, ksn: &str, secret: &str) -> Result<(), String> {
-    let cfg = resolve_config(config)?;
+    let cfg = existing_config(config)?;
     let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
     let ksn = Ksn::parse_hex(ksn).map_err(|e| format!("bad KSN: {e}"))?;
     let bdk = keys.bdk_for(&ksn).ok_or_else(|| {

@@ -316,3 +316,58 @@ async fn rest_registrations_are_timed_and_counted_like_soap_ones() {
         1
     );
 }
+
+/// Issue 10 item 4: only `serve` and `init` write a dev setup. Operator commands run in a
+/// folder without a config fail with a message saying what to pass, and create nothing; with
+/// `--admin` they need no config at all.
+#[tokio::test]
+async fn operator_commands_never_create_a_dev_setup() {
+    let srv = TestServer::start().await;
+    srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|NODEV01").await;
+    let admin = srv.start_admin().await;
+    let empty = tempfile::tempdir().unwrap();
+    // tokio's Command: the admin listener runs on this test's runtime meanwhile.
+    let run = |args: &[&str]| {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_snapgate"))
+            .args(args)
+            .current_dir(empty.path())
+            .env_remove("SNAPGATE_CONFIG")
+            .env_remove("SNAPGATE_ADMIN")
+            .output();
+        async move {
+            let out = out.await.unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    for args in [
+        &["terminals", "list"][..],
+        &["keys", "rotate"],
+        &["reload"],
+        &[
+            "encrypt-secret",
+            "--ksn",
+            TDES_KSN_BASE,
+            "--secret",
+            "MP1|X",
+        ],
+    ] {
+        let (ok, _, err) = run(args).await;
+        assert!(!ok, "{args:?} succeeded without a config");
+        assert!(
+            err.contains("--config") && err.contains("snapgate init"),
+            "{args:?}: the message says what to pass: {err}"
+        );
+    }
+    let (ok, out, err) = run(&["terminals", "--admin", &admin, "list"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("NODEV01"), "{out}");
+    assert_eq!(
+        std::fs::read_dir(empty.path()).unwrap().count(),
+        0,
+        "nothing was created in the working folder"
+    );
+}
