@@ -61,6 +61,8 @@ pub struct Config {
     pub security: SecurityConfig,
     pub processor: ProcessorConfig,
     pub log: LogConfig,
+    /// How closely CWS requests must follow the platform's schema (issue 10).
+    pub cws: crate::cws::ops::namespaces::CwsConfig,
     /// HTTPS (and optionally mTLS) on the listener; none serves plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -508,6 +510,7 @@ impl Config {
             security,
             processor,
             log,
+            cws,
             tls,
         } = self;
         (
@@ -518,6 +521,7 @@ impl Config {
                 security,
                 processor,
                 log,
+                cws,
                 tls,
             },
             token,
@@ -535,6 +539,7 @@ pub struct Settings {
     pub security: SecurityConfig,
     pub processor: ProcessorConfig,
     pub log: LogConfig,
+    pub cws: crate::cws::ops::namespaces::CwsConfig,
     pub tls: Option<TlsConfig>,
 }
 

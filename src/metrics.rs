@@ -49,6 +49,12 @@ const COUNTERS: &[(&str, &str, &[&str])] = &[
         "SOAP faults sent, by fault kind.",
         &["kind"],
     ),
+    (
+        "snapgate_namespace_mismatches_total",
+        "Request elements in another namespace than the platform's schema declares, by element \
+         and what was done (accepted: cws.namespaces = lenient; refused: strict).",
+        &["element", "action"],
+    ),
 ];
 
 impl Metrics {
@@ -71,6 +77,10 @@ impl Metrics {
 
     pub fn fault(&self, kind: &'static str) {
         self.add(("snapgate_faults_total", kind, ""));
+    }
+
+    pub fn namespace_mismatch(&self, element: &'static str, action: &'static str) {
+        self.add(("snapgate_namespace_mismatches_total", element, action));
     }
 
     pub fn observe(&self, operation: &'static str, took: Duration) {

@@ -228,3 +228,45 @@ async fn every_version_path_of_the_platform_answers() {
     assert_eq!(r.text_of("TransactionState").as_deref(), Some("Captured"));
     assert_eq!(srv.get("/2.0.19/Nope").await.status, 404);
 }
+
+/// Item 6: node `soap` without `xsi:type` sent TenderData and its children in the
+/// TransactionProcessing namespace. Strict (the default) refuses it naming the element, as the
+/// platform would fail it; lenient accepts it; both count it in /metrics.
+#[tokio::test]
+async fn elements_in_the_wrong_namespace_are_refused_or_counted() {
+    for (mode, strict) in [
+        (snapgate::cws::ops::namespaces::NamespaceMode::Strict, true),
+        (
+            snapgate::cws::ops::namespaces::NamespaceMode::Lenient,
+            false,
+        ),
+    ] {
+        let srv = TestServer::start_with(|c| c.cws.namespaces = mode).await;
+        let tok = registered(&srv).await;
+        let k = ksn(TDES_KSN_BASE, 2);
+        let track = srv.encrypt_track(&k, TRACK2);
+        let body = swipe_envelope("AuthorizeAndCapture", &tok, &track, &k, "2.00", "R1")
+            .replace("<b:TenderData>", "<TenderData>")
+            .replace("</b:TenderData>", "</TenderData>")
+            .replace("t:SecurePaymentAccountData", "SecurePaymentAccountData");
+        let r = srv.tps("AuthorizeAndCapture", &body).await;
+        let metrics = srv.app.metrics.render();
+        if strict {
+            r.assert_fault("CWSValidationResultFault", 325);
+            assert_eq!(r.text_of("RuleKey").as_deref(), Some("NamespaceMismatch"));
+            assert_eq!(
+                r.text_of("RuleLocationKey").as_deref(),
+                Some("AuthorizeAndCapture/transaction/TenderData")
+            );
+            assert!(metrics.contains(
+                "snapgate_namespace_mismatches_total{element=\"TenderData\",action=\"refused\"} 1"
+            ));
+        } else {
+            r.assert_ok();
+            assert_eq!(r.text_of("Status").as_deref(), Some("Successful"));
+            assert!(metrics.contains(
+                "snapgate_namespace_mismatches_total{element=\"SecurePaymentAccountData\",action=\"accepted\"} 1"
+            ), "{metrics}");
+        }
+    }
+}

@@ -194,7 +194,8 @@ async fn soap_request(
         basic_user: basic,
         peer: Some(peer),
     };
-    let parsed = Operation::parse(name, op, &ctx);
+    let parsed = ops::namespaces::enforce(app.config.cws.namespaces, &app.metrics, name, op, base)
+        .and_then(|()| Operation::parse(name, op, &ctx));
     let result = ops::execute(app, name, parsed, &ctx).await;
     match result {
         Ok(Reply { header, body }) => plain(

@@ -9,6 +9,7 @@ pub mod authorize;
 pub mod authorize_and_capture;
 pub mod capture;
 pub mod capture_all;
+pub mod namespaces;
 pub mod ping;
 pub mod register_terminal;
 pub mod return_by_id;
