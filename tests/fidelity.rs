@@ -270,3 +270,104 @@ async fn elements_in_the_wrong_namespace_are_refused_or_counted() {
         }
     }
 }
+
+fn profile(id: &str, active: bool, serials: &[&str]) -> snapgate::store::profiles::MerchantProfile {
+    snapgate::store::profiles::MerchantProfile {
+        service_key: SERVICE_KEY.into(),
+        merchant_profile_id: id.into(),
+        name: String::new(),
+        service_id: None,
+        active,
+        device_serials: serials.iter().map(|s| s.to_string()).collect(),
+        created_at_ms: 0,
+    }
+}
+
+/// Item 2: a terminal that encrypted `MP-12345|B1234567` with the IV 0102030405060708 (a
+/// wrong convention) is decrypted (zero IV) to `LR.5753=|B1234567`: CBC garbles only the first
+/// block and this garbage is printable. The profile is not declared, so it is refused.
+#[tokio::test]
+async fn registration_refuses_merchant_profiles_nobody_declared() {
+    let srv = TestServer::start().await;
+    srv.app
+        .profiles
+        .put_merchant(&profile("MP-12345", true, &[]))
+        .unwrap();
+    let garbled: String = "MP-12345"
+        .bytes()
+        .zip(1u8..)
+        .map(|(b, iv)| (b ^ iv) as char)
+        .collect();
+    assert_eq!(garbled, "LR.5753=");
+    srv.register(&ksn(TDES_KSN_BASE, 1), &format!("{garbled}|B1234567"))
+        .await
+        .assert_fault("AuthenticationFault", 406);
+    srv.register_ok(&ksn(TDES_KSN_BASE, 2), "MP-12345|B1234567")
+        .await;
+    assert!(srv
+        .app
+        .metrics
+        .render()
+        .contains("snapgate_registrations_total{result=\"unknown_merchant_profile\"} 1"));
+
+    // Inactive, or a serial the profile's allow-list lacks: the same fault.
+    srv.app
+        .profiles
+        .put_merchant(&profile("MP-OFF", false, &[]))
+        .unwrap();
+    srv.app
+        .profiles
+        .put_merchant(&profile("MP-LIST", true, &["ALLOWED1"]))
+        .unwrap();
+    srv.register(&ksn(TDES_KSN_BASE, 3), "MP-OFF|B7")
+        .await
+        .assert_fault("AuthenticationFault", 406);
+    srv.register(&ksn(TDES_KSN_BASE, 4), "MP-LIST|OTHER1")
+        .await
+        .assert_fault("AuthenticationFault", 406);
+    srv.register_ok(&ksn(TDES_KSN_BASE, 5), "MP-LIST|ALLOWED1")
+        .await;
+    // The profile of one service key is not another's.
+    assert!(srv
+        .app
+        .profiles
+        .merchant("OTHERKEY", "MP-12345")
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn transactions_must_name_declared_profiles() {
+    let srv = TestServer::start().await;
+    let tok = registered(&srv).await;
+    // The terminal's own, declared profile: accepted.
+    srv.keyed("Authorize", &tok, "MP1", "1.00")
+        .await
+        .assert_ok();
+    // Deactivated after registration: a transaction naming it is refused.
+    srv.app
+        .profiles
+        .put_merchant(&profile("MP1", false, &[]))
+        .unwrap();
+    let r = srv.keyed("Authorize", &tok, "MP1", "1.00").await;
+    r.assert_fault("CWSValidationResultFault", 325);
+    assert_eq!(
+        r.text_of("RuleLocationKey").as_deref(),
+        Some("Authorize/merchantProfileId")
+    );
+    srv.app
+        .profiles
+        .put_merchant(&profile("MP1", true, &[]))
+        .unwrap();
+    // applicationProfileId must name a saved application profile (the dev setup has 14560).
+    let k = ksn(TDES_KSN_BASE, 2);
+    let track = srv.encrypt_track(&k, TRACK2);
+    let body =
+        swipe_envelope("Authorize", &tok, &track, &k, "1.00", "R1").replace(">14560<", ">99999<");
+    let r = srv.tps("Authorize", &body).await;
+    r.assert_fault("CWSValidationResultFault", 325);
+    assert_eq!(
+        r.text_of("RuleLocationKey").as_deref(),
+        Some("Authorize/applicationProfileId")
+    );
+}

@@ -23,6 +23,9 @@ pub enum AuthFailure {
     BadSecret,
     Replay,
     RateLimited,
+    /// The secret names a merchant profile not declared and active for the service key (or
+    /// the profile's serial allow-list does not have the device).
+    UnknownMerchantProfile,
 }
 
 impl AuthFailure {
@@ -38,6 +41,7 @@ impl AuthFailure {
             AuthFailure::BadSecret => "bad_secret",
             AuthFailure::Replay => "replay",
             AuthFailure::RateLimited => "rate_limited",
+            AuthFailure::UnknownMerchantProfile => "unknown_merchant_profile",
         }
     }
 }

@@ -178,6 +178,7 @@ pub struct NewTransaction<'a> {
     element: &'a Element,
     session_token: Option<String>,
     merchant_profile_id: Option<String>,
+    application_profile_id: Option<String>,
     request: Result<NewRequest, Error>,
 }
 
@@ -189,6 +190,7 @@ impl<'a> NewTransaction<'a> {
             element: op,
             session_token: text(op, path, "sessionToken")?.map(str::to_owned),
             merchant_profile_id: text(op, path, "merchantProfileId")?.map(str::to_owned),
+            application_profile_id: text(op, path, "applicationProfileId")?.map(str::to_owned),
             request: parse_new(op, path),
         })
     }
@@ -200,6 +202,7 @@ pub struct FollowUp<'a, F> {
     name: OpName,
     element: &'a Element,
     session_token: Option<String>,
+    application_profile_id: Option<String>,
     follow: Result<F, Error>,
 }
 
@@ -220,6 +223,7 @@ impl<'a> FollowUp<'a, Follow> {
             name,
             element: op,
             session_token: text(op, path, "sessionToken")?.map(str::to_owned),
+            application_profile_id: text(op, path, "applicationProfileId")?.map(str::to_owned),
             follow,
         })
     }
@@ -242,8 +246,23 @@ impl<'a> FollowUp<'a, Vec<Follow>> {
             name,
             element: op,
             session_token: text(op, path, "sessionToken")?.map(str::to_owned),
+            application_profile_id: text(op, path, "applicationProfileId")?.map(str::to_owned),
             follow,
         })
+    }
+}
+
+/// `applicationProfileId`, when sent, must name an application profile saved with
+/// SaveApplicationData (sandbox mode: in forward mode the upstream owns them).
+fn check_application(app: &App, name: OpName, id: Option<&str>) -> Result<(), Error> {
+    match id {
+        Some(id) if app.forward.is_none() && app.profiles.application(id)?.is_none() => {
+            Err(Error::validation(
+                format!("{}/applicationProfileId", name.as_str()),
+                "applicationProfileId names no application profile (SaveApplicationData)",
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -257,13 +276,18 @@ pub async fn run_new(
     let name = t.name;
     let session = session::authenticate(app, t.session_token.as_deref())?;
     if let Some(mp) = &t.merchant_profile_id {
-        if *mp != session.record.merchant_profile_id {
+        let declared = app
+            .profiles
+            .merchant(&session.record.service_key, mp)?
+            .is_some_and(|p| p.active);
+        if *mp != session.record.merchant_profile_id || !declared {
             return Err(Error::validation(
                 format!("{}/merchantProfileId", name.as_str()),
-                "merchantProfileId is not the terminal's merchant profile",
+                "merchantProfileId is not the terminal's declared, active merchant profile",
             ));
         }
     }
+    check_application(app, name, t.application_profile_id.as_deref())?;
     let n = t.request?;
     let forward = app.forward.is_some();
     // The card: decrypted from track data (sandbox), or keyed.
@@ -313,6 +337,7 @@ pub async fn run_follow<F>(
     step: impl FnOnce(&Sandbox, &TerminalId, &F, DateTime<Utc>) -> Result<Vec<Outcome>, Error>,
 ) -> Result<Reply, Error> {
     let session = session::authenticate(app, f.session_token.as_deref())?;
+    check_application(app, f.name, f.application_profile_id.as_deref())?;
     let follow = f.follow?;
     finish(
         app,
