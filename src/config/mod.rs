@@ -1,0 +1,635 @@
+//! Configuration: the operator's TOML config file (this file: every section, its defaults and
+//! bounds, and `Config::resolve`, the one place file, environment and flags are merged and
+//! validated into the `Settings` the server runs with), the secret key file (`keys.rs`: BDKs and
+//! token signing keys) and the dev setup `snapgate init` writes (`dev.rs`). Paths in a config
+//! file are relative to the file's folder.
+
+mod dev;
+mod keys;
+
+pub use dev::*;
+pub use keys::*;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error(
+        "key file {path} is readable by group or others (mode {mode:o}); \
+         it holds BDKs and signing keys. Fix it with: chmod 600 {path}"
+    )]
+    KeyFileTooOpen { path: PathBuf, mode: u32 },
+    #[error("key file {path}: {message}")]
+    Keys { path: PathBuf, message: String },
+    #[error("{0} already exists; refusing to overwrite it")]
+    Exists(PathBuf),
+}
+
+fn parse_err(path: &Path, message: impl fmt::Display) -> ConfigError {
+    ConfigError::Parse {
+        path: path.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+pub(crate) fn keys_err(path: &Path, message: impl fmt::Display) -> ConfigError {
+    ConfigError::Keys {
+        path: path.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+/// The whole operator config file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: Limits,
+    pub store: StoreConfig,
+    pub token: TokenConfig,
+    pub security: SecurityConfig,
+    pub processor: ProcessorConfig,
+    pub log: LogConfig,
+    /// How closely CWS requests must follow the platform's schema (issue 10).
+    pub cws: crate::cws::ops::namespaces::CwsConfig,
+    /// HTTPS (and optionally mTLS) on the listener; none serves plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where the SOAP endpoint listens.
+    pub listen: SocketAddr,
+    /// Where /metrics and /healthz listen; none disables the admin listener.
+    pub admin_listen: Option<SocketAddr>,
+    /// The URL clients reach this server at (`https://gw.example.com`, optionally with a path
+    /// prefix), written into the served WSDLs' `soap:address`. None: the request's scheme and
+    /// Host header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".parse().expect("literal address"),
+            admin_listen: None,
+            public_url: None,
+        }
+    }
+}
+
+/// Every bound the server puts on a client. All are explicit so an operator can see and tune them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted; larger gets 413.
+    pub max_body_bytes: usize,
+    /// Deepest element nesting accepted in an envelope.
+    pub max_xml_depth: usize,
+    /// Most elements accepted in one envelope.
+    pub max_xml_elements: usize,
+    /// Most attributes (namespace declarations included) on one element.
+    pub max_xml_attributes: usize,
+    /// Largest request head (request line + headers).
+    pub max_header_bytes: usize,
+    /// Time allowed to send the request head.
+    pub header_timeout_ms: u64,
+    /// Time allowed to send the request body.
+    pub body_timeout_ms: u64,
+    /// Time allowed to handle one request once read.
+    pub handler_timeout_ms: u64,
+    /// Most open client connections; more wait in the accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_xml_depth: 32,
+            max_xml_elements: 2_000,
+            max_xml_attributes: 32,
+            max_header_bytes: 16 * 1024,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            handler_timeout_ms: 15_000,
+            max_connections: 4_096,
+        }
+    }
+}
+
+impl Limits {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+    pub fn handler_timeout(&self) -> Duration {
+        Duration::from_millis(self.handler_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The sled database folder.
+    pub path: PathBuf,
+    /// How long a durable write may wait to share an fsync with others.
+    pub group_commit_window_us: u64,
+    /// sled's page cache in MiB (the OS page cache comes on top).
+    pub cache_mb: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("db"),
+            group_commit_window_us: 0,
+            cache_mb: crate::store::DEFAULT_CACHE_BYTES >> 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// The `Issuer` written into every token.
+    pub issuer: String,
+    /// How long a TerminalAccessToken is valid.
+    pub lifetime_days: u32,
+    /// Age at which a token's terminal is flagged for a renewed token.
+    pub refresh_age_days: u32,
+    /// Clock difference tolerated on NotBefore / NotOnOrAfter.
+    pub clock_skew_seconds: u32,
+    /// How often the server raises RefreshToken flags that have come due (0: never; the first
+    /// transaction after the due date still raises it).
+    pub sweep_interval_seconds: u32,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            issuer: "snapgate".into(),
+            lifetime_days: 90,
+            refresh_age_days: 30,
+            clock_skew_seconds: 300,
+            sweep_interval_seconds: 3600,
+        }
+    }
+}
+
+impl TokenConfig {
+    pub fn lifetime(&self) -> chrono::Duration {
+        chrono::Duration::days(self.lifetime_days.into())
+    }
+    pub fn refresh_age(&self) -> chrono::Duration {
+        chrono::Duration::days(self.refresh_age_days.into())
+    }
+    pub fn skew(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.clock_skew_seconds.into())
+    }
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lifetime_days == 0 {
+            return Err("token.lifetime_days must be at least 1".into());
+        }
+        if self.refresh_age_days == 0 || self.refresh_age_days >= self.lifetime_days {
+            return Err(format!(
+                "token.refresh_age_days ({}) must be between 1 and lifetime_days - 1 ({})",
+                self.refresh_age_days,
+                self.lifetime_days.saturating_sub(1)
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// The key file with BDKs and signing keys (mode 600).
+    pub keys_file: PathBuf,
+    /// A token only works with track data from the KSN device it registered with.
+    pub device_binding: bool,
+    /// A KSN counter not above the last one seen for the device is refused.
+    pub replay_protection: bool,
+    /// Lockout after repeated failed registrations.
+    pub lockout: LockoutConfig,
+}
+
+/// Brute-force protection for RegisterTerminal. A locked-out source gets the same
+/// AuthenticationFault as any other failure, without its secret being tried.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutConfig {
+    /// Failures from one source address within `window_seconds` that lock it out.
+    pub max_failures_per_address: u32,
+    /// Failures for one KSN device id or device serial within `window_seconds` that lock it.
+    pub max_failures_per_device: u32,
+    pub window_seconds: u32,
+    pub lockout_seconds: u32,
+    /// Most sources tracked at once (bounds memory under a flood of addresses).
+    pub max_tracked: usize,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        LockoutConfig {
+            max_failures_per_address: 20,
+            max_failures_per_device: 5,
+            window_seconds: 60,
+            lockout_seconds: 300,
+            max_tracked: 100_000,
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            keys_file: PathBuf::from("keys.toml"),
+            device_binding: true,
+            replay_protection: true,
+            lockout: LockoutConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessorConfig {
+    /// `sandbox` (embedded, deterministic) or `forward` (relay to `upstream_url`).
+    pub mode: ProcessorMode,
+    pub upstream_url: Option<String>,
+    pub upstream_timeout_ms: u64,
+    /// Session token sent upstream in place of the terminal's (forward mode); none keeps it.
+    pub upstream_session_token: Option<String>,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        ProcessorConfig {
+            mode: ProcessorMode::Sandbox,
+            upstream_url: None,
+            upstream_timeout_ms: 10_000,
+            upstream_session_token: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessorMode {
+    Sandbox,
+    Forward,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `snapgate=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Read a config file; relative paths inside it are resolved against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| parse_err(path, e))?;
+        cfg.validate().map_err(|m| parse_err(path, m))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.store.path = base.join(&cfg.store.path);
+        cfg.security.keys_file = base.join(&cfg.security.keys_file);
+        if let Some(tls) = cfg.tls.as_mut() {
+            tls.resolve_paths(base);
+        }
+        Ok(cfg)
+    }
+}
+
+/// The `[tls]` config section. When present, the listener speaks HTTPS only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain (PEM), leaf first.
+    pub cert_file: PathBuf,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1). Must be mode 600.
+    pub key_file: PathBuf,
+    /// When set, every client must present a certificate signed by a CA in this PEM file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Resolve relative paths against `base`, the config file's folder.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        self.cert_file = base.join(&self.cert_file);
+        self.key_file = base.join(&self.key_file);
+        if let Some(ca) = self.client_ca_file.as_mut() {
+            *ca = base.join(&*ca);
+        }
+    }
+}
+
+/// What the command line and the environment override in a loaded config file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+}
+
+/// `name` must lie in `range`; the message names the setting and its bounds.
+fn bounded<T: PartialOrd + fmt::Display + Copy>(
+    name: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), String> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} = {value} is out of range: it must be from {} to {}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
+impl Config {
+    /// Check every numeric setting against its bounds, so no value can overflow or panic where
+    /// it is used (durations added to instants, MiB shifted to bytes, hyper's buffer minimum).
+    pub fn validate(&self) -> Result<(), String> {
+        const MINUTE_MS: u64 = 60_000;
+        if let Some(u) = &self.server.public_url {
+            crate::cws::wsdl::check_public_url(u).map_err(|m| format!("server.public_url: {m}"))?;
+        }
+        let l = &self.limits;
+        bounded("limits.max_body_bytes", l.max_body_bytes, 1024..=64 << 20)?;
+        bounded("limits.max_xml_depth", l.max_xml_depth, 4..=256)?;
+        bounded(
+            "limits.max_xml_elements",
+            l.max_xml_elements,
+            16..=1_000_000,
+        )?;
+        bounded("limits.max_xml_attributes", l.max_xml_attributes, 1..=1024)?;
+        // hyper refuses a read buffer under 8 KiB.
+        bounded(
+            "limits.max_header_bytes",
+            l.max_header_bytes,
+            8192..=1 << 20,
+        )?;
+        bounded(
+            "limits.header_timeout_ms",
+            l.header_timeout_ms,
+            1..=10 * MINUTE_MS,
+        )?;
+        bounded(
+            "limits.body_timeout_ms",
+            l.body_timeout_ms,
+            1..=10 * MINUTE_MS,
+        )?;
+        bounded(
+            "limits.handler_timeout_ms",
+            l.handler_timeout_ms,
+            1..=10 * MINUTE_MS,
+        )?;
+        bounded("limits.max_connections", l.max_connections, 1..=1_000_000)?;
+        let st = &self.store;
+        bounded(
+            "store.group_commit_window_us",
+            st.group_commit_window_us,
+            0..=100_000,
+        )?;
+        bounded("store.cache_mb", st.cache_mb, 1..=1 << 16)?;
+        let t = &self.token;
+        bounded("token.lifetime_days", t.lifetime_days, 1..=3650)?;
+        bounded("token.clock_skew_seconds", t.clock_skew_seconds, 0..=3600)?;
+        bounded(
+            "token.sweep_interval_seconds",
+            t.sweep_interval_seconds,
+            0..=7 * 86_400,
+        )?;
+        t.validate()?;
+        let lo = &self.security.lockout;
+        let lock = "security.lockout";
+        bounded(
+            &format!("{lock}.max_failures_per_address"),
+            lo.max_failures_per_address,
+            1..=1_000_000,
+        )?;
+        bounded(
+            &format!("{lock}.max_failures_per_device"),
+            lo.max_failures_per_device,
+            1..=1_000_000,
+        )?;
+        bounded(
+            &format!("{lock}.window_seconds"),
+            lo.window_seconds,
+            1..=86_400,
+        )?;
+        bounded(
+            &format!("{lock}.lockout_seconds"),
+            lo.lockout_seconds,
+            1..=7 * 86_400,
+        )?;
+        bounded(
+            &format!("{lock}.max_tracked"),
+            lo.max_tracked,
+            16..=10_000_000,
+        )?;
+        bounded(
+            "processor.upstream_timeout_ms",
+            self.processor.upstream_timeout_ms,
+            1..=10 * MINUTE_MS,
+        )?;
+        Ok(())
+    }
+
+    /// Merge the command line and environment into a loaded file and validate the result: the
+    /// one place the server's settings are decided.
+    pub fn resolve(mut self, o: Overrides) -> Result<Config, ConfigError> {
+        if let Some(l) = o.listen {
+            self.server.listen = l;
+        }
+        if let Some(f) = o.log_format {
+            self.log.format = f;
+        }
+        if let Some(l) = o.log_level {
+            self.log.level = l;
+        }
+        self.validate().map_err(|m| ConfigError::Parse {
+            path: PathBuf::from("(command line)"),
+            message: m,
+        })?;
+        Ok(self)
+    }
+
+    /// Split into what needs a restart to change and the live token settings (`App::token`,
+    /// swapped by reload), so no stale copy of the token settings stays behind.
+    pub fn into_settings(self) -> (Settings, TokenConfig) {
+        let Config {
+            server,
+            limits,
+            store,
+            token,
+            security,
+            processor,
+            log,
+            cws,
+            tls,
+        } = self;
+        (
+            Settings {
+                server,
+                limits,
+                store,
+                security,
+                processor,
+                log,
+                cws,
+                tls,
+            },
+            token,
+        )
+    }
+}
+
+/// The settings a running server uses that only a restart changes: a validated `Config` less
+/// its `[token]` section, which is live.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerConfig,
+    pub limits: Limits,
+    pub store: StoreConfig,
+    pub security: SecurityConfig,
+    pub processor: ProcessorConfig,
+    pub log: LogConfig,
+    pub cws: crate::cws::ops::namespaces::CwsConfig,
+    pub tls: Option<TlsConfig>,
+}
+
+impl StoreConfig {
+    /// sled's cache in bytes (`cache_mb` is bounded, so this cannot wrap).
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_mb << 20
+    }
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_within_every_bound() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn each_out_of_range_setting_is_refused_by_name() {
+        type Edit = fn(&mut Config);
+        let cases: &[(&str, Edit)] = &[
+            ("token.lifetime_days", |c| c.token.lifetime_days = u32::MAX),
+            ("store.cache_mb", |c| c.store.cache_mb = u64::MAX >> 10),
+            ("store.cache_mb", |c| c.store.cache_mb = 0),
+            ("limits.max_header_bytes", |c| {
+                c.limits.max_header_bytes = 100
+            }),
+            ("limits.max_connections", |c| c.limits.max_connections = 0),
+            ("limits.handler_timeout_ms", |c| {
+                c.limits.handler_timeout_ms = 0
+            }),
+            ("limits.max_body_bytes", |c| {
+                c.limits.max_body_bytes = usize::MAX
+            }),
+            ("store.group_commit_window_us", |c| {
+                c.store.group_commit_window_us = u64::MAX
+            }),
+            ("security.lockout.window_seconds", |c| {
+                c.security.lockout.window_seconds = 0
+            }),
+            ("processor.upstream_timeout_ms", |c| {
+                c.processor.upstream_timeout_ms = u64::MAX
+            }),
+        ];
+        for (name, edit) in cases {
+            let mut c = Config::default();
+            edit(&mut c);
+            let err = c.validate().unwrap_err();
+            assert!(err.starts_with(name), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_huge_lifetime_in_a_file_is_a_load_error_not_a_panic_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("snapgate.toml");
+        std::fs::write(&p, "[token]\nlifetime_days = 4000000000\n").unwrap();
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("token.lifetime_days"), "{e}");
+    }
+
+    #[test]
+    fn overrides_are_merged_then_validated() {
+        let o = Overrides {
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+            log_format: Some(LogFormat::Json),
+            log_level: Some("debug".into()),
+        };
+        let c = Config::default().resolve(o).unwrap();
+        assert_eq!(c.server.listen.port(), 1);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.level, "debug");
+        let mut bad = Config::default();
+        bad.limits.max_connections = 0;
+        assert!(bad.resolve(Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn settings_carry_no_copy_of_the_live_token_section() {
+        let mut c = Config::default();
+        c.token.lifetime_days = 7;
+        c.token.refresh_age_days = 2;
+        let (_settings, token) = c.into_settings();
+        assert_eq!(token.lifetime_days, 7);
+    }
+}
