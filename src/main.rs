@@ -76,6 +76,17 @@ enum Command {
         #[command(subcommand)]
         action: TerminalAction,
     },
+    /// Declare merchant profiles: RegisterTerminal accepts only a secret naming a declared,
+    /// active one. On the data folder, or through the admin listener while the server runs.
+    Merchants {
+        #[arg(long, short, env = "SNAPGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// Admin listener base URL, e.g. http://127.0.0.1:9090.
+        #[arg(long, env = "SNAPGATE_ADMIN", global = true)]
+        admin: Option<String>,
+        #[command(subcommand)]
+        action: MerchantAction,
+    },
     /// Manage the token signing keys in the key file.
     Keys {
         #[arg(long, short, env = "SNAPGATE_CONFIG", global = true)]
@@ -122,6 +133,37 @@ enum TerminalAction {
 }
 
 #[derive(Subcommand)]
+enum MerchantAction {
+    /// Declare (or replace) a merchant profile for a service key.
+    Add {
+        /// The service key it belongs to.
+        #[arg(long)]
+        service_key: String,
+        /// The MerchantProfileId terminals put in their secret.
+        merchant_profile_id: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long)]
+        service_id: Option<String>,
+        /// Only these DeviceSerialNumbers may register under it (repeat; none: any).
+        #[arg(long = "serial")]
+        serials: Vec<String>,
+        /// Declare it inactive: registrations under it are refused.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// List merchant profiles (JSON array).
+    List {
+        #[arg(long)]
+        service_key: Option<String>,
+    },
+    /// Show one: SERVICEKEY/MERCHANTPROFILEID.
+    Show { profile: String },
+    /// Remove one: SERVICEKEY/MERCHANTPROFILEID.
+    Remove { profile: String },
+}
+
+#[derive(Subcommand)]
 enum KeyAction {
     /// Add a new signing key and make it active; old keys keep verifying their tokens.
     Rotate,
@@ -147,6 +189,11 @@ fn main() -> ExitCode {
             admin,
             action,
         } => terminals(config, admin, action),
+        Command::Merchants {
+            config,
+            admin,
+            action,
+        } => merchants(config, admin, action),
         Command::Keys {
             config,
             action: KeyAction::Rotate,
@@ -356,6 +403,73 @@ fn terminals(
         }
         None => Err("no such terminal".into()),
     }
+}
+
+/// `snapgate merchants`: on the data folder, or through the admin listener when the server
+/// holds it (or `--admin` is given).
+fn merchants(
+    config: Option<PathBuf>,
+    admin: Option<String>,
+    action: MerchantAction,
+) -> Result<(), String> {
+    use snapgate::cws::merchants::{self, Action};
+    let split = |p: &str| {
+        p.split_once('/')
+            .filter(|(s, i)| !s.is_empty() && !i.is_empty())
+            .map(|(s, i)| (s.to_owned(), i.to_owned()))
+            .ok_or(format!("{p:?} is not SERVICEKEY/MERCHANTPROFILEID"))
+    };
+    let action = match action {
+        MerchantAction::Add {
+            service_key,
+            merchant_profile_id,
+            name,
+            service_id,
+            serials,
+            inactive,
+        } => Action::Put(snapgate::store::profiles::MerchantProfile {
+            service_key,
+            merchant_profile_id,
+            name,
+            service_id,
+            active: !inactive,
+            device_serials: serials,
+            created_at_ms: chrono::Utc::now().timestamp_millis(),
+        }),
+        MerchantAction::List { service_key } => Action::List { service_key },
+        MerchantAction::Show { profile } => {
+            let (service_key, id) = split(&profile)?;
+            Action::Show { service_key, id }
+        }
+        MerchantAction::Remove { profile } => {
+            let (service_key, id) = split(&profile)?;
+            Action::Remove { service_key, id }
+        }
+    };
+    let cfg = config_unless_admin(config, &admin)?;
+    let local = match (&admin, &cfg) {
+        (None, Some(cfg)) => SledStore::open(&cfg.store.path).ok(),
+        _ => None,
+    };
+    let Some(store) = local else {
+        let base = admin_url(admin, cfg.as_ref()).ok_or(
+            "the data folder is in use (is the server running?) and no admin listener is \
+             configured: give --admin URL or set server.admin_listen",
+        )?;
+        let (method, path) = merchants::to_request(&action);
+        let (status, body) = block_on(snapgate::admin::call(&base, method, &path))??;
+        print!("{body}");
+        return (status == 200)
+            .then_some(())
+            .ok_or(format!("HTTP {status}"));
+    };
+    let profiles = store.profiles().map_err(|e| e.to_string())?;
+    let v = merchants::run(&profiles, action).map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+    );
+    Ok(())
 }
 
 fn init_logging(cfg: &Config) {

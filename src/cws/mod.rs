@@ -10,6 +10,7 @@ pub mod card;
 pub mod error;
 pub mod http;
 pub mod limiter;
+pub mod merchants;
 pub mod ops;
 pub mod processor;
 pub mod session;
