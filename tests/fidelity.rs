@@ -371,3 +371,97 @@ async fn transactions_must_name_declared_profiles() {
         Some("Authorize/applicationProfileId")
     );
 }
+
+fn sis_action(op: &str) -> String {
+    format!("http://schemas.evosnap.com/CWS/v2.0/ServiceInformation/ICWSServiceInformation/{op}")
+}
+
+fn sis_body(op: &str, inner: &str) -> String {
+    format!(
+        "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
+         <{op} xmlns=\"{SIS_NS}\">{inner}</{op}></s:Body></s:Envelope>"
+    )
+}
+
+/// Item 0 / (e): what EVO's sample calls before its first transaction, answered from a real,
+/// stored application profile; other SIS operations get a fault the SIS schema declares.
+#[tokio::test]
+async fn sis_operations_a_platform_client_calls_before_its_first_transaction() {
+    let srv = TestServer::start().await;
+    let tok = registered(&srv).await;
+    let call = |op: &'static str, inner: String| {
+        let srv = &srv;
+        async move {
+            srv.soap(SIS_PATH, &sis_action(op), &sis_body(op, &inner))
+                .await
+        }
+    };
+    let r = call(
+        "GetServiceInformation",
+        format!("<sessionToken>{tok}</sessionToken>"),
+    )
+    .await;
+    r.assert_ok();
+    assert_eq!(r.text_of("ServiceId").as_deref(), Some("2317000001"));
+    assert_eq!(r.text_of("AuthAndCapture").as_deref(), Some("true"));
+    assert_eq!(r.text_of("Verify").as_deref(), Some("false"));
+    assert_eq!(r.text_of("Credit").as_deref(), Some("true"));
+
+    let r = call(
+        "SaveApplicationData",
+        format!(
+            "<sessionToken>{tok}</sessionToken><applicationData>\
+             <ApplicationAttended>true</ApplicationAttended><ApplicationName>Till 3</ApplicationName>\
+             <SoftwareVersion>1.2</SoftwareVersion><Unknown>x</Unknown></applicationData>"
+        ),
+    )
+    .await;
+    r.assert_ok();
+    let app_id = r.text_of("SaveApplicationDataResult").unwrap();
+    let r = call(
+        "GetApplicationData",
+        format!("<sessionToken>{tok}</sessionToken><applicationProfileId>{app_id}</applicationProfileId>"),
+    )
+    .await;
+    r.assert_ok();
+    assert_eq!(r.text_of("ApplicationName").as_deref(), Some("Till 3"));
+    assert_eq!(r.text_of("Unknown"), None);
+
+    // A transaction naming it is accepted; after DeleteApplicationData it is refused.
+    let k = ksn(TDES_KSN_BASE, 2);
+    let track = srv.encrypt_track(&k, TRACK2);
+    let body = swipe_envelope("Authorize", &tok, &track, &k, "1.00", "R1")
+        .replace(">14560<", &format!(">{app_id}<"));
+    srv.tps("Authorize", &body).await.assert_ok();
+    call(
+        "DeleteApplicationData",
+        format!("<sessionToken>{tok}</sessionToken><applicationProfileId>{app_id}</applicationProfileId>"),
+    )
+    .await
+    .assert_ok();
+    let k = ksn(TDES_KSN_BASE, 3);
+    let track = srv.encrypt_track(&k, TRACK2);
+    let body = swipe_envelope("Authorize", &tok, &track, &k, "1.00", "R1")
+        .replace(">14560<", &format!(">{app_id}<"));
+    srv.tps("Authorize", &body)
+        .await
+        .assert_fault("CWSValidationResultFault", 325);
+
+    // A bad token is the usual token fault; an unsupported SIS operation a declared CWSFault.
+    call(
+        "GetServiceInformation",
+        "<sessionToken>nope</sessionToken>".into(),
+    )
+    .await
+    .assert_fault("InvalidTokenFault", 5005);
+    let r = call(
+        "SaveMerchantProfiles",
+        format!("<sessionToken>{tok}</sessionToken>"),
+    )
+    .await;
+    r.assert_fault("CWSFault", 208);
+    assert!(r
+        .text_of("ProblemType")
+        .unwrap()
+        .contains("SaveMerchantProfiles"));
+}

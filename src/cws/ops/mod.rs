@@ -14,6 +14,7 @@ pub mod ping;
 pub mod register_terminal;
 pub mod return_by_id;
 pub mod return_unlinked;
+pub mod service_information;
 pub mod sign_on;
 pub mod transaction;
 pub mod undo;
@@ -69,10 +70,14 @@ pub enum OpName {
     Undo,
     ReturnById,
     CaptureAll,
+    GetServiceInformation,
+    SaveApplicationData,
+    GetApplicationData,
+    DeleteApplicationData,
 }
 
 impl OpName {
-    pub const ALL: [OpName; 11] = [
+    pub const ALL: [OpName; 15] = [
         OpName::Ping,
         OpName::RegisterTerminal,
         OpName::SignOnWithToken,
@@ -84,6 +89,10 @@ impl OpName {
         OpName::Undo,
         OpName::ReturnById,
         OpName::CaptureAll,
+        OpName::GetServiceInformation,
+        OpName::SaveApplicationData,
+        OpName::GetApplicationData,
+        OpName::DeleteApplicationData,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +108,10 @@ impl OpName {
             OpName::Undo => "Undo",
             OpName::ReturnById => "ReturnById",
             OpName::CaptureAll => "CaptureAll",
+            OpName::GetServiceInformation => "GetServiceInformation",
+            OpName::SaveApplicationData => "SaveApplicationData",
+            OpName::GetApplicationData => "GetApplicationData",
+            OpName::DeleteApplicationData => "DeleteApplicationData",
         }
     }
 
@@ -106,7 +119,12 @@ impl OpName {
     fn serves(self, service: Service) -> bool {
         match self {
             OpName::Ping => true,
-            OpName::RegisterTerminal | OpName::SignOnWithToken => service == Service::Sis,
+            OpName::RegisterTerminal
+            | OpName::SignOnWithToken
+            | OpName::GetServiceInformation
+            | OpName::SaveApplicationData
+            | OpName::GetApplicationData
+            | OpName::DeleteApplicationData => service == Service::Sis,
             _ => service == Service::Tps,
         }
     }
@@ -173,6 +191,8 @@ pub enum Operation<'a> {
     Undo(FollowUp<'a, Follow>),
     ReturnById(FollowUp<'a, Follow>),
     CaptureAll(FollowUp<'a, Vec<Follow>>),
+    /// GetServiceInformation and Save/Get/DeleteApplicationData.
+    Sis(service_information::SisRequest),
 }
 
 impl<'a> Operation<'a> {
@@ -195,6 +215,12 @@ impl<'a> Operation<'a> {
             OpName::Undo => Operation::Undo(undo::parse(op)?),
             OpName::ReturnById => Operation::ReturnById(return_by_id::parse(op)?),
             OpName::CaptureAll => Operation::CaptureAll(capture_all::parse(op)?),
+            OpName::GetServiceInformation
+            | OpName::SaveApplicationData
+            | OpName::GetApplicationData
+            | OpName::DeleteApplicationData => {
+                Operation::Sis(service_information::parse(name, op)?)
+            }
         })
     }
 
@@ -211,6 +237,7 @@ impl<'a> Operation<'a> {
             Operation::Undo(_) => OpName::Undo,
             Operation::ReturnById(_) => OpName::ReturnById,
             Operation::CaptureAll(_) => OpName::CaptureAll,
+            Operation::Sis(r) => r.name(),
         }
     }
 
@@ -233,6 +260,7 @@ impl<'a> Operation<'a> {
             Operation::Undo(f) => undo::apply(app, ctx, f).await,
             Operation::ReturnById(f) => return_by_id::apply(app, ctx, f).await,
             Operation::CaptureAll(f) => capture_all::apply(app, ctx, f).await,
+            Operation::Sis(r) => service_information::apply(app, r, ctx.base).await,
         }
     }
 }

@@ -59,6 +59,7 @@ const PARAMS: &[&str] = &[
     "differenceData",
     "batchIds",
     "forceClose",
+    "applicationData",
 ];
 const TRANSACTION: &[(&str, &str)] = &[
     ("CustomerData", T),
@@ -168,7 +169,12 @@ impl Walk {
 pub fn check(name: OpName, op: &Element, base: Base) -> Vec<Mismatch> {
     let own = match name {
         OpName::Ping => return Vec::new(),
-        OpName::RegisterTerminal | OpName::SignOnWithToken => SIS_PATH,
+        OpName::RegisterTerminal
+        | OpName::SignOnWithToken
+        | OpName::GetServiceInformation
+        | OpName::SaveApplicationData
+        | OpName::GetApplicationData
+        | OpName::DeleteApplicationData => SIS_PATH,
         _ => TPS_PATH,
     };
     let mut w = Walk {
