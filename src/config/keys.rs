@@ -61,8 +61,10 @@ enum SchemeName {
 }
 
 /// Which derived key encrypts the secret. TDES: pin = PIN variant (EVO's samples), data-request =
-/// data variant plus the standard one-way step, data-request-legacy = variant only.
-/// AES: pin = usage 1000, data-request = 3000, data-both = 3002.
+/// data variant plus the standard one-way step, data-request-legacy = variant only,
+/// data-response / data-response-legacy the same for the response data variant (issue 10: some
+/// terminals encrypt with it). AES: pin = usage 1000, data-request = 3000, data-response = 3001,
+/// data-both = 3002.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VariantName {
@@ -70,6 +72,8 @@ pub enum VariantName {
     Pin,
     DataRequest,
     DataRequestLegacy,
+    DataResponse,
+    DataResponseLegacy,
     DataBoth,
 }
 
@@ -276,6 +280,10 @@ fn key_usage(v: VariantName, scheme: Scheme, aes_key_type: AesKeyType) -> Option
         (VariantName::DataRequestLegacy, Scheme::Tdes) => {
             (TdesVariant::DataRequest, false, AesUsage::DataEncrypt)
         }
+        (VariantName::DataResponse, _) => (TdesVariant::DataResponse, true, AesUsage::DataDecrypt),
+        (VariantName::DataResponseLegacy, Scheme::Tdes) => {
+            (TdesVariant::DataResponse, false, AesUsage::DataDecrypt)
+        }
         (VariantName::DataBoth, Scheme::Aes128 | Scheme::Aes256) => {
             (TdesVariant::DataRequest, true, AesUsage::DataBoth)
         }
@@ -384,6 +392,56 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
     use crate::config::{dev_key_file, init_dev, Config, TokenConfig, AES_TEST_BDK, ANSI_TEST_BDK};
+
+    /// Issue 10 item 3: `variant = "data-response"` selects the TDES response data variant with
+    /// the one-way step, and AES usage 3001. Vectors: moov-io/dukpt's InitialSequence response
+    /// ciphertexts of "4012345678909D987" (as in dukpt/tests), decrypted through the key file.
+    #[test]
+    fn data_response_variant_decrypts_the_published_response_vectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keys.toml");
+        let text = dev_key_file()
+            .replace("variant = \"pin\"", "variant = \"data-response\"")
+            .replace("variant = \"data-request\"", "variant = \"data-response\"");
+        write_private(&p, &text).unwrap();
+        let keys = Keys::load(&p).unwrap();
+        for (ksn, ct) in [
+            (
+                "FFFF9876543210E00001",
+                "1FCC89AF66222F27B903898BB2BC8589CDBFDE5EC6AFCC25",
+            ),
+            (
+                "FFFF9876543210E00005",
+                "7D4C109E49E83355A556AE949EED359F4404E7A2F0167C00",
+            ),
+            (
+                "123456789012345600000001",
+                "84904DFC6B5201A4F1FE2EAA49E70B8C01838EF53030790FF785D630AB3916B4",
+            ),
+            (
+                "123456789012345600000008",
+                "8CD1A54538B9DC79A5DF4544ADE8D1F1A085AC1F89AA59BFF49351A68957DE1B",
+            ),
+        ] {
+            let ksn = Ksn::parse_hex(ksn).unwrap();
+            let bdk = keys.bdk_for(&ksn).unwrap();
+            let key = crate::dukpt::working_key(&bdk.bdk, &ksn, &bdk.secret_usage).unwrap();
+            let plain = crate::dukpt::decrypt_cbc(&key, &hex::decode(ct).unwrap()).unwrap();
+            assert_eq!(
+                crate::dukpt::strip_zero_padding(&plain),
+                b"4012345678909D987",
+                "{ksn:?}"
+            );
+        }
+        // The variant-only form exists for TDES only.
+        let aes_legacy = dev_key_file().replace(
+            "variant = \"data-request\"",
+            "variant = \"data-response-legacy\"",
+        );
+        let p2 = dir.path().join("keys2.toml");
+        write_private(&p2, &aes_legacy).unwrap();
+        assert!(Keys::load(&p2).is_err());
+    }
 
     #[test]
     fn dev_files_load_and_select_bdks_by_key_set_id() {
