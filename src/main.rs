@@ -167,6 +167,13 @@ enum MerchantAction {
 enum KeyAction {
     /// Add a new signing key and make it active; old keys keep verifying their tokens.
     Rotate,
+    /// Add an operator credential for the SIS merchant-profile operations of one service key.
+    /// Prints the token once; the key file keeps only its SHA-256.
+    AddOperator {
+        id: String,
+        #[arg(long)]
+        service_key: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -194,6 +201,20 @@ fn main() -> ExitCode {
             admin,
             action,
         } => merchants(config, admin, action),
+        Command::Keys {
+            config,
+            action: KeyAction::AddOperator { id, service_key },
+        } => existing_config(config).and_then(|cfg| {
+            let token = config::add_operator(&cfg.security.keys_file, &id, &service_key)
+                .map_err(|e| e.to_string())?;
+            println!("{token}");
+            eprintln!(
+                "operator {id} added for {service_key}: pass the token above as sessionToken to \
+                 the SIS merchant-profile operations; it is not stored and cannot be shown again. \
+                 Reload a running server: `snapgate reload` or kill -HUP <pid>"
+            );
+            Ok(())
+        }),
         Command::Keys {
             config,
             action: KeyAction::Rotate,

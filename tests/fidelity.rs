@@ -465,3 +465,112 @@ async fn sis_operations_a_platform_client_calls_before_its_first_transaction() {
         .unwrap()
         .contains("SaveMerchantProfiles"));
 }
+
+/// Item 2: the SIS merchant-profile operations, protected by an operator token from the key
+/// file (`snapgate keys add-operator`), scoped to its service key; never open.
+#[tokio::test]
+async fn sis_merchant_profile_operations_need_an_operator_token() {
+    let srv = TestServer::start().await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_snapgate"))
+        .args([
+            "keys",
+            "add-operator",
+            "ops1",
+            "--service-key",
+            SERVICE_KEY,
+            "--config",
+        ])
+        .arg(srv.data_dir().join("snapgate.toml"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let op_token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let keys = std::fs::read_to_string(srv.data_dir().join("keys.toml")).unwrap();
+    assert!(!keys.contains(&op_token), "only the token's hash is stored");
+    srv.app.reload().unwrap();
+    let terminal = registered(&srv).await;
+
+    let call = |op: &'static str, inner: String| {
+        let srv = &srv;
+        async move {
+            srv.soap(SIS_PATH, &sis_action(op), &sis_body(op, &inner))
+                .await
+        }
+    };
+    let save = |tok: &str| {
+        format!(
+            "<sessionToken>{tok}</sessionToken><serviceId>2317000001</serviceId><tenderType>Credit</tenderType>\
+             <merchantProfiles><MerchantProfile><ProfileId>MP-900</ProfileId><ServiceId>2317000001</ServiceId>\
+             </MerchantProfile></merchantProfiles>"
+        )
+    };
+    // A terminal's token, no token or a wrong one: InvalidTokenFault, nothing stored.
+    for tok in [terminal.as_str(), "", "op.0000"] {
+        call("SaveMerchantProfiles", save(tok))
+            .await
+            .assert_fault("InvalidTokenFault", 5005);
+    }
+    assert!(srv
+        .app
+        .profiles
+        .merchant(SERVICE_KEY, "MP-900")
+        .unwrap()
+        .is_none());
+
+    call("SaveMerchantProfiles", save(&op_token))
+        .await
+        .assert_ok();
+    let r = call(
+        "GetMerchantProfileIds",
+        format!("<sessionToken>{op_token}</sessionToken>"),
+    )
+    .await;
+    r.assert_ok();
+    let x = r.xml();
+    let ids: Vec<String> = find(&x, "GetMerchantProfileIdsResult")
+        .unwrap()
+        .children
+        .iter()
+        .map(|c| c.text.clone())
+        .collect();
+    assert_eq!(ids, ["MP-900", "MP1", "MP2"]);
+    let one = |op: &'static str| {
+        call(
+            op,
+            format!("<sessionToken>{op_token}</sessionToken><merchantProfileId>MP-900</merchantProfileId>"),
+        )
+    };
+    let r = one("GetMerchantProfile").await;
+    r.assert_ok();
+    assert_eq!(r.text_of("ServiceId").as_deref(), Some("2317000001"));
+    let r = one("IsMerchantProfileInitialized").await;
+    assert_eq!(
+        r.text_of("IsMerchantProfileInitializedResult").as_deref(),
+        Some("true")
+    );
+    let r = call(
+        "GetMerchantProfiles",
+        format!("<sessionToken>{op_token}</sessionToken>"),
+    )
+    .await;
+    r.assert_ok();
+    // A terminal registers under the profile declared over SIS.
+    srv.register_ok(&ksn(TDES_KSN_BASE, 2), "MP-900|SISDECL1")
+        .await;
+    one("DeleteMerchantProfile").await.assert_ok();
+    assert_eq!(
+        one("IsMerchantProfileInitialized")
+            .await
+            .text_of("IsMerchantProfileInitializedResult")
+            .as_deref(),
+        Some("false")
+    );
+    one("GetMerchantProfile")
+        .await
+        .assert_fault("CWSValidationResultFault", 225);
+}

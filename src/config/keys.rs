@@ -19,6 +19,38 @@ struct KeyFile {
     signing_keys: Vec<SigningKeyEntry>,
     #[serde(default, rename = "bdk")]
     bdks: Vec<BdkEntry>,
+    /// Operator credentials for the SIS merchant-profile operations (issue 10).
+    #[serde(default, rename = "operator", skip_serializing_if = "Vec::is_empty")]
+    operators: Vec<OperatorEntry>,
+}
+
+/// An operator allowed to manage one service key's merchant profiles over SIS. Only the
+/// SHA-256 of its token is kept: the token itself is printed once, when it is created.
+#[derive(Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct OperatorEntry {
+    id: String,
+    service_key: String,
+    token_sha256: String,
+}
+
+/// A loaded operator credential.
+#[derive(Clone)]
+pub struct Operator {
+    pub id: String,
+    pub service_key: String,
+    token_sha256: [u8; 32],
+}
+
+impl fmt::Debug for Operator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Operator({}, {})", self.id, self.service_key)
+    }
+}
+
+fn sha256(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
 }
 
 #[derive(Deserialize, Serialize)]
@@ -149,9 +181,22 @@ impl BdkConfig {
 pub struct Keys {
     pub signing: KeyRing,
     pub bdks: Vec<BdkConfig>,
+    pub operators: Vec<Operator>,
 }
 
 impl Keys {
+    /// The operator whose token this is (constant-time over every entry), if any.
+    pub fn operator_for(&self, token: &str) -> Option<&Operator> {
+        let h = sha256(token);
+        let mut found = None;
+        for o in &self.operators {
+            if crate::util::ct_eq(&o.token_sha256, &h) {
+                found = Some(o);
+            }
+        }
+        found
+    }
+
     /// The BDK that serves a KSN, chosen by the KSN's key-set id and scheme.
     pub fn bdk_for(&self, ksn: &Ksn) -> Option<&BdkConfig> {
         let ksi = ksn.key_set_id();
@@ -269,7 +314,26 @@ impl Keys {
                 }
             }
         }
-        Ok(Keys { signing, bdks })
+        let mut operators = Vec::new();
+        for o in &file.operators {
+            let mut h = [0u8; 32];
+            hex::decode_to_slice(&o.token_sha256, &mut h).map_err(|_| {
+                keys_err(
+                    path,
+                    format!("operator {:?}: token_sha256 must be 64 hex digits", o.id),
+                )
+            })?;
+            operators.push(Operator {
+                id: o.id.clone(),
+                service_key: o.service_key.clone(),
+                token_sha256: h,
+            });
+        }
+        Ok(Keys {
+            signing,
+            bdks,
+            operators,
+        })
     }
 }
 
@@ -339,6 +403,35 @@ pub fn rotate_signing_key(path: &Path) -> Result<String, ConfigError> {
         source,
     })?;
     Ok(sk.kid().to_owned())
+}
+
+/// Add an operator for `service_key`'s merchant profiles; returns its token (printed once,
+/// only its SHA-256 is written).
+pub fn add_operator(path: &Path, id: &str, service_key: &str) -> Result<String, ConfigError> {
+    use rand::RngCore;
+    let mut file = read_key_file(path)?;
+    if file.operators.iter().any(|o| o.id == id) {
+        return Err(keys_err(path, format!("operator {id:?} exists")));
+    }
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = format!("op.{}", hex::encode(raw));
+    file.operators.push(OperatorEntry {
+        id: id.to_owned(),
+        service_key: service_key.to_owned(),
+        token_sha256: hex::encode(sha256(&token)),
+    });
+    let out = Zeroizing::new(toml::to_string_pretty(&file).map_err(|e| keys_err(path, e))?);
+    let reparsed: KeyFile = toml::from_str(&out).map_err(|e| keys_err(path, e))?;
+    Keys::from_file(path, reparsed)?;
+    let tmp = path.with_extension("toml.new");
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, &out)?;
+    std::fs::rename(&tmp, path).map_err(|source| ConfigError::Write {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(token)
 }
 
 #[cfg(unix)]

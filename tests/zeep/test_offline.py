@@ -341,7 +341,9 @@ class WsdlLoads(unittest.TestCase):
         self.assertEqual(
             sorted(ops),
             sorted(["Ping", "RegisterTerminal", "SignOnWithToken", "GetServiceInformation",
-                    "SaveApplicationData", "GetApplicationData", "DeleteApplicationData"]),
+                    "SaveApplicationData", "GetApplicationData", "DeleteApplicationData",
+                    "SaveMerchantProfiles", "GetMerchantProfiles", "GetMerchantProfileIds",
+                    "GetMerchantProfile", "DeleteMerchantProfile", "IsMerchantProfileInitialized"]),
         )
         self.assertEqual(ops["RegisterTerminal"].soapaction, SIS_ACTION + "RegisterTerminal")
         self.assertEqual(ops["SignOnWithToken"].soapaction, SIS_ACTION + "SignOnWithToken")

@@ -9,6 +9,7 @@ pub mod authorize;
 pub mod authorize_and_capture;
 pub mod capture;
 pub mod capture_all;
+pub mod merchant_profiles;
 pub mod namespaces;
 pub mod ping;
 pub mod register_terminal;
@@ -74,10 +75,16 @@ pub enum OpName {
     SaveApplicationData,
     GetApplicationData,
     DeleteApplicationData,
+    SaveMerchantProfiles,
+    GetMerchantProfiles,
+    GetMerchantProfileIds,
+    GetMerchantProfile,
+    DeleteMerchantProfile,
+    IsMerchantProfileInitialized,
 }
 
 impl OpName {
-    pub const ALL: [OpName; 15] = [
+    pub const ALL: [OpName; 21] = [
         OpName::Ping,
         OpName::RegisterTerminal,
         OpName::SignOnWithToken,
@@ -93,6 +100,12 @@ impl OpName {
         OpName::SaveApplicationData,
         OpName::GetApplicationData,
         OpName::DeleteApplicationData,
+        OpName::SaveMerchantProfiles,
+        OpName::GetMerchantProfiles,
+        OpName::GetMerchantProfileIds,
+        OpName::GetMerchantProfile,
+        OpName::DeleteMerchantProfile,
+        OpName::IsMerchantProfileInitialized,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +125,12 @@ impl OpName {
             OpName::SaveApplicationData => "SaveApplicationData",
             OpName::GetApplicationData => "GetApplicationData",
             OpName::DeleteApplicationData => "DeleteApplicationData",
+            OpName::SaveMerchantProfiles => "SaveMerchantProfiles",
+            OpName::GetMerchantProfiles => "GetMerchantProfiles",
+            OpName::GetMerchantProfileIds => "GetMerchantProfileIds",
+            OpName::GetMerchantProfile => "GetMerchantProfile",
+            OpName::DeleteMerchantProfile => "DeleteMerchantProfile",
+            OpName::IsMerchantProfileInitialized => "IsMerchantProfileInitialized",
         }
     }
 
@@ -124,7 +143,13 @@ impl OpName {
             | OpName::GetServiceInformation
             | OpName::SaveApplicationData
             | OpName::GetApplicationData
-            | OpName::DeleteApplicationData => service == Service::Sis,
+            | OpName::DeleteApplicationData
+            | OpName::SaveMerchantProfiles
+            | OpName::GetMerchantProfiles
+            | OpName::GetMerchantProfileIds
+            | OpName::GetMerchantProfile
+            | OpName::DeleteMerchantProfile
+            | OpName::IsMerchantProfileInitialized => service == Service::Sis,
             _ => service == Service::Tps,
         }
     }
@@ -193,6 +218,8 @@ pub enum Operation<'a> {
     CaptureAll(FollowUp<'a, Vec<Follow>>),
     /// GetServiceInformation and Save/Get/DeleteApplicationData.
     Sis(service_information::SisRequest),
+    /// The merchant-profile operations (operator credentials).
+    Merchants(merchant_profiles::MerchantRequest),
 }
 
 impl<'a> Operation<'a> {
@@ -221,6 +248,14 @@ impl<'a> Operation<'a> {
             | OpName::DeleteApplicationData => {
                 Operation::Sis(service_information::parse(name, op)?)
             }
+            OpName::SaveMerchantProfiles
+            | OpName::GetMerchantProfiles
+            | OpName::GetMerchantProfileIds
+            | OpName::GetMerchantProfile
+            | OpName::DeleteMerchantProfile
+            | OpName::IsMerchantProfileInitialized => {
+                Operation::Merchants(merchant_profiles::parse(name, op)?)
+            }
         })
     }
 
@@ -238,6 +273,7 @@ impl<'a> Operation<'a> {
             Operation::ReturnById(_) => OpName::ReturnById,
             Operation::CaptureAll(_) => OpName::CaptureAll,
             Operation::Sis(r) => r.name(),
+            Operation::Merchants(r) => r.name(),
         }
     }
 
@@ -261,6 +297,7 @@ impl<'a> Operation<'a> {
             Operation::ReturnById(f) => return_by_id::apply(app, ctx, f).await,
             Operation::CaptureAll(f) => capture_all::apply(app, ctx, f).await,
             Operation::Sis(r) => service_information::apply(app, r, ctx.base).await,
+            Operation::Merchants(r) => merchant_profiles::apply(app, r, ctx.base).await,
         }
     }
 }

@@ -60,6 +60,9 @@ const PARAMS: &[&str] = &[
     "batchIds",
     "forceClose",
     "applicationData",
+    "serviceId",
+    "tenderType",
+    "merchantProfiles",
 ];
 const TRANSACTION: &[(&str, &str)] = &[
     ("CustomerData", T),
@@ -174,7 +177,13 @@ pub fn check(name: OpName, op: &Element, base: Base) -> Vec<Mismatch> {
         | OpName::GetServiceInformation
         | OpName::SaveApplicationData
         | OpName::GetApplicationData
-        | OpName::DeleteApplicationData => SIS_PATH,
+        | OpName::DeleteApplicationData
+        | OpName::SaveMerchantProfiles
+        | OpName::GetMerchantProfiles
+        | OpName::GetMerchantProfileIds
+        | OpName::GetMerchantProfile
+        | OpName::DeleteMerchantProfile
+        | OpName::IsMerchantProfileInitialized => SIS_PATH,
         _ => TPS_PATH,
     };
     let mut w = Walk {
