@@ -455,7 +455,7 @@ async fn sis_operations_a_platform_client_calls_before_its_first_transaction() {
     .await
     .assert_fault("InvalidTokenFault", 5005);
     let r = call(
-        "SaveMerchantProfiles",
+        "ValidateMerchantProfile",
         format!("<sessionToken>{tok}</sessionToken>"),
     )
     .await;
@@ -463,7 +463,7 @@ async fn sis_operations_a_platform_client_calls_before_its_first_transaction() {
     assert!(r
         .text_of("ProblemType")
         .unwrap()
-        .contains("SaveMerchantProfiles"));
+        .contains("ValidateMerchantProfile"));
 }
 
 /// Item 2: the SIS merchant-profile operations, protected by an operator token from the key

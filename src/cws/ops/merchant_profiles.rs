@@ -10,7 +10,7 @@
 use super::{OpName, Reply, SIS_PATH};
 use crate::app::App;
 use crate::cws::error::Error;
-use crate::cws::soap::{self, Base, Element};
+use crate::cws::soap::{self, Base, Element, XSI_NS};
 use crate::store::profiles::MerchantProfile;
 
 const ARRAYS_NS: &str = "http://schemas.microsoft.com/2003/10/Serialization/Arrays";
@@ -107,7 +107,11 @@ pub async fn apply(app: &App, r: MerchantRequest, base: Base) -> Result<Reply, E
     let required = |id: Option<String>| {
         id.ok_or_else(|| Error::validation(&id_path, "merchantProfileId is required"))
     };
-    let mut out = format!("<{name}Response xmlns=\"{}{SIS_PATH}\">", base.uri());
+    // `xmlns:i` for the `i:nil` of a profile without a ServiceId.
+    let mut out = format!(
+        "<{name}Response xmlns=\"{}{SIS_PATH}\" xmlns:i=\"{XSI_NS}\">",
+        base.uri()
+    );
     match r.name {
         OpName::SaveMerchantProfiles => {
             let now = crate::store::to_ms(app.clock.now());
