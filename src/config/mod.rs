@@ -71,6 +71,9 @@ pub struct Config {
     /// HTTPS (and optionally mTLS) on the listener; none serves plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// POS pairing (docs/PAIRING.md); none: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pairing: Option<crate::pairing::PairingConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -342,6 +345,9 @@ impl Config {
         if let Some(tls) = cfg.tls.as_mut() {
             tls.resolve_paths(base);
         }
+        if let Some(p) = cfg.pairing.as_mut() {
+            p.resolve_paths(base);
+        }
         Ok(cfg)
     }
 }
@@ -517,6 +523,7 @@ impl Config {
             log,
             cws,
             tls,
+            pairing,
         } = self;
         (
             Settings {
@@ -528,6 +535,7 @@ impl Config {
                 log,
                 cws,
                 tls,
+                pairing,
             },
             token,
         )
@@ -546,6 +554,7 @@ pub struct Settings {
     pub log: LogConfig,
     pub cws: crate::cws::ops::namespaces::CwsConfig,
     pub tls: Option<TlsConfig>,
+    pub pairing: Option<crate::pairing::PairingConfig>,
 }
 
 impl StoreConfig {

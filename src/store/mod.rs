@@ -20,6 +20,8 @@ pub use self::profiles::ProfileStore;
 pub use self::sled::{SledStore, SledTransactions, DEFAULT_CACHE_BYTES};
 pub use self::sled_profiles::SledProfiles;
 
+pub mod pairing;
+
 use crate::token::TokenId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -340,11 +340,12 @@ class WsdlLoads(unittest.TestCase):
         ops = sis._binding._operations
         self.assertEqual(
             sorted(ops),
-            sorted(["Ping", "RegisterTerminal", "SignOnWithToken", "GetServiceInformation",
+            sorted(["CreatePairingCode", "Ping", "RegisterTerminal", "SignOnWithToken", "GetServiceInformation",
                     "SaveApplicationData", "GetApplicationData", "DeleteApplicationData",
                     "SaveMerchantProfiles", "GetMerchantProfiles", "GetMerchantProfileIds",
                     "GetMerchantProfile", "DeleteMerchantProfile", "IsMerchantProfileInitialized"]),
         )
+        self.assertEqual(ops["CreatePairingCode"].soapaction, SIS_ACTION + "CreatePairingCode")
         self.assertEqual(ops["RegisterTerminal"].soapaction, SIS_ACTION + "RegisterTerminal")
         self.assertEqual(ops["SignOnWithToken"].soapaction, SIS_ACTION + "SignOnWithToken")
         self.assertEqual(

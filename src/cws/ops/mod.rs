@@ -9,6 +9,7 @@ pub mod authorize;
 pub mod authorize_and_capture;
 pub mod capture;
 pub mod capture_all;
+pub mod create_pairing_code;
 pub mod merchant_profiles;
 pub mod namespaces;
 pub mod ping;
@@ -63,6 +64,7 @@ pub enum OpName {
     Ping,
     RegisterTerminal,
     SignOnWithToken,
+    CreatePairingCode,
     Authorize,
     AuthorizeAndCapture,
     ReturnUnlinked,
@@ -84,10 +86,11 @@ pub enum OpName {
 }
 
 impl OpName {
-    pub const ALL: [OpName; 21] = [
+    pub const ALL: [OpName; 22] = [
         OpName::Ping,
         OpName::RegisterTerminal,
         OpName::SignOnWithToken,
+        OpName::CreatePairingCode,
         OpName::Authorize,
         OpName::AuthorizeAndCapture,
         OpName::ReturnUnlinked,
@@ -113,6 +116,7 @@ impl OpName {
             OpName::Ping => "Ping",
             OpName::RegisterTerminal => "RegisterTerminal",
             OpName::SignOnWithToken => "SignOnWithToken",
+            OpName::CreatePairingCode => "CreatePairingCode",
             OpName::Authorize => "Authorize",
             OpName::AuthorizeAndCapture => "AuthorizeAndCapture",
             OpName::ReturnUnlinked => "ReturnUnlinked",
@@ -140,6 +144,7 @@ impl OpName {
             OpName::Ping => true,
             OpName::RegisterTerminal
             | OpName::SignOnWithToken
+            | OpName::CreatePairingCode
             | OpName::GetServiceInformation
             | OpName::SaveApplicationData
             | OpName::GetApplicationData
@@ -208,6 +213,7 @@ pub enum Operation<'a> {
     Ping,
     RegisterTerminal(register_terminal::Credentials),
     SignOnWithToken(sign_on::SignOnWithToken),
+    CreatePairingCode(create_pairing_code::CreatePairingCode),
     Authorize(NewTransaction<'a>),
     AuthorizeAndCapture(NewTransaction<'a>),
     ReturnUnlinked(NewTransaction<'a>),
@@ -232,6 +238,9 @@ impl<'a> Operation<'a> {
                 ctx.basic_user.as_deref(),
             )?),
             OpName::SignOnWithToken => Operation::SignOnWithToken(sign_on::parse(op)?),
+            OpName::CreatePairingCode => {
+                Operation::CreatePairingCode(create_pairing_code::parse(op)?)
+            }
             OpName::Authorize => Operation::Authorize(authorize::parse(op)?),
             OpName::AuthorizeAndCapture => {
                 Operation::AuthorizeAndCapture(authorize_and_capture::parse(op)?)
@@ -264,6 +273,7 @@ impl<'a> Operation<'a> {
             Operation::Ping => OpName::Ping,
             Operation::RegisterTerminal(_) => OpName::RegisterTerminal,
             Operation::SignOnWithToken(_) => OpName::SignOnWithToken,
+            Operation::CreatePairingCode(_) => OpName::CreatePairingCode,
             Operation::Authorize(_) => OpName::Authorize,
             Operation::AuthorizeAndCapture(_) => OpName::AuthorizeAndCapture,
             Operation::ReturnUnlinked(_) => OpName::ReturnUnlinked,
@@ -288,6 +298,7 @@ impl<'a> Operation<'a> {
                 })
             }
             Operation::SignOnWithToken(s) => sign_on::apply(app, s, ctx.base),
+            Operation::CreatePairingCode(c) => create_pairing_code::apply(app, c, ctx.base),
             Operation::Authorize(t) => authorize::apply(app, ctx, t).await,
             Operation::AuthorizeAndCapture(t) => authorize_and_capture::apply(app, ctx, t).await,
             Operation::ReturnUnlinked(t) => return_unlinked::apply(app, ctx, t).await,

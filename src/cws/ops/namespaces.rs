@@ -174,6 +174,7 @@ pub fn check(name: OpName, op: &Element, base: Base) -> Vec<Mismatch> {
         OpName::Ping => return Vec::new(),
         OpName::RegisterTerminal
         | OpName::SignOnWithToken
+        | OpName::CreatePairingCode
         | OpName::GetServiceInformation
         | OpName::SaveApplicationData
         | OpName::GetApplicationData
