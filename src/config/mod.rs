@@ -68,6 +68,8 @@ pub struct Config {
     pub log: LogConfig,
     /// How closely CWS requests must follow the platform's schema (issue 10).
     pub cws: crate::cws::ops::namespaces::CwsConfig,
+    /// The Cloud Connector relay (docs/CONNECTOR.md).
+    pub connector: crate::connector::ConnectorConfig,
     /// HTTPS (and optionally mTLS) on the listener; none serves plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -342,6 +344,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.store.path = base.join(&cfg.store.path);
         cfg.security.keys_file = base.join(&cfg.security.keys_file);
+        cfg.connector.resolve_paths(base);
         if let Some(tls) = cfg.tls.as_mut() {
             tls.resolve_paths(base);
         }
@@ -522,6 +525,7 @@ impl Config {
             processor,
             log,
             cws,
+            connector,
             tls,
             pairing,
         } = self;
@@ -534,6 +538,7 @@ impl Config {
                 processor,
                 log,
                 cws,
+                connector,
                 tls,
                 pairing,
             },
@@ -553,6 +558,7 @@ pub struct Settings {
     pub processor: ProcessorConfig,
     pub log: LogConfig,
     pub cws: crate::cws::ops::namespaces::CwsConfig,
+    pub connector: crate::connector::ConnectorConfig,
     pub tls: Option<TlsConfig>,
     pub pairing: Option<crate::pairing::PairingConfig>,
 }

@@ -22,6 +22,8 @@ pub use self::sled_profiles::SledProfiles;
 
 pub mod pairing;
 
+pub mod connector;
+
 use crate::token::TokenId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
