@@ -184,6 +184,22 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
                     None => error_reply(StatusCode::NOT_FOUND, "no such terminal"),
                 }
             }
+            (m, p) if p.starts_with("/admin/merchants") => {
+                use crate::cws::merchants::{self, MerchantError};
+                let now = crate::store::to_ms(app.clock.now());
+                let done = match merchants::from_request(&m, p, &query, now) {
+                    None => Err(MerchantError::NotFound),
+                    Some(action) => action.and_then(|a| merchants::run(&*app.profiles, a)),
+                };
+                match done {
+                    Ok(v) => json_reply(StatusCode::OK, &v),
+                    Err(MerchantError::Invalid(e)) => error_reply(StatusCode::BAD_REQUEST, &e),
+                    Err(MerchantError::NotFound) => {
+                        error_reply(StatusCode::NOT_FOUND, "no such merchant profile")
+                    }
+                    Err(MerchantError::Store(e)) => return Err(e.into()),
+                }
+            }
             _ => error_reply(StatusCode::NOT_FOUND, "not found"),
         })
     })();

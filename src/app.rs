@@ -10,7 +10,7 @@ use crate::cws::processor::forward::Forward;
 use crate::cws::processor::sandbox::Sandbox;
 use crate::cws::soap::XmlLimits;
 use crate::metrics::Metrics;
-use crate::store::{GroupCommit, SledStore, TerminalStore};
+use crate::store::{GroupCommit, ProfileStore, SledStore, TerminalStore};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
 
@@ -22,6 +22,8 @@ pub struct App {
     keys: RwLock<Arc<Keys>>,
     token: RwLock<Arc<TokenConfig>>,
     pub store: Arc<dyn TerminalStore>,
+    /// Merchant and application profiles (issue 10).
+    pub profiles: Arc<dyn ProfileStore>,
     pub sled: SledStore,
     pub commit: GroupCommit,
     pub clock: Arc<dyn Clock>,
@@ -60,6 +62,7 @@ impl App {
             }
         };
         let store: Arc<dyn TerminalStore> = Arc::new(sled.clone());
+        let profiles: Arc<dyn ProfileStore> = Arc::new(sled.profiles().map_err(|e| e.to_string())?);
         let commit = GroupCommit::start(
             store.clone(),
             std::time::Duration::from_micros(config.store.group_commit_window_us),
@@ -91,6 +94,7 @@ impl App {
             config_path: OnceLock::new(),
             keys: RwLock::new(Arc::new(keys)),
             store,
+            profiles,
             sled,
             commit,
             clock,

@@ -76,6 +76,17 @@ enum Command {
         #[command(subcommand)]
         action: TerminalAction,
     },
+    /// Declare merchant profiles: RegisterTerminal accepts only a secret naming a declared,
+    /// active one. On the data folder, or through the admin listener while the server runs.
+    Merchants {
+        #[arg(long, short, env = "SNAPGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// Admin listener base URL, e.g. http://127.0.0.1:9090.
+        #[arg(long, env = "SNAPGATE_ADMIN", global = true)]
+        admin: Option<String>,
+        #[command(subcommand)]
+        action: MerchantAction,
+    },
     /// Manage the token signing keys in the key file.
     Keys {
         #[arg(long, short, env = "SNAPGATE_CONFIG", global = true)]
@@ -143,6 +154,37 @@ enum TerminalAction {
 }
 
 #[derive(Subcommand)]
+enum MerchantAction {
+    /// Declare (or replace) a merchant profile for a service key.
+    Add {
+        /// The service key it belongs to.
+        #[arg(long)]
+        service_key: String,
+        /// The MerchantProfileId terminals put in their secret.
+        merchant_profile_id: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long)]
+        service_id: Option<String>,
+        /// Only these DeviceSerialNumbers may register under it (repeat; none: any).
+        #[arg(long = "serial")]
+        serials: Vec<String>,
+        /// Declare it inactive: registrations under it are refused.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// List merchant profiles (JSON array).
+    List {
+        #[arg(long)]
+        service_key: Option<String>,
+    },
+    /// Show one: SERVICEKEY/MERCHANTPROFILEID.
+    Show { profile: String },
+    /// Remove one: SERVICEKEY/MERCHANTPROFILEID.
+    Remove { profile: String },
+}
+
+#[derive(Subcommand)]
 enum PairingAction {
     /// Make a POS connection code (valid pairing.code_lifetime_seconds) and print it with
     /// where to use it. A new code replaces the previous one of the same terminal (or of the
@@ -166,6 +208,13 @@ enum PairingAction {
 enum KeyAction {
     /// Add a new signing key and make it active; old keys keep verifying their tokens.
     Rotate,
+    /// Add an operator credential for the SIS merchant-profile operations of one service key.
+    /// Prints the token once; the key file keeps only its SHA-256.
+    AddOperator {
+        id: String,
+        #[arg(long)]
+        service_key: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -188,10 +237,29 @@ fn main() -> ExitCode {
             admin,
             action,
         } => terminals(config, admin, action),
+        Command::Merchants {
+            config,
+            admin,
+            action,
+        } => merchants(config, admin, action),
+        Command::Keys {
+            config,
+            action: KeyAction::AddOperator { id, service_key },
+        } => existing_config(config).and_then(|cfg| {
+            let token = config::add_operator(&cfg.security.keys_file, &id, &service_key)
+                .map_err(|e| e.to_string())?;
+            println!("{token}");
+            eprintln!(
+                "operator {id} added for {service_key}: pass the token above as sessionToken to \
+                 the SIS merchant-profile operations; it is not stored and cannot be shown again. \
+                 Reload a running server: `snapgate reload` or kill -HUP <pid>"
+            );
+            Ok(())
+        }),
         Command::Keys {
             config,
             action: KeyAction::Rotate,
-        } => resolve_config(config).and_then(|cfg| {
+        } => existing_config(config).and_then(|cfg| {
             let kid =
                 config::rotate_signing_key(&cfg.security.keys_file).map_err(|e| e.to_string())?;
             println!(
@@ -200,8 +268,8 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
-        Command::Reload { config, admin } => resolve_config(config).and_then(|cfg| {
-            let base = admin_url(admin, &cfg)
+        Command::Reload { config, admin } => config_unless_admin(config, &admin).and_then(|cfg| {
+            let base = admin_url(admin, cfg.as_ref())
                 .ok_or("no admin listener: give --admin or set server.admin_listen")?;
             let (status, body) = block_on(snapgate::admin::call(
                 &base,
@@ -227,9 +295,10 @@ fn main() -> ExitCode {
             config,
             admin,
             action,
-        } => resolve_config(config).and_then(|cfg| {
+        } => existing_config(config).and_then(|cfg| {
+            // An operator command: never creates a dev setup (issue 10 item 4).
             let force = admin.is_some();
-            let base = admin_url(admin, &cfg);
+            let base = admin_url(admin, Some(&cfg));
             let out = snapgate::connector::cli::run(&cfg, base, force, action, |f| block_on(f)?)?;
             print!("{out}");
             Ok(())
@@ -271,7 +340,41 @@ fn init(dir: &Path, listen: SocketAddr, admin: SocketAddr, tls: bool) -> Result<
     Ok(())
 }
 
-/// The config to use: the one named, or the default one (created on first run).
+/// The config an operator command uses: the one named, or ./snapgate-data's if it exists.
+/// Never creates one: only `serve` and `init` write a dev setup (issue 10 item 4).
+fn existing_config(path: Option<PathBuf>) -> Result<Config, String> {
+    let path = match path {
+        Some(p) => p,
+        None => {
+            let p = Path::new(DEFAULT_DIR).join("snapgate.toml");
+            if !p.exists() {
+                return Err(format!(
+                    "no config: give --config FILE (or SNAPGATE_CONFIG){}; ./{DEFAULT_DIR} has                      none. `snapgate init` or `snapgate serve` writes a dev setup",
+                    " or, for a running server, --admin URL (or SNAPGATE_ADMIN)"
+                ));
+            }
+            p
+        }
+    };
+    let cfg = Config::load(&path).map_err(|e| e.to_string())?;
+    let _ = CONFIG_PATH.set(path);
+    Ok(cfg)
+}
+
+/// The config for a command that can also work through the admin listener alone: none is
+/// needed when `--admin` is given and no config is named or present.
+fn config_unless_admin(
+    path: Option<PathBuf>,
+    admin: &Option<String>,
+) -> Result<Option<Config>, String> {
+    let default_exists = Path::new(DEFAULT_DIR).join("snapgate.toml").exists();
+    if path.is_none() && admin.is_some() && !default_exists {
+        return Ok(None);
+    }
+    existing_config(path).map(Some)
+}
+
+/// `serve`'s config: the one named, or the default one (created on first run).
 fn resolve_config(path: Option<PathBuf>) -> Result<Config, String> {
     let path = match path {
         Some(p) => p,
@@ -308,8 +411,8 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, String> {
         .block_on(f))
 }
 
-fn admin_url(flag: Option<String>, cfg: &Config) -> Option<String> {
-    flag.or_else(|| cfg.server.admin_listen.map(|a| format!("http://{a}")))
+fn admin_url(flag: Option<String>, cfg: Option<&Config>) -> Option<String> {
+    flag.or_else(|| cfg?.server.admin_listen.map(|a| format!("http://{a}")))
 }
 
 fn terminals(
@@ -319,20 +422,19 @@ fn terminals(
 ) -> Result<(), String> {
     use snapgate::admin;
     use snapgate::store::TerminalStore;
-    let cfg = resolve_config(config)?;
+    let cfg = config_unless_admin(config, &admin)?;
     let which = |t: &str| {
         admin::resolve(t).ok_or(format!(
             "{t:?} is neither a terminal id nor SERVICEKEY/SERIAL"
         ))
     };
     // The server holds the database lock while it runs: then go through its admin listener.
-    let local = if admin.is_some() {
-        None
-    } else {
-        SledStore::open(&cfg.store.path).ok()
+    let local = match (&admin, &cfg) {
+        (None, Some(cfg)) => SledStore::open(&cfg.store.path).ok(),
+        _ => None,
     };
     let Some(store) = local else {
-        let base = admin_url(admin, &cfg).ok_or(
+        let base = admin_url(admin, cfg.as_ref()).ok_or(
             "the data folder is in use (is the server running?) and no admin listener is \
              configured: give --admin URL or set server.admin_listen",
         )?;
@@ -387,6 +489,73 @@ fn terminals(
         }
         None => Err("no such terminal".into()),
     }
+}
+
+/// `snapgate merchants`: on the data folder, or through the admin listener when the server
+/// holds it (or `--admin` is given).
+fn merchants(
+    config: Option<PathBuf>,
+    admin: Option<String>,
+    action: MerchantAction,
+) -> Result<(), String> {
+    use snapgate::cws::merchants::{self, Action};
+    let split = |p: &str| {
+        p.split_once('/')
+            .filter(|(s, i)| !s.is_empty() && !i.is_empty())
+            .map(|(s, i)| (s.to_owned(), i.to_owned()))
+            .ok_or(format!("{p:?} is not SERVICEKEY/MERCHANTPROFILEID"))
+    };
+    let action = match action {
+        MerchantAction::Add {
+            service_key,
+            merchant_profile_id,
+            name,
+            service_id,
+            serials,
+            inactive,
+        } => Action::Put(snapgate::store::profiles::MerchantProfile {
+            service_key,
+            merchant_profile_id,
+            name,
+            service_id,
+            active: !inactive,
+            device_serials: serials,
+            created_at_ms: chrono::Utc::now().timestamp_millis(),
+        }),
+        MerchantAction::List { service_key } => Action::List { service_key },
+        MerchantAction::Show { profile } => {
+            let (service_key, id) = split(&profile)?;
+            Action::Show { service_key, id }
+        }
+        MerchantAction::Remove { profile } => {
+            let (service_key, id) = split(&profile)?;
+            Action::Remove { service_key, id }
+        }
+    };
+    let cfg = config_unless_admin(config, &admin)?;
+    let local = match (&admin, &cfg) {
+        (None, Some(cfg)) => SledStore::open(&cfg.store.path).ok(),
+        _ => None,
+    };
+    let Some(store) = local else {
+        let base = admin_url(admin, cfg.as_ref()).ok_or(
+            "the data folder is in use (is the server running?) and no admin listener is \
+             configured: give --admin URL or set server.admin_listen",
+        )?;
+        let (method, path) = merchants::to_request(&action);
+        let (status, body) = block_on(snapgate::admin::call(&base, method, &path))??;
+        print!("{body}");
+        return (status == 200)
+            .then_some(())
+            .ok_or(format!("HTTP {status}"));
+    };
+    let profiles = store.profiles().map_err(|e| e.to_string())?;
+    let v = merchants::run(&profiles, action).map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+    );
+    Ok(())
 }
 
 fn init_logging(cfg: &Config) {
@@ -542,7 +711,7 @@ async fn shutdown_signal() {
 }
 
 fn encrypt_secret(config: Option<PathBuf>, ksn: &str, secret: &str) -> Result<(), String> {
-    let cfg = resolve_config(config)?;
+    let cfg = existing_config(config)?;
     let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
     let ksn = Ksn::parse_hex(ksn).map_err(|e| format!("bad KSN: {e}"))?;
     let bdk = keys.bdk_for(&ksn).ok_or_else(|| {
@@ -567,7 +736,8 @@ fn pairing(
     action: PairingAction,
 ) -> Result<(), String> {
     use snapgate::pairing::admin as padmin;
-    let cfg = resolve_config(config)?;
+    // An operator command: never creates a dev setup (issue 10 item 4).
+    let cfg = existing_config(config)?;
     let mut pcfg = cfg
         .pairing
         .clone()
@@ -578,7 +748,7 @@ fn pairing(
         SledStore::open(&cfg.store.path).ok()
     };
     let Some(store) = local else {
-        let base = admin_url(admin, &cfg).ok_or(
+        let base = admin_url(admin, Some(&cfg)).ok_or(
             "the data folder is in use (is the server running?) and no admin listener is \
              configured: give --admin URL or set server.admin_listen",
         )?;

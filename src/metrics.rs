@@ -192,6 +192,12 @@ const COUNTERS: &[(&str, &str, &[&str])] = &[
         &["kind"],
     ),
     (
+        "snapgate_namespace_mismatches_total",
+        "Request elements in another namespace than the platform's schema declares, by element \
+         and what was done (accepted: cws.namespaces = lenient; refused: strict).",
+        &["element", "action"],
+    ),
+    (
         "snapgate_pairing_codes_total",
         "Pairing setup codes made, by who asked (operator or terminal).",
         &["source"],
@@ -232,6 +238,10 @@ impl Metrics {
 
     pub fn fault(&self, kind: &'static str) {
         self.add(("snapgate_faults_total", kind, ""));
+    }
+
+    pub fn namespace_mismatch(&self, element: &'static str, action: &'static str) {
+        self.add(("snapgate_namespace_mismatches_total", element, action));
     }
 
     pub fn pairing_code(&self, source: &'static str) {

@@ -297,3 +297,147 @@ async fn rest_registrations_are_timed_and_counted_like_soap_ones() {
         1
     );
 }
+
+/// Issue 10 item 4: only `serve` and `init` write a dev setup. Operator commands run in a
+/// folder without a config fail with a message saying what to pass, and create nothing; with
+/// `--admin` they need no config at all.
+#[tokio::test]
+async fn operator_commands_never_create_a_dev_setup() {
+    let srv = TestServer::start().await;
+    srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|NODEV01").await;
+    let admin = srv.start_admin().await;
+    let empty = tempfile::tempdir().unwrap();
+    // tokio's Command: the admin listener runs on this test's runtime meanwhile.
+    let run = |args: &[&str]| {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_snapgate"))
+            .args(args)
+            .current_dir(empty.path())
+            .env_remove("SNAPGATE_CONFIG")
+            .env_remove("SNAPGATE_ADMIN")
+            .output();
+        async move {
+            let out = out.await.unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    for args in [
+        &["terminals", "list"][..],
+        &["keys", "rotate"],
+        &["reload"],
+        &[
+            "encrypt-secret",
+            "--ksn",
+            TDES_KSN_BASE,
+            "--secret",
+            "MP1|X",
+        ],
+    ] {
+        let (ok, _, err) = run(args).await;
+        assert!(!ok, "{args:?} succeeded without a config");
+        assert!(
+            err.contains("--config") && err.contains("snapgate init"),
+            "{args:?}: the message says what to pass: {err}"
+        );
+    }
+    let (ok, out, err) = run(&["terminals", "--admin", &admin, "list"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("NODEV01"), "{out}");
+    assert_eq!(
+        std::fs::read_dir(empty.path()).unwrap().count(),
+        0,
+        "nothing was created in the working folder"
+    );
+}
+
+/// Issue 10 item 2: `snapgate merchants add|list|show|remove` on the data folder and through
+/// the admin endpoints, and RegisterTerminal following what is declared.
+#[tokio::test]
+async fn merchants_cli_and_admin_endpoints_declare_the_profiles_registration_accepts() {
+    let srv = TestServer::start().await;
+    let admin = srv.start_admin().await;
+    let run = |args: Vec<String>| {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_snapgate"))
+            .args(args)
+            .env_remove("SNAPGATE_ADMIN")
+            .output();
+        async move {
+            let out = out.await.unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let remote = |a: &[&str]| {
+        let mut v: Vec<String> = vec!["merchants".into(), "--admin".into(), admin.clone()];
+        v.extend(a.iter().map(|s| s.to_string()));
+        v
+    };
+    // The dev setup declares MP1 and MP2.
+    let (ok, out, err) = run(remote(&["list", "--service-key", SERVICE_KEY])).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ids: Vec<_> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["merchant_profile_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["MP1", "MP2"]);
+
+    srv.register(&ksn(TDES_KSN_BASE, 1), "MP-777|S1")
+        .await
+        .assert_fault("AuthenticationFault", 406);
+    let (ok, out, err) = run(remote(&[
+        "add",
+        "--service-key",
+        SERVICE_KEY,
+        "MP-777",
+        "--name",
+        "Corner shop",
+        "--serial",
+        "S1",
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("\"Corner shop\""), "{out}");
+    srv.register_ok(&ksn(TDES_KSN_BASE, 2), "MP-777|S1").await;
+    srv.register(&ksn(TDES_KSN_BASE, 3), "MP-777|S2")
+        .await
+        .assert_fault("AuthenticationFault", 406);
+    let one = format!("{SERVICE_KEY}/MP-777");
+    let (ok, out, _) = run(remote(&["show", &one])).await;
+    assert!(ok && out.contains("\"S1\""), "{out}");
+    let (ok, _, _) = run(remote(&["remove", &one])).await;
+    assert!(ok);
+    let (ok, _, err) = run(remote(&["show", &one])).await;
+    assert!(!ok && err.contains("404"), "{err}");
+    srv.register(&ksn(TDES_KSN_BASE, 4), "MP-777|S1")
+        .await
+        .assert_fault("AuthenticationFault", 406);
+    // Bad input is a clear 400, nothing stored.
+    let (ok, out, _) = run(remote(&["add", "--service-key", SERVICE_KEY, "A|B"])).await;
+    assert!(!ok && out.contains("error"), "{out}");
+
+    // On the data folder of a stopped server (this one's admin task holds its folder).
+    let dir = TestServer::start().await.stop().await;
+    let cfg = dir.path().join("snapgate.toml");
+    let local = |a: &[&str]| {
+        let mut v: Vec<String> = vec!["merchants".into(), "--config".into()];
+        v.push(cfg.display().to_string());
+        v.extend(a.iter().map(|s| s.to_string()));
+        v
+    };
+    let (ok, _, err) = run(local(&["add", "--service-key", "SK2", "MPX", "--inactive"])).await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(local(&["show", "SK2/MPX"])).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("\"active\": false"), "{out}");
+    let (ok, out, _) = run(local(&["list"])).await;
+    assert!(ok && out.contains("MPX") && out.contains("MP1"), "{out}");
+}

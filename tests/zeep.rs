@@ -125,3 +125,88 @@ async fn zeep_calls_authorize_and_capture_from_the_wsdl_and_reads_the_renewed_to
     let v = ok_stdout(&call(tok.clone(), 3).await);
     assert!(v.contains("\"TerminalAccessToken\": \"PHNhbWw6"), "{v}");
 }
+
+/// Issue 10 item 1: a client in WSDL mode (it calls the soap:address the WSDL names, as gSOAP,
+/// Mono and Perl SOAP::Lite do) works on a non-default port and on the platform's 2.0.19 paths.
+#[tokio::test]
+async fn zeep_in_wsdl_mode_calls_the_address_the_served_wsdl_names() {
+    let srv = TestServer::start().await;
+    assert_ne!(srv.addr.port(), 8080);
+    let base = srv.url("");
+    for paths in [
+        "/2.1.32/SIS.svc,/2.1.32/TPS.svc",
+        "/2.0.19/SvcInfo,/2.0.19/Txn",
+    ] {
+        let w = srv
+            .get(&format!("{}?wsdl", paths.split(',').nth(1).unwrap()))
+            .await;
+        assert!(
+            w.body.contains(&format!(
+                "location=\"http://{}{}\"",
+                srv.addr,
+                paths.split(',').nth(1).unwrap()
+            )),
+            "{paths}: the served address is where the client reached us"
+        );
+        let mode = |cmd: &[&str]| {
+            let mut a = vec!["--wsdl-mode".to_string(), paths.to_string()];
+            a.extend(cmd.iter().map(|s| s.to_string()));
+            a
+        };
+        let v = ok_stdout(&zeep(mode(&["ping", &base])).await);
+        assert!(v.contains("\"IsSuccess\": true"), "{paths}: {v}");
+
+        let counter = if paths.starts_with("/2.1") { 1 } else { 3 };
+        let k = ksn(TDES_KSN_BASE, counter);
+        let es = srv.encrypt_secret(&k, "MP1|ZEEPWSDL");
+        let tok =
+            ok_stdout(&zeep(mode(&["register", &base, SERVICE_KEY, VENDOR_ID, &es, &k])).await);
+        assert!(srv.verify(&tok).is_ok(), "{paths}");
+
+        let k = ksn(TDES_KSN_BASE, counter + 1);
+        let track = srv.encrypt_track(&k, TRACK2);
+        let v = ok_stdout(
+            &zeep(mode(&[
+                "authorize-and-capture",
+                &base,
+                &tok,
+                &track,
+                &k,
+                "7.00",
+            ]))
+            .await,
+        );
+        assert!(v.contains("\"Status\": \"Successful\""), "{paths}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn the_served_wsdl_names_server_public_url_when_set() {
+    let srv = TestServer::start_with(|c| {
+        c.server.public_url = Some("https://gw.example.com/cws/".into());
+    })
+    .await;
+    for (path, want) in [
+        (
+            "/2.1.32/SIS.svc?wsdl",
+            "https://gw.example.com/cws/2.1.32/SIS.svc",
+        ),
+        (
+            "/2.0.19/Txn?singleWsdl",
+            "https://gw.example.com/cws/2.0.19/Txn",
+        ),
+        (
+            "/wsdl/TPS.wsdl",
+            "https://gw.example.com/cws/2.1.32/TPS.svc",
+        ),
+    ] {
+        let w = srv.get(path).await;
+        assert_eq!(w.status, 200, "{path}");
+        assert!(
+            w.body.contains(&format!("location=\"{want}\"")),
+            "{path}: {}",
+            w.body.lines().rev().nth(3).unwrap_or_default()
+        );
+        assert!(!w.body.contains("localhost:8080"), "{path}");
+    }
+}

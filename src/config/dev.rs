@@ -98,5 +98,19 @@ pub fn init_dev_with_admin(
             source,
         }
     })?;
+    seed_dev_profiles(&dir.join(super::StoreConfig::default().path))?;
     Ok(cfg_path)
+}
+
+/// The dev setup's sample merchant profiles (MP1, MP2) and application profile (14560), the
+/// ones the README's requests name, in the dev database (issue 10).
+fn seed_dev_profiles(db_path: &Path) -> Result<(), ConfigError> {
+    let werr = |e: crate::store::StoreError| ConfigError::Write {
+        path: db_path.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let store = crate::store::SledStore::open(db_path).map_err(werr)?;
+    let profiles = store.profiles().map_err(werr)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    crate::store::profiles::seed_dev(&profiles, DEV_SERVICE_KEY, now).map_err(werr)
 }

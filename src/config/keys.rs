@@ -19,6 +19,38 @@ struct KeyFile {
     signing_keys: Vec<SigningKeyEntry>,
     #[serde(default, rename = "bdk")]
     bdks: Vec<BdkEntry>,
+    /// Operator credentials for the SIS merchant-profile operations (issue 10).
+    #[serde(default, rename = "operator", skip_serializing_if = "Vec::is_empty")]
+    operators: Vec<OperatorEntry>,
+}
+
+/// An operator allowed to manage one service key's merchant profiles over SIS. Only the
+/// SHA-256 of its token is kept: the token itself is printed once, when it is created.
+#[derive(Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct OperatorEntry {
+    id: String,
+    service_key: String,
+    token_sha256: String,
+}
+
+/// A loaded operator credential.
+#[derive(Clone)]
+pub struct Operator {
+    pub id: String,
+    pub service_key: String,
+    token_sha256: [u8; 32],
+}
+
+impl fmt::Debug for Operator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Operator({}, {})", self.id, self.service_key)
+    }
+}
+
+fn sha256(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
 }
 
 #[derive(Deserialize, Serialize)]
@@ -61,8 +93,10 @@ enum SchemeName {
 }
 
 /// Which derived key encrypts the secret. TDES: pin = PIN variant (EVO's samples), data-request =
-/// data variant plus the standard one-way step, data-request-legacy = variant only.
-/// AES: pin = usage 1000, data-request = 3000, data-both = 3002.
+/// data variant plus the standard one-way step, data-request-legacy = variant only,
+/// data-response / data-response-legacy the same for the response data variant (issue 10: some
+/// terminals encrypt with it). AES: pin = usage 1000, data-request = 3000, data-response = 3001,
+/// data-both = 3002.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VariantName {
@@ -70,6 +104,8 @@ pub enum VariantName {
     Pin,
     DataRequest,
     DataRequestLegacy,
+    DataResponse,
+    DataResponseLegacy,
     DataBoth,
 }
 
@@ -145,9 +181,22 @@ impl BdkConfig {
 pub struct Keys {
     pub signing: KeyRing,
     pub bdks: Vec<BdkConfig>,
+    pub operators: Vec<Operator>,
 }
 
 impl Keys {
+    /// The operator whose token this is (constant-time over every entry), if any.
+    pub fn operator_for(&self, token: &str) -> Option<&Operator> {
+        let h = sha256(token);
+        let mut found = None;
+        for o in &self.operators {
+            if crate::util::ct_eq(&o.token_sha256, &h) {
+                found = Some(o);
+            }
+        }
+        found
+    }
+
     /// The BDK that serves a KSN, chosen by the KSN's key-set id and scheme.
     pub fn bdk_for(&self, ksn: &Ksn) -> Option<&BdkConfig> {
         let ksi = ksn.key_set_id();
@@ -265,7 +314,26 @@ impl Keys {
                 }
             }
         }
-        Ok(Keys { signing, bdks })
+        let mut operators = Vec::new();
+        for o in &file.operators {
+            let mut h = [0u8; 32];
+            hex::decode_to_slice(&o.token_sha256, &mut h).map_err(|_| {
+                keys_err(
+                    path,
+                    format!("operator {:?}: token_sha256 must be 64 hex digits", o.id),
+                )
+            })?;
+            operators.push(Operator {
+                id: o.id.clone(),
+                service_key: o.service_key.clone(),
+                token_sha256: h,
+            });
+        }
+        Ok(Keys {
+            signing,
+            bdks,
+            operators,
+        })
     }
 }
 
@@ -275,6 +343,10 @@ fn key_usage(v: VariantName, scheme: Scheme, aes_key_type: AesKeyType) -> Option
         (VariantName::DataRequest, _) => (TdesVariant::DataRequest, true, AesUsage::DataEncrypt),
         (VariantName::DataRequestLegacy, Scheme::Tdes) => {
             (TdesVariant::DataRequest, false, AesUsage::DataEncrypt)
+        }
+        (VariantName::DataResponse, _) => (TdesVariant::DataResponse, true, AesUsage::DataDecrypt),
+        (VariantName::DataResponseLegacy, Scheme::Tdes) => {
+            (TdesVariant::DataResponse, false, AesUsage::DataDecrypt)
         }
         (VariantName::DataBoth, Scheme::Aes128 | Scheme::Aes256) => {
             (TdesVariant::DataRequest, true, AesUsage::DataBoth)
@@ -333,6 +405,35 @@ pub fn rotate_signing_key(path: &Path) -> Result<String, ConfigError> {
     Ok(sk.kid().to_owned())
 }
 
+/// Add an operator for `service_key`'s merchant profiles; returns its token (printed once,
+/// only its SHA-256 is written).
+pub fn add_operator(path: &Path, id: &str, service_key: &str) -> Result<String, ConfigError> {
+    use rand::RngCore;
+    let mut file = read_key_file(path)?;
+    if file.operators.iter().any(|o| o.id == id) {
+        return Err(keys_err(path, format!("operator {id:?} exists")));
+    }
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = format!("op.{}", hex::encode(raw));
+    file.operators.push(OperatorEntry {
+        id: id.to_owned(),
+        service_key: service_key.to_owned(),
+        token_sha256: hex::encode(sha256(&token)),
+    });
+    let out = Zeroizing::new(toml::to_string_pretty(&file).map_err(|e| keys_err(path, e))?);
+    let reparsed: KeyFile = toml::from_str(&out).map_err(|e| keys_err(path, e))?;
+    Keys::from_file(path, reparsed)?;
+    let tmp = path.with_extension("toml.new");
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, &out)?;
+    std::fs::rename(&tmp, path).map_err(|source| ConfigError::Write {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(token)
+}
+
 #[cfg(unix)]
 pub(crate) fn check_private(path: &Path) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
@@ -384,6 +485,56 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
     use crate::config::{dev_key_file, init_dev, Config, TokenConfig, AES_TEST_BDK, ANSI_TEST_BDK};
+
+    /// Issue 10 item 3: `variant = "data-response"` selects the TDES response data variant with
+    /// the one-way step, and AES usage 3001. Vectors: moov-io/dukpt's InitialSequence response
+    /// ciphertexts of "4012345678909D987" (as in dukpt/tests), decrypted through the key file.
+    #[test]
+    fn data_response_variant_decrypts_the_published_response_vectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keys.toml");
+        let text = dev_key_file()
+            .replace("variant = \"pin\"", "variant = \"data-response\"")
+            .replace("variant = \"data-request\"", "variant = \"data-response\"");
+        write_private(&p, &text).unwrap();
+        let keys = Keys::load(&p).unwrap();
+        for (ksn, ct) in [
+            (
+                "FFFF9876543210E00001",
+                "1FCC89AF66222F27B903898BB2BC8589CDBFDE5EC6AFCC25",
+            ),
+            (
+                "FFFF9876543210E00005",
+                "7D4C109E49E83355A556AE949EED359F4404E7A2F0167C00",
+            ),
+            (
+                "123456789012345600000001",
+                "84904DFC6B5201A4F1FE2EAA49E70B8C01838EF53030790FF785D630AB3916B4",
+            ),
+            (
+                "123456789012345600000008",
+                "8CD1A54538B9DC79A5DF4544ADE8D1F1A085AC1F89AA59BFF49351A68957DE1B",
+            ),
+        ] {
+            let ksn = Ksn::parse_hex(ksn).unwrap();
+            let bdk = keys.bdk_for(&ksn).unwrap();
+            let key = crate::dukpt::working_key(&bdk.bdk, &ksn, &bdk.secret_usage).unwrap();
+            let plain = crate::dukpt::decrypt_cbc(&key, &hex::decode(ct).unwrap()).unwrap();
+            assert_eq!(
+                crate::dukpt::strip_zero_padding(&plain),
+                b"4012345678909D987",
+                "{ksn:?}"
+            );
+        }
+        // The variant-only form exists for TDES only.
+        let aes_legacy = dev_key_file().replace(
+            "variant = \"data-request\"",
+            "variant = \"data-response-legacy\"",
+        );
+        let p2 = dir.path().join("keys2.toml");
+        write_private(&p2, &aes_legacy).unwrap();
+        assert!(Keys::load(&p2).is_err());
+    }
 
     #[test]
     fn dev_files_load_and_select_bdks_by_key_set_id() {

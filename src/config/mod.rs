@@ -66,6 +66,8 @@ pub struct Config {
     pub security: SecurityConfig,
     pub processor: ProcessorConfig,
     pub log: LogConfig,
+    /// How closely CWS requests must follow the platform's schema (issue 10).
+    pub cws: crate::cws::ops::namespaces::CwsConfig,
     /// The Cloud Connector relay (docs/CONNECTOR.md).
     pub connector: crate::connector::ConnectorConfig,
     /// HTTPS (and optionally mTLS) on the listener; none serves plain HTTP.
@@ -83,6 +85,11 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Where /metrics and /healthz listen; none disables the admin listener.
     pub admin_listen: Option<SocketAddr>,
+    /// The URL clients reach this server at (`https://gw.example.com`, optionally with a path
+    /// prefix), written into the served WSDLs' `soap:address`. None: the request's scheme and
+    /// Host header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +97,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:8080".parse().expect("literal address"),
             admin_listen: None,
+            public_url: None,
         }
     }
 }
@@ -437,6 +445,9 @@ impl Config {
                 );
             }
         }
+        if let Some(u) = &self.server.public_url {
+            crate::cws::wsdl::check_public_url(u).map_err(|m| format!("server.public_url: {m}"))?;
+        }
         let l = &self.limits;
         bounded("limits.max_body_bytes", l.max_body_bytes, 1024..=64 << 20)?;
         bounded("limits.max_xml_depth", l.max_xml_depth, 4..=256)?;
@@ -554,6 +565,7 @@ impl Config {
             security,
             processor,
             log,
+            cws,
             connector,
             tls,
             pairing,
@@ -566,6 +578,7 @@ impl Config {
                 security,
                 processor,
                 log,
+                cws,
                 connector,
                 tls,
                 pairing,
@@ -585,6 +598,7 @@ pub struct Settings {
     pub security: SecurityConfig,
     pub processor: ProcessorConfig,
     pub log: LogConfig,
+    pub cws: crate::cws::ops::namespaces::CwsConfig,
     pub connector: crate::connector::ConnectorConfig,
     pub tls: Option<TlsConfig>,
     pub pairing: Option<crate::pairing::PairingConfig>,

@@ -36,6 +36,9 @@ pub enum AuthFailure {
     BadSecret,
     Replay,
     RateLimited,
+    /// The secret names a merchant profile not declared and active for the service key (or
+    /// the profile's serial allow-list does not have the device).
+    UnknownMerchantProfile,
 }
 
 impl AuthFailure {
@@ -51,6 +54,7 @@ impl AuthFailure {
             AuthFailure::BadSecret => "bad_secret",
             AuthFailure::Replay => "replay",
             AuthFailure::RateLimited => "rate_limited",
+            AuthFailure::UnknownMerchantProfile => "unknown_merchant_profile",
         }
     }
 }
@@ -226,7 +230,13 @@ impl Error {
                 "The SOAPAction header names another operation than the body",
             ),
             Error::UnknownOperation(op) => {
-                f.detail = "CWSInvalidOperationFault";
+                // The SIS fault schema declares no CWSInvalidOperationFault: a client generated
+                // from it could not read one. SIS answers a CWSFault carrying the platform's
+                // invalid-operation ErrorID instead; TPS has the typed fault.
+                f.detail = match service {
+                    Service::Sis => "CWSFault",
+                    Service::Tps => "CWSInvalidOperationFault",
+                };
                 f.error_id = invalid_op_id;
                 f.string = format!("Operation {op} is not supported");
                 f.problem_type = f.string.clone();

@@ -7,6 +7,7 @@ use crate::app::App;
 use crate::cws::error::{Error, Service};
 use crate::cws::ops::{self, register_terminal, Context, OpName, Operation, Reply, Wire};
 use crate::cws::soap::{self, Base};
+use crate::cws::wsdl;
 use crate::http::{basic_credentials, plain, read_body, BodyError};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -15,18 +16,28 @@ use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
 
-/// Our WSDL and schema files, compiled in so the binary serves them from anywhere.
-pub const WSDL_FILES: &[(&str, &str)] = &[
-    ("SIS.wsdl", include_str!("../../wsdl/SIS.wsdl")),
-    ("TPS.wsdl", include_str!("../../wsdl/TPS.wsdl")),
-];
-
+/// The service at a path: `/{version}/SIS.svc` or `/{version}/SvcInfo` (SIS),
+/// `/{version}/TPS.svc` or `/{version}/Txn` (TPS), for any version a terminal may be configured
+/// with (`2.0.19`, `2.1.28`, `2.1.32`, …: digits and dots), or without a version.
 pub fn service_for(path: &str) -> Option<Service> {
-    match path {
-        "/SIS.svc" | "/2.1.32/SIS.svc" | "/2.1.28/SIS.svc" => Some(Service::Sis),
-        "/TPS.svc" | "/2.1.32/TPS.svc" | "/2.1.28/TPS.svc" => Some(Service::Tps),
+    let rest = path.strip_prefix('/')?;
+    let name = match rest.split_once('/') {
+        Some((version, name)) if is_version(version) => name,
+        Some(_) => return None,
+        None => rest,
+    };
+    match name {
+        "SIS.svc" | "SvcInfo" => Some(Service::Sis),
+        "TPS.svc" | "Txn" => Some(Service::Tps),
         _ => None,
     }
+}
+
+/// A CWS endpoint version: `2.0.19`. Bounded, digits and dots, starting with a digit.
+fn is_version(s: &str) -> bool {
+    (1..=16).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_digit())
+        && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
 pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -37,18 +48,13 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Respo
         return match method {
             Method::POST => soap_request(app, service, peer, req).await,
             Method::GET if query == "wsdl" || query == "singlewsdl" => {
-                let name = if service == Service::Sis {
-                    "SIS.wsdl"
-                } else {
-                    "TPS.wsdl"
-                };
-                wsdl_file(name)
+                wsdl_file(app, &req, wsdl::file_for(service), Some(&path))
             }
             _ => fault_response(&Error::MethodNotAllowed, service, "Unknown", Base::Evosnap),
         };
     }
     if let Some(name) = path.strip_prefix("/wsdl/") {
-        return wsdl_file(name);
+        return wsdl_file(app, &req, name, None);
     }
     if let Some(rest) = path
         .strip_prefix("/2.1.32/REST/SIS.svc/registerTerminal/")
@@ -67,13 +73,26 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Respo
     fault_response(&Error::NotFound, Service::Sis, "Unknown", Base::Evosnap)
 }
 
-fn wsdl_file(name: &str) -> Response<Full<Bytes>> {
-    match WSDL_FILES.iter().find(|(n, _)| *n == name) {
-        Some((_, body)) => plain(
-            StatusCode::OK,
-            "text/xml; charset=utf-8",
-            Bytes::from_static(body.as_bytes()),
-        ),
+/// A WSDL whose address is where this client reached us (`wsdl` has the rules).
+fn wsdl_file(
+    app: &App,
+    req: &Request<Incoming>,
+    name: &str,
+    service_path: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let base = wsdl::base_url(
+        app.config.server.public_url.as_deref(),
+        app.config.tls.is_some(),
+        host,
+        &app.config.server.listen.to_string(),
+    );
+    match wsdl::render(name, &base, service_path) {
+        Some(body) => plain(StatusCode::OK, "text/xml; charset=utf-8", body.into()),
         None => fault_response(&Error::NotFound, Service::Sis, "Unknown", Base::Evosnap),
     }
 }
@@ -178,7 +197,8 @@ async fn soap_request(
         peer: Some(peer),
         commit: Default::default(),
     };
-    let parsed = Operation::parse(name, op, &ctx);
+    let parsed = ops::namespaces::enforce(app.config.cws.namespaces, &app.metrics, name, op, base)
+        .and_then(|()| Operation::parse(name, op, &ctx));
     let result = ops::execute(app, name, parsed, &ctx).await;
     match result {
         Ok(Reply { header, body }) => plain(
@@ -246,6 +266,45 @@ async fn rest_register(
             })
             .to_string();
             plain(status, "application/json; charset=utf-8", json.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_version_path_a_terminal_may_use_reaches_its_service() {
+        for p in [
+            "/2.0.19/SvcInfo",
+            "/2.1.28/SIS.svc",
+            "/2.1.32/SIS.svc",
+            "/SIS.svc",
+            "/SvcInfo",
+        ] {
+            assert_eq!(service_for(p), Some(Service::Sis), "{p}");
+        }
+        for p in [
+            "/2.0.19/Txn",
+            "/2.1.28/TPS.svc",
+            "/3/TPS.svc",
+            "/TPS.svc",
+            "/Txn",
+        ] {
+            assert_eq!(service_for(p), Some(Service::Tps), "{p}");
+        }
+        for p in [
+            "/",
+            "/x/SIS.svc",
+            "/.2/SIS.svc",
+            "/2.0.19/",
+            "/2.0.19/Txn/",
+            "/2.0.19/2.0.19/Txn",
+            "/12345678901234567/Txn",
+            "/REST/SIS.svc",
+        ] {
+            assert_eq!(service_for(p), None, "{p}");
         }
     }
 }

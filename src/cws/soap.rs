@@ -428,11 +428,11 @@ impl Fault {
         text_element(&mut d, "ProblemType", Some(&self.problem_type));
         if self.family == FaultFamily::Transactions {
             text_element(&mut d, "TransactionId", self.transaction_id.as_deref());
-            text_element(
-                &mut d,
-                "TransactionState",
-                self.transaction_state.as_deref(),
-            );
+            // A non-nillable enumeration in the platform's schema: omitted when unknown,
+            // never `i:nil` (strict .NET and JAXB readers refuse the whole detail then).
+            if let Some(state) = self.transaction_state.as_deref() {
+                text_element(&mut d, "TransactionState", Some(state));
+            }
         }
         if !self.errors.is_empty() {
             d.push_str("<Errors>");

@@ -9,12 +9,16 @@
 
 pub mod codec;
 mod commit;
+pub mod profiles;
 mod sled;
+mod sled_profiles;
 #[cfg(test)]
 mod tests;
 
 pub use self::commit::GroupCommit;
+pub use self::profiles::ProfileStore;
 pub use self::sled::{SledStore, SledTransactions, DEFAULT_CACHE_BYTES};
+pub use self::sled_profiles::SledProfiles;
 
 pub mod pairing;
 
@@ -38,6 +42,8 @@ pub enum StoreError {
     CorruptNames(&'static str),
     #[error("storage is shutting down")]
     Closed,
+    #[error("stored profile is corrupt: {0}")]
+    CorruptProfile(String),
 }
 
 /// The store key of a terminal: the first 16 bytes of SHA-256(serviceKey 0x1F serial).

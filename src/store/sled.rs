@@ -253,6 +253,11 @@ impl SledStore {
         codec::decode(bytes, |i| self.names.names(i))
     }
 
+    /// Merchant and application profiles, in this database.
+    pub fn profiles(&self) -> Result<super::SledProfiles, StoreError> {
+        super::SledProfiles::open(&self.db)
+    }
+
     /// The sandbox's transactions, in this database.
     pub fn transactions(&self) -> Result<SledTransactions, StoreError> {
         Ok(SledTransactions {

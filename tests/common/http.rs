@@ -219,16 +219,19 @@ where
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let relayed = resp.headers().contains_key("x-snapgate-relayed");
     let body = resp
         .into_body()
         .collect()
         .await
         .map_err(|e| format!("body: {}", error_chain(&e)))?
         .to_bytes();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    super::capture::save(method, path, &content_type, relayed, &body);
     Ok(HttpReply {
         status,
         content_type,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        body,
     })
 }
 
@@ -383,9 +386,11 @@ pub fn parse_reply(buf: &[u8]) -> Option<HttpReply> {
         }
     }
     let body = buf.get(end + 4..end + 4 + len?)?;
+    let body = String::from_utf8(body.to_vec()).ok()?;
+    super::capture::save("RAW", "(raw socket)", &content_type, false, &body);
     Some(HttpReply {
         status,
         content_type,
-        body: String::from_utf8(body.to_vec()).ok()?,
+        body,
     })
 }

@@ -28,6 +28,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod binary;
+pub mod capture;
 mod http;
 mod server;
 mod upstream;

@@ -14,6 +14,9 @@ Usage:
 
 Options (before or after the command):
   --wsdl-from-server   load <base_url>/2.1.32/{SIS,TPS}.svc?wsdl instead of ../../wsdl/*.wsdl
+  --wsdl-mode PATHS    WSDL mode, as gSOAP/Mono/SOAP::Lite use it: load <base_url><path>?wsdl
+                       (PATHS = "sis_path,tps_path", e.g. /2.0.19/SvcInfo,/2.0.19/Txn) and call
+                       the soap:address the WSDL names; no address is given by us
   --trace              dump the request and response envelopes to stderr
 
 Exit codes: 0 success, 2 usage error, 3 SOAP fault (stdout: "FAULT <detail element
@@ -33,7 +36,7 @@ from lxml import etree
 from zeep import xsd
 from zeep.exceptions import Error as ZeepError
 from zeep.exceptions import Fault
-from zeep.plugins import HistoryPlugin
+from zeep.plugins import HistoryPlugin, Plugin
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WSDL_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "wsdl"))
@@ -43,8 +46,8 @@ NS_SI = "http://schemas.evosnap.com/CWS/v2.0/ServiceInformation"
 NS_TP = "http://schemas.evosnap.com/CWS/v2.0/TransactionProcessing"
 NS_B = "http://schemas.evosnap.com/CWS/v2.0/Transactions/Bankcard"
 
-SIS_BINDING = "{%s}BasicHttpBinding_ICWSServiceInformation" % NS_SI
-TPS_BINDING = "{%s}BasicHttpBinding_ICwsTransactionProcessing" % NS_TP
+SIS_BINDING = "{%s}ServiceInfoProcessing_ICWSServiceInformation" % NS_SI
+TPS_BINDING = "{%s}TransactionProcessing_ICwsTransactionProcessing" % NS_TP
 BANKCARD_TRANSACTION = "{%s}BankcardTransaction" % NS_B
 
 EXIT_OK = 0
@@ -53,18 +56,44 @@ EXIT_ERROR = 4
 
 
 def wsdl_location(base_url, svc, from_server):
+    if isinstance(from_server, str):
+        sis_path, tps_path = from_server.split(",")
+        return "%s%s?wsdl" % (base_url.rstrip("/"), sis_path if svc == "SIS" else tps_path)
     if from_server:
         return "%s/%s/%s.svc?wsdl" % (base_url.rstrip("/"), API_VERSION, svc)
     return os.path.join(WSDL_DIR, "%s.wsdl" % svc)
 
 
+class CapturePlugin(Plugin):
+    """With SNAPGATE_CAPTURE_DIR set, keep every reply envelope zeep receives, for the schema
+    check of issue 10 (tests/schema/validate.py), as tests/common/capture.rs does for Rust."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.n = 0
+
+    def ingress(self, envelope, http_headers, operation):
+        self.n += 1
+        name = "zeep-%d-%05d-%s.xml" % (os.getpid(), self.n, getattr(operation, "name", "reply"))
+        with open(os.path.join(self.folder, name), "wb") as f:
+            f.write(b"<!-- zeep " + str(getattr(operation, "name", "")).encode() + b" -->\n")
+            f.write(etree.tostring(envelope))
+        return envelope, http_headers
+
+
 def make_client(base_url, svc, from_server=False, transport=None, plugins=None):
-    """Return (client, service proxy bound to <base_url>/2.1.32/<svc>.svc)."""
+    """Return (client, service proxy bound to <base_url>/2.1.32/<svc>.svc), or in WSDL mode
+    (from_server = "sis_path,tps_path") the WSDL's own service at the address it names."""
     if transport is None:
         transport = zeep.Transport(timeout=10, operation_timeout=30)
+    plugins = list(plugins or [])
+    if os.environ.get("SNAPGATE_CAPTURE_DIR"):
+        plugins.append(CapturePlugin(os.environ["SNAPGATE_CAPTURE_DIR"]))
     client = zeep.Client(
-        wsdl_location(base_url, svc, from_server), transport=transport, plugins=plugins or []
+        wsdl_location(base_url, svc, from_server), transport=transport, plugins=plugins
     )
+    if isinstance(from_server, str):
+        return client, client.service
     binding = SIS_BINDING if svc == "SIS" else TPS_BINDING
     address = "%s/%s/%s.svc" % (base_url.rstrip("/"), API_VERSION, svc)
     return client, client.create_service(binding, address)
@@ -161,6 +190,7 @@ def parse_args(argv):
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--wsdl-from-server", action="store_true", default=argparse.SUPPRESS)
     common.add_argument("--trace", action="store_true", default=argparse.SUPPRESS)
+    common.add_argument("--wsdl-mode", default=argparse.SUPPRESS)
 
     p = argparse.ArgumentParser(description="zeep client for snapgate", parents=[common])
     sub = p.add_subparsers(dest="command", required=True)
@@ -195,6 +225,9 @@ def parse_args(argv):
     args = p.parse_args(argv)
     args.wsdl_from_server = getattr(args, "wsdl_from_server", False)
     args.trace = getattr(args, "trace", False)
+    args.wsdl_mode = getattr(args, "wsdl_mode", None)
+    if args.wsdl_mode:
+        args.wsdl_from_server = args.wsdl_mode
     return args
 
 

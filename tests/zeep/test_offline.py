@@ -121,8 +121,8 @@ SIGNON_RESPONSE = envelope(
 )
 PING_RESPONSE = envelope(
     '<PingResponse xmlns="http://schemas.evosnap.com/Ipc.General.WCF.Contracts.Common">'
-    '<PingResult xmlns:i="http://www.w3.org/2001/XMLSchema-instance"><IsSuccess>true</IsSuccess>'
-    "<Message>snapgate ok</Message></PingResult></PingResponse>"
+    '<PingResult xmlns:e="http://schemas.evosnap.com/Ipc.General.WCF.Contracts.Common/External">'
+    "<e:IsSuccess>true</e:IsSuccess><e:Message>snapgate ok</e:Message></PingResult></PingResponse>"
 )
 
 
@@ -336,10 +336,14 @@ class WsdlLoads(unittest.TestCase):
             self.assertIn("Operations:", p.stdout)
 
     def test_operations_and_actions(self):
-        sis = zeep.Client(SIS_WSDL).bind("CWSServiceInformation", "BasicHttpBinding_ICWSServiceInformation")
+        sis = zeep.Client(SIS_WSDL).bind("CWSServiceInformation", "ServiceInfoProcessing_ICWSServiceInformation")
         ops = sis._binding._operations
         self.assertEqual(
-            sorted(ops), ["CreatePairingCode", "Ping", "RegisterTerminal", "SignOnWithToken"]
+            sorted(ops),
+            sorted(["CreatePairingCode", "Ping", "RegisterTerminal", "SignOnWithToken", "GetServiceInformation",
+                    "SaveApplicationData", "GetApplicationData", "DeleteApplicationData",
+                    "SaveMerchantProfiles", "GetMerchantProfiles", "GetMerchantProfileIds",
+                    "GetMerchantProfile", "DeleteMerchantProfile", "IsMerchantProfileInitialized"]),
         )
         self.assertEqual(ops["CreatePairingCode"].soapaction, SIS_ACTION + "CreatePairingCode")
         self.assertEqual(ops["RegisterTerminal"].soapaction, SIS_ACTION + "RegisterTerminal")
@@ -351,18 +355,19 @@ class WsdlLoads(unittest.TestCase):
         self.assertEqual(sis._binding_options["address"], "http://localhost:8080/2.1.32/SIS.svc")
         self.assertEqual(
             sorted(ops["RegisterTerminal"].faults),
-            sorted(["AuthenticationFault", "ExpiredTokenFault", "InvalidTokenFault",
-                    "CWSValidationResultFault", "CWSFault"]),
+            sorted(["AuthenticationFaultFault", "CWSValidationResultFaultFault",
+                    "CWSServiceInformationUnavailableFaultFault", "CWSFaultFault"]),
         )
 
-        tps = zeep.Client(TPS_WSDL).bind("CwsTransactionProcessing", "BasicHttpBinding_ICwsTransactionProcessing")
+        tps = zeep.Client(TPS_WSDL).bind("CwsTransactionProcessing", "TransactionProcessing_ICwsTransactionProcessing")
         ops = tps._binding._operations
         expected = ["Adjust", "Authorize", "AuthorizeAndCapture", "Capture", "CaptureAll",
                     "ReturnById", "ReturnUnlinked", "Undo"]
-        self.assertEqual(sorted(ops), expected)
+        self.assertEqual(sorted(ops), sorted(expected + ["Ping"]))
         for name in expected:
             self.assertEqual(ops[name].soapaction, TPS_ACTION + name)
-            self.assertEqual(len(ops[name].faults), 5)
+            # The platform's full set: 12 CWS faults and 3 identity faults.
+            self.assertEqual(len(ops[name].faults), 15)
         self.assertEqual(tps._binding_options["address"], "http://localhost:8080/2.1.32/TPS.svc")
 
     def test_libxml2_compiles_schemas(self):

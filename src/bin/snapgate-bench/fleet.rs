@@ -166,7 +166,8 @@ impl Fleet {
         let ksn = t.next_ksn();
         let bdk = self.bdk(&ksn);
         let key = dukpt::working_key(&bdk.bdk, &ksn, &bdk.secret_usage).expect("TDES KSN");
-        let secret = format!("MP{}|{}", t.device % 100, t.serial());
+        // MP1: a merchant profile the dev setup declares (issue 10).
+        let secret = format!("MP1|{}", t.serial());
         let es = hex::encode_upper(dukpt::encrypt_cbc(&key, secret.as_bytes()));
         let body = self.register.render(&[
             ("SERVICE_KEY", DEV_SERVICE_KEY),

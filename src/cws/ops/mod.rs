@@ -10,10 +10,13 @@ pub mod authorize_and_capture;
 pub mod capture;
 pub mod capture_all;
 pub mod create_pairing_code;
+pub mod merchant_profiles;
+pub mod namespaces;
 pub mod ping;
 pub mod register_terminal;
 pub mod return_by_id;
 pub mod return_unlinked;
+pub mod service_information;
 pub mod sign_on;
 pub mod transaction;
 pub mod undo;
@@ -88,10 +91,20 @@ pub enum OpName {
     Undo,
     ReturnById,
     CaptureAll,
+    GetServiceInformation,
+    SaveApplicationData,
+    GetApplicationData,
+    DeleteApplicationData,
+    SaveMerchantProfiles,
+    GetMerchantProfiles,
+    GetMerchantProfileIds,
+    GetMerchantProfile,
+    DeleteMerchantProfile,
+    IsMerchantProfileInitialized,
 }
 
 impl OpName {
-    pub const ALL: [OpName; 12] = [
+    pub const ALL: [OpName; 22] = [
         OpName::Ping,
         OpName::RegisterTerminal,
         OpName::SignOnWithToken,
@@ -104,6 +117,16 @@ impl OpName {
         OpName::Undo,
         OpName::ReturnById,
         OpName::CaptureAll,
+        OpName::GetServiceInformation,
+        OpName::SaveApplicationData,
+        OpName::GetApplicationData,
+        OpName::DeleteApplicationData,
+        OpName::SaveMerchantProfiles,
+        OpName::GetMerchantProfiles,
+        OpName::GetMerchantProfileIds,
+        OpName::GetMerchantProfile,
+        OpName::DeleteMerchantProfile,
+        OpName::IsMerchantProfileInitialized,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -120,6 +143,16 @@ impl OpName {
             OpName::Undo => "Undo",
             OpName::ReturnById => "ReturnById",
             OpName::CaptureAll => "CaptureAll",
+            OpName::GetServiceInformation => "GetServiceInformation",
+            OpName::SaveApplicationData => "SaveApplicationData",
+            OpName::GetApplicationData => "GetApplicationData",
+            OpName::DeleteApplicationData => "DeleteApplicationData",
+            OpName::SaveMerchantProfiles => "SaveMerchantProfiles",
+            OpName::GetMerchantProfiles => "GetMerchantProfiles",
+            OpName::GetMerchantProfileIds => "GetMerchantProfileIds",
+            OpName::GetMerchantProfile => "GetMerchantProfile",
+            OpName::DeleteMerchantProfile => "DeleteMerchantProfile",
+            OpName::IsMerchantProfileInitialized => "IsMerchantProfileInitialized",
         }
     }
 
@@ -127,9 +160,19 @@ impl OpName {
     fn serves(self, service: Service) -> bool {
         match self {
             OpName::Ping => true,
-            OpName::RegisterTerminal | OpName::SignOnWithToken | OpName::CreatePairingCode => {
-                service == Service::Sis
-            }
+            OpName::RegisterTerminal
+            | OpName::SignOnWithToken
+            | OpName::CreatePairingCode
+            | OpName::GetServiceInformation
+            | OpName::SaveApplicationData
+            | OpName::GetApplicationData
+            | OpName::DeleteApplicationData
+            | OpName::SaveMerchantProfiles
+            | OpName::GetMerchantProfiles
+            | OpName::GetMerchantProfileIds
+            | OpName::GetMerchantProfile
+            | OpName::DeleteMerchantProfile
+            | OpName::IsMerchantProfileInitialized => service == Service::Sis,
             _ => service == Service::Tps,
         }
     }
@@ -197,6 +240,10 @@ pub enum Operation<'a> {
     Undo(FollowUp<'a, Follow>),
     ReturnById(FollowUp<'a, Follow>),
     CaptureAll(FollowUp<'a, Vec<Follow>>),
+    /// GetServiceInformation and Save/Get/DeleteApplicationData.
+    Sis(service_information::SisRequest),
+    /// The merchant-profile operations (operator credentials).
+    Merchants(merchant_profiles::MerchantRequest),
 }
 
 impl<'a> Operation<'a> {
@@ -222,6 +269,20 @@ impl<'a> Operation<'a> {
             OpName::Undo => Operation::Undo(undo::parse(op)?),
             OpName::ReturnById => Operation::ReturnById(return_by_id::parse(op)?),
             OpName::CaptureAll => Operation::CaptureAll(capture_all::parse(op)?),
+            OpName::GetServiceInformation
+            | OpName::SaveApplicationData
+            | OpName::GetApplicationData
+            | OpName::DeleteApplicationData => {
+                Operation::Sis(service_information::parse(name, op)?)
+            }
+            OpName::SaveMerchantProfiles
+            | OpName::GetMerchantProfiles
+            | OpName::GetMerchantProfileIds
+            | OpName::GetMerchantProfile
+            | OpName::DeleteMerchantProfile
+            | OpName::IsMerchantProfileInitialized => {
+                Operation::Merchants(merchant_profiles::parse(name, op)?)
+            }
         })
     }
 
@@ -239,6 +300,8 @@ impl<'a> Operation<'a> {
             Operation::Undo(_) => OpName::Undo,
             Operation::ReturnById(_) => OpName::ReturnById,
             Operation::CaptureAll(_) => OpName::CaptureAll,
+            Operation::Sis(r) => r.name(),
+            Operation::Merchants(r) => r.name(),
         }
     }
 
@@ -262,6 +325,8 @@ impl<'a> Operation<'a> {
             Operation::Undo(f) => undo::apply(app, ctx, f).await,
             Operation::ReturnById(f) => return_by_id::apply(app, ctx, f).await,
             Operation::CaptureAll(f) => capture_all::apply(app, ctx, f).await,
+            Operation::Sis(r) => service_information::apply(app, r, ctx.base).await,
+            Operation::Merchants(r) => merchant_profiles::apply(app, r, ctx.base).await,
         }
     }
 }

@@ -199,6 +199,14 @@ async fn register(
     if !app.limiter.allowed(&proven, now) {
         return Err(Error::Authentication(AuthFailure::RateLimited));
     }
+    // The platform knows its merchant profiles: a secret that decrypts to an undeclared one
+    // (a wrong IV garbles only the first block, which holds the profile id) is refused.
+    let profile = app
+        .profiles
+        .merchant(&c.service_key, &auth.merchant_profile_id)?;
+    if !profile.is_some_and(|p| p.admits(&auth.device_serial)) {
+        return Err(Error::Authentication(AuthFailure::UnknownMerchantProfile));
+    }
     let tcfg = app.token();
     let device_id = auth.ksn.device_id();
     let claims = Claims {

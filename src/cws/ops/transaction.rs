@@ -145,6 +145,25 @@ fn parse_new(op: &Element, name: &str) -> Result<NewRequest, Error> {
     })
 }
 
+/// Capture's and ReturnById's `Amount` is optional: "capture a different amount" / "a partial
+/// return". WCF proxies send an unset decimal member as `0`, so 0 means unset there (the
+/// authorized amount, a full return); the same for a zero TipAmount.
+fn zero_is_unset(name: OpName) -> bool {
+    matches!(
+        name,
+        OpName::Capture | OpName::CaptureAll | OpName::ReturnById
+    )
+}
+
+fn parse_follow_for(name: OpName, e: &Element, path: &str) -> Result<Follow, Error> {
+    let mut f = parse_follow(e, path, name == OpName::Adjust)?;
+    if zero_is_unset(name) {
+        f.amount_cents = f.amount_cents.filter(|a| *a != 0);
+        f.tip_cents = f.tip_cents.filter(|a| *a != 0);
+    }
+    Ok(f)
+}
+
 /// Adjust's `Amount` is a signed change; every other amount is unsigned.
 fn parse_follow(e: &Element, path: &str, signed: bool) -> Result<Follow, Error> {
     let change = if signed {
@@ -226,6 +245,7 @@ pub struct NewTransaction<'a> {
     element: &'a Element,
     session_token: Option<String>,
     merchant_profile_id: Option<String>,
+    application_profile_id: Option<String>,
     request: Result<NewRequest, Error>,
 }
 
@@ -237,6 +257,7 @@ impl<'a> NewTransaction<'a> {
             element: op,
             session_token: text(op, path, "sessionToken")?.map(str::to_owned),
             merchant_profile_id: text(op, path, "merchantProfileId")?.map(str::to_owned),
+            application_profile_id: text(op, path, "applicationProfileId")?.map(str::to_owned),
             request: parse_new(op, path),
         })
     }
@@ -248,6 +269,7 @@ pub struct FollowUp<'a, F> {
     name: OpName,
     element: &'a Element,
     session_token: Option<String>,
+    application_profile_id: Option<String>,
     follow: Result<F, Error>,
 }
 
@@ -262,12 +284,13 @@ impl<'a> FollowUp<'a, Follow> {
                     "differenceData is required",
                 )
             })?;
-            parse_follow(d, &format!("{path}/differenceData"), name == OpName::Adjust)
+            parse_follow_for(name, d, &format!("{path}/differenceData"))
         });
         Ok(FollowUp {
             name,
             element: op,
             session_token: text(op, path, "sessionToken")?.map(str::to_owned),
+            application_profile_id: text(op, path, "applicationProfileId")?.map(str::to_owned),
             follow,
         })
     }
@@ -282,7 +305,7 @@ impl<'a> FollowUp<'a, Vec<Follow>> {
                 .children
                 .iter()
                 .filter(|c| !c.nil)
-                .map(|c| parse_follow(c, &format!("{path}/differenceData/Capture"), false))
+                .map(|c| parse_follow_for(name, c, &format!("{path}/differenceData/Capture")))
                 .collect::<Result<_, _>>(),
             None => Ok(Vec::new()),
         });
@@ -290,8 +313,23 @@ impl<'a> FollowUp<'a, Vec<Follow>> {
             name,
             element: op,
             session_token: text(op, path, "sessionToken")?.map(str::to_owned),
+            application_profile_id: text(op, path, "applicationProfileId")?.map(str::to_owned),
             follow,
         })
+    }
+}
+
+/// `applicationProfileId`, when sent, must name an application profile saved with
+/// SaveApplicationData (sandbox mode: in forward mode the upstream owns them).
+fn check_application(app: &App, name: OpName, id: Option<&str>) -> Result<(), Error> {
+    match id {
+        Some(id) if app.forward.is_none() && app.profiles.application(id)?.is_none() => {
+            Err(Error::validation(
+                format!("{}/applicationProfileId", name.as_str()),
+                "applicationProfileId names no application profile (SaveApplicationData)",
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -305,13 +343,18 @@ pub async fn run_new(
     let name = t.name;
     let session = session::authenticate(app, t.session_token.as_deref())?;
     if let Some(mp) = &t.merchant_profile_id {
-        if *mp != session.record.merchant_profile_id {
+        let declared = app
+            .profiles
+            .merchant(&session.record.service_key, mp)?
+            .is_some_and(|p| p.active);
+        if *mp != session.record.merchant_profile_id || !declared {
             return Err(Error::validation(
                 format!("{}/merchantProfileId", name.as_str()),
-                "merchantProfileId is not the terminal's merchant profile",
+                "merchantProfileId is not the terminal's declared, active merchant profile",
             ));
         }
     }
+    check_application(app, name, t.application_profile_id.as_deref())?;
     let n = t.request?;
     let forward = app.forward.is_some();
     // A retry of a swipe carries its spent KSN counter: find its stored answer before the
@@ -483,6 +526,7 @@ pub async fn run_follow<F>(
     step: impl FnOnce(&Sandbox, &TerminalId, &F, DateTime<Utc>) -> Result<Vec<Outcome>, Error>,
 ) -> Result<Reply, Error> {
     let session = session::authenticate(app, f.session_token.as_deref())?;
+    check_application(app, f.name, f.application_profile_id.as_deref())?;
     let follow = f.follow?;
     finish(
         app,
@@ -593,12 +637,12 @@ pub fn respond(base: Base, op: OpName, outcomes: &[Outcome]) -> String {
     let ns_decls = format!(
         " xmlns:i=\"{XSI_NS}\" xmlns:t=\"{b}{T_PATH}\" xmlns:b=\"{b}{B_PATH}\" xmlns:bp=\"{b}{BP_PATH}\""
     );
-    let capture = is_capture(op);
+    let capture = is_capture(op).then(|| Summary::of(outcomes));
     if op == OpName::CaptureAll {
         out.push_str(&format!("<CaptureAllResult{ns_decls}>"));
         for o in outcomes {
             out.push_str(&format!("<t:Response i:type=\"{}\">", result_type(op)));
-            write_outcome(&mut out, o, capture);
+            write_outcome(&mut out, o, capture.as_ref());
             out.push_str("</t:Response>");
         }
         out.push_str("</CaptureAllResult>");
@@ -608,7 +652,7 @@ pub fn respond(base: Base, op: OpName, outcomes: &[Outcome]) -> String {
                 "<{name}Result{ns_decls} i:type=\"{}\">",
                 result_type(op)
             ));
-            write_outcome(&mut out, o, capture);
+            write_outcome(&mut out, o, capture.as_ref());
             out.push_str(&format!("</{name}Result>"));
         }
     }
@@ -616,9 +660,38 @@ pub fn respond(base: Base, op: OpName, outcomes: &[Outcome]) -> String {
     out
 }
 
+/// What one Capture or CaptureAll captured: b:TransactionSummaryData's sale and net totals.
+/// Every response of a CaptureAll carries the totals of the whole call (they share one batch).
+struct Summary {
+    count: usize,
+    cents: i64,
+}
+
+impl Summary {
+    fn of(outcomes: &[Outcome]) -> Summary {
+        let captured = outcomes.iter().filter(|o| o.approved);
+        Summary {
+            count: captured.clone().count(),
+            cents: captured.map(|o| o.amount_cents).sum(),
+        }
+    }
+
+    fn write(&self, out: &mut String) {
+        let totals = format!(
+            "<b:NetAmount>{}</b:NetAmount><b:Count>{}</b:Count>",
+            format_amount(self.cents),
+            self.count
+        );
+        out.push_str(&format!(
+            "<b:TransactionSummaryData><b:NetTotals>{totals}</b:NetTotals>\
+             <b:SaleTotals>{totals}</b:SaleTotals></b:TransactionSummaryData>"
+        ));
+    }
+}
+
 /// The members of t:Response, then b:BankcardTransactionResponse's or b:BankcardCaptureResponse's,
 /// in schema order.
-fn write_outcome(out: &mut String, o: &Outcome, capture: bool) {
+fn write_outcome(out: &mut String, o: &Outcome, capture: Option<&Summary>) {
     let t =
         |out: &mut String, n: &str, v: Option<&str>| soap::text_element(out, &format!("t:{n}"), v);
     let b =
@@ -640,8 +713,9 @@ fn write_outcome(out: &mut String, o: &Outcome, capture: bool) {
     t(out, "TransactionState", Some(o.transaction_state));
     t(out, "IsAcknowledged", Some("false"));
     t(out, "Reference", o.reference.as_deref());
-    if capture {
+    if let Some(summary) = capture {
         b(out, "BatchId", o.batch_id.as_deref());
+        summary.write(out);
         return;
     }
     let card = o.card.as_ref();

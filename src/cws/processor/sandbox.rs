@@ -51,8 +51,9 @@ impl State {
             State::Captured | State::Returned | State::PartiallyReturned | State::Refund => {
                 "Captured"
             }
-            State::Declined => "CannotCapture",
-            State::Undone => "Undone",
+            // The platform's CaptureState has no "Undone": CannotCapture is its value for "a
+            // declined authorization or the subsequent undoing of a successful one".
+            State::Declined | State::Undone => "CannotCapture",
         }
     }
 }
