@@ -511,4 +511,27 @@ impl TransactionStore for SledTransactions {
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
     }
+
+    fn range(
+        &self,
+        after: Option<&TxnId>,
+        before: &TxnId,
+        limit: usize,
+    ) -> Result<Vec<(TxnId, Vec<u8>)>, StoreError> {
+        use std::ops::Bound;
+        let lo = after.map_or(Bound::Unbounded, |a| Bound::Excluded(*a));
+        let mut out = Vec::new();
+        for kv in self.txns.range((lo, Bound::Excluded(*before))).take(limit) {
+            let (k, v) = kv?;
+            if let Ok(id) = TxnId::try_from(&k[..]) {
+                out.push((id, v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove(&self, id: &TxnId) -> Result<(), StoreError> {
+        self.txns.remove(id)?;
+        Ok(())
+    }
 }
