@@ -127,6 +127,9 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
     let store = &*app.store;
+    if let Some(r) = crate::pairing::admin::route(app, &method, &path, &query) {
+        return r;
+    }
     let result: Result<Response<Full<Bytes>>, Error> = (|| {
         Ok(match (method, path.as_str()) {
             (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),

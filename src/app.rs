@@ -31,6 +31,8 @@ pub struct App {
     pub forward: Option<Forward>,
     pub metrics: Metrics,
     pub limiter: Limiter,
+    /// POS pairing, when `[pairing]` is configured.
+    pub pairing: Option<crate::pairing::Pairing>,
 }
 
 impl App {
@@ -68,6 +70,10 @@ impl App {
             max_attributes: l.max_xml_attributes,
         };
         let limiter = Limiter::new(config.security.lockout.clone());
+        let pairing = match &config.pairing {
+            Some(p) => Some(crate::pairing::Pairing::open(p, sled.db())?),
+            None => None,
+        };
         Ok(Arc::new(App {
             token: RwLock::new(Arc::new(token)),
             config,
@@ -82,6 +88,7 @@ impl App {
             forward,
             metrics: Metrics::default(),
             limiter,
+            pairing,
         }))
     }
 

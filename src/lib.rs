@@ -13,6 +13,7 @@ pub mod cws;
 pub mod dukpt;
 pub mod http;
 pub mod metrics;
+pub mod pairing;
 pub mod server;
 pub mod store;
 pub mod tls;

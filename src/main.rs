@@ -90,6 +90,17 @@ enum Command {
         #[arg(long, env = "SNAPGATE_ADMIN")]
         admin: Option<String>,
     },
+    /// POS pairing: make setup codes, list and revoke POS certificates (docs/PAIRING.md).
+    /// Through the admin listener when the server runs, else on the data folder directly.
+    Pairing {
+        #[arg(long, short, env = "SNAPGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// Admin listener base URL, e.g. http://127.0.0.1:9090.
+        #[arg(long, env = "SNAPGATE_ADMIN", global = true)]
+        admin: Option<String>,
+        #[command(subcommand)]
+        action: PairingAction,
+    },
     /// Encrypt a RegisterTerminal secret the way a terminal would (for tests and integration).
     EncryptSecret {
         #[arg(long, short, env = "SNAPGATE_CONFIG")]
@@ -119,6 +130,26 @@ enum TerminalAction {
     Revoke { terminal: String },
     /// Raise its RefreshToken flag now: the next swipe gets a renewed token.
     Refresh { terminal: String },
+}
+
+#[derive(Subcommand)]
+enum PairingAction {
+    /// Make a POS connection code (valid pairing.code_lifetime_seconds) and print it with
+    /// where to use it. A new code replaces the previous one of the same terminal (or of the
+    /// operator, without --terminal).
+    Code {
+        /// Bind the code to this registered terminal: SERVICEKEY/SERIAL. The certificate then
+        /// names it.
+        #[arg(long)]
+        terminal: Option<String>,
+    },
+    /// List issued POS certificates and live codes (JSON; never a code or a key).
+    List,
+    /// Revoke a POS's certificate: refused from the next TLS handshake on.
+    Revoke {
+        #[arg(value_name = "POSID")]
+        pos_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -177,6 +208,11 @@ fn main() -> ExitCode {
             ksn,
             secret,
         } => encrypt_secret(config, &ksn, &secret),
+        Command::Pairing {
+            config,
+            admin,
+            action,
+        } => pairing(config, admin, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -197,6 +233,13 @@ fn init(dir: &Path, listen: SocketAddr, admin: SocketAddr, tls: bool) -> Result<
     );
     if tls {
         let pki = snapgate::tls::init_dev_tls(dir).map_err(|e| e.to_string())?;
+        let pairing_listen: SocketAddr = "127.0.0.1:8443".parse().expect("literal");
+        let ca = snapgate::pairing::init_dev(dir, pairing_listen).map_err(|e| e.to_string())?;
+        println!(
+            "wrote a DEV pairing CA ({}) and a [pairing] section: POS systems pair at \
+             https://{pairing_listen}/ (see docs/PAIRING.md)",
+            ca.root_cert.display()
+        );
         println!(
             "wrote a DEV CA ({}), a server certificate for localhost and a client certificate \
              in {}; TLS is on (see docs/TLS.md)",
@@ -372,6 +415,14 @@ fn serve(
             ),
             None => None,
         };
+        let pairing_listener = match cfg.pairing.as_ref().and_then(|p| p.listen) {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|e| format!("cannot listen on {a} (pairing.listen): {e}"))?,
+            ),
+            None => None,
+        };
         let mut app = App::new(cfg, keys, store, Arc::new(SystemClock))?;
         if let Some(p) = CONFIG_PATH.get() {
             app = app.with_config_path(p.clone());
@@ -384,6 +435,20 @@ fn serve(
             tokio::spawn(snapgate::admin::run(app.clone(), l, async move {
                 let _ = rx.changed().await;
             }));
+        }
+        if let Some(l) = pairing_listener {
+            let addr = l.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(%addr, "pairing listener (HTTPS and WSS)");
+            let mut rx = stop_rx.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = rx.changed().await;
+                };
+                if let Err(e) = snapgate::pairing::listener::run(app, l, stop).await {
+                    tracing::error!(error = %e, "pairing listener stopped");
+                }
+            });
         }
         #[cfg(unix)]
         {
@@ -472,5 +537,88 @@ fn encrypt_secret(config: Option<PathBuf>, ksn: &str, secret: &str) -> Result<()
         "{}",
         hex::encode_upper(dukpt::encrypt_cbc(&key, secret.as_bytes()))
     );
+    Ok(())
+}
+
+/// `snapgate pairing ...`: through the admin listener when the server holds the data folder,
+/// else on it directly.
+fn pairing(
+    config: Option<PathBuf>,
+    admin: Option<String>,
+    action: PairingAction,
+) -> Result<(), String> {
+    use snapgate::pairing::admin as padmin;
+    let cfg = resolve_config(config)?;
+    let mut pcfg = cfg
+        .pairing
+        .clone()
+        .ok_or("pairing is not configured: add a [pairing] section (docs/PAIRING.md)")?;
+    let local = if admin.is_some() {
+        None
+    } else {
+        SledStore::open(&cfg.store.path).ok()
+    };
+    let Some(store) = local else {
+        let base = admin_url(admin, &cfg).ok_or(
+            "the data folder is in use (is the server running?) and no admin listener is \
+             configured: give --admin URL or set server.admin_listen",
+        )?;
+        let enc = snapgate::pairing::ca::urn_part;
+        let (method, path) = match &action {
+            PairingAction::Code { terminal } => (
+                hyper::Method::POST,
+                match terminal {
+                    Some(t) => format!("/admin/pairing/codes?terminal={}", enc(t)),
+                    None => "/admin/pairing/codes".into(),
+                },
+            ),
+            PairingAction::List => (hyper::Method::GET, "/admin/pairing".into()),
+            PairingAction::Revoke { pos_id } => (
+                hyper::Method::POST,
+                format!(
+                    "/admin/pairing/certs/{}/revoke",
+                    enc(pos_id).replace('/', "%2F")
+                ),
+            ),
+        };
+        let (status, body) = block_on(snapgate::admin::call(&base, method, &path))??;
+        if status != 200 {
+            return Err(format!("HTTP {status}: {}", body.trim()));
+        }
+        match action {
+            PairingAction::Code { .. } => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                print!("{}", padmin::details(&v));
+            }
+            _ => print!("{body}"),
+        }
+        return Ok(());
+    };
+    // No key pool for a one-shot command.
+    pcfg.key_pool = 0;
+    let p = snapgate::pairing::Pairing::open(&pcfg, store.db())?;
+    let now = chrono::Utc::now();
+    let e = |e: padmin::AdminError| e.to_string();
+    match action {
+        PairingAction::Code { terminal } => {
+            let v = padmin::make_code(&p, &store, terminal.as_deref(), now).map_err(e)?;
+            print!("{}", padmin::details(&v));
+        }
+        PairingAction::List => {
+            let v = padmin::list(&p).map_err(e)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+            );
+        }
+        PairingAction::Revoke { pos_id } => {
+            let v = padmin::revoke(None, &p, &pos_id, now).map_err(e)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+            );
+        }
+    }
     Ok(())
 }

@@ -49,6 +49,21 @@ const COUNTERS: &[(&str, &str, &[&str])] = &[
         "SOAP faults sent, by fault kind.",
         &["kind"],
     ),
+    (
+        "snapgate_pairing_codes_total",
+        "Pairing setup codes made, by who asked (operator or terminal).",
+        &["source"],
+    ),
+    (
+        "snapgate_pairings_total",
+        "Pairing exchanges and renewals, by operation and result (ok or the error code).",
+        &["operation", "result"],
+    ),
+    (
+        "snapgate_pairing_certs_revoked_total",
+        "Client certificates put on the deny list, by reason (repaired, renewed, revoked).",
+        &["reason"],
+    ),
 ];
 
 impl Metrics {
@@ -71,6 +86,18 @@ impl Metrics {
 
     pub fn fault(&self, kind: &'static str) {
         self.add(("snapgate_faults_total", kind, ""));
+    }
+
+    pub fn pairing_code(&self, source: &'static str) {
+        self.add(("snapgate_pairing_codes_total", source, ""));
+    }
+
+    pub fn pairing(&self, operation: &'static str, result: &'static str) {
+        self.add(("snapgate_pairings_total", operation, result));
+    }
+
+    pub fn pairing_cert_revoked(&self, reason: &'static str) {
+        self.add(("snapgate_pairing_certs_revoked_total", reason, ""));
     }
 
     pub fn observe(&self, operation: &'static str, took: Duration) {

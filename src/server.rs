@@ -35,7 +35,8 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tls = match &app.config.tls {
         Some(cfg) => {
-            let acceptor = crate::tls::acceptor(cfg).map_err(std::io::Error::other)?;
+            let acceptor =
+                crate::pairing::trust::main_acceptor(&app, cfg).map_err(std::io::Error::other)?;
             let mtls = cfg.client_ca_file.is_some();
             tracing::info!(client_certificates_required = mtls, "serving HTTPS");
             Some(acceptor)
@@ -145,6 +146,10 @@ async fn handle(
 }
 
 async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let req = match crate::pairing::route(app, peer, req).await {
+        Ok(resp) => return resp,
+        Err(req) => req,
+    };
     if req.uri().path() == "/healthz" && req.method() == Method::GET {
         return plain(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into());
     }

@@ -22,13 +22,8 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Build the TLS acceptor for `cfg`: TLS 1.2 and 1.3, HTTP/1.1, and with `client_ca_file`
 /// a required, verified client certificate. Errors name the file and the problem, never key bytes.
 pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
-    let certs = load_certs(&cfg.cert_file)?;
-    let key = load_key(&cfg.key_file)?;
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?;
-    let builder = match &cfg.client_ca_file {
-        None => builder.with_no_client_auth(),
+    let verifier = match &cfg.client_ca_file {
+        None => None,
         Some(ca_file) => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in load_certs(ca_file)? {
@@ -41,8 +36,26 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
                 .map_err(|e| {
                     format!("{}: cannot verify clients with it: {e}", ca_file.display())
                 })?;
-            builder.with_client_cert_verifier(verifier)
+            Some(verifier)
         }
+    };
+    acceptor_with(cfg, verifier)
+}
+
+/// The acceptor for `cfg`'s server certificate with the given client verifier (none: no
+/// client certificates asked for). Pairing wraps its deny list around the verifier this way.
+pub fn acceptor_with(
+    cfg: &TlsConfig,
+    verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<TlsAcceptor, String> {
+    let certs = load_certs(&cfg.cert_file)?;
+    let key = load_key(&cfg.key_file)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?;
+    let builder = match verifier {
+        None => builder.with_no_client_auth(),
+        Some(v) => builder.with_client_cert_verifier(v),
     };
     let mut server = builder.with_single_cert(certs, key).map_err(|e| {
         format!(
@@ -56,7 +69,7 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
 }
 
 /// Every certificate in a PEM file; at least one.
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let certs = CertificateDer::pem_slice_iter(&text)
         .collect::<Result<Vec<_>, _>>()

@@ -45,13 +45,30 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
     healthz_keep_alive(&mut s).await;
     s.write_all(
         format!(
-            "POST /SIS.svc HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{head}",
+            "POST /SIS.svc HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n\
+             Expect: 100-continue\r\nContent-Length: {}\r\n\r\n{head}",
             body.len()
         )
         .as_bytes(),
     )
     .await
     .unwrap();
+    // hyper answers "100 Continue" once the handler reads the body: the request is then in
+    // flight, not bytes still waiting in the socket (a SIGTERM before that would find the
+    // connection idle and close it, which is right but not what this test is about).
+    let mut seen = Vec::new();
+    tokio::time::timeout(REQUEST_DEADLINE, async {
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&seen).contains("100 Continue\r\n\r\n") {
+            let n = tokio::io::AsyncReadExt::read(&mut s, &mut buf)
+                .await
+                .unwrap();
+            assert!(n > 0, "closed before 100 Continue");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("100 Continue within the deadline");
 
     srv.terminate();
     srv.wait_for_log("shutdown requested", Duration::from_secs(10))

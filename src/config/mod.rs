@@ -69,6 +69,9 @@ pub struct Config {
     /// HTTPS (and optionally mTLS) on the listener; none serves plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// POS pairing (docs/PAIRING.md); none: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pairing: Option<crate::pairing::PairingConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -340,6 +343,9 @@ impl Config {
         if let Some(tls) = cfg.tls.as_mut() {
             tls.resolve_paths(base);
         }
+        if let Some(p) = cfg.pairing.as_mut() {
+            p.resolve_paths(base);
+        }
         Ok(cfg)
     }
 }
@@ -522,6 +528,7 @@ impl Config {
             processor,
             log,
             tls,
+            pairing,
         } = self;
         (
             Settings {
@@ -532,6 +539,7 @@ impl Config {
                 processor,
                 log,
                 tls,
+                pairing,
             },
             token,
         )
@@ -549,6 +557,7 @@ pub struct Settings {
     pub processor: ProcessorConfig,
     pub log: LogConfig,
     pub tls: Option<TlsConfig>,
+    pub pairing: Option<crate::pairing::PairingConfig>,
 }
 
 impl StoreConfig {

@@ -16,6 +16,8 @@ mod tests;
 pub use self::commit::GroupCommit;
 pub use self::sled::{SledStore, SledTransactions, DEFAULT_CACHE_BYTES};
 
+pub mod pairing;
+
 use crate::token::TokenId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

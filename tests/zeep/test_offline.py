@@ -338,7 +338,10 @@ class WsdlLoads(unittest.TestCase):
     def test_operations_and_actions(self):
         sis = zeep.Client(SIS_WSDL).bind("CWSServiceInformation", "BasicHttpBinding_ICWSServiceInformation")
         ops = sis._binding._operations
-        self.assertEqual(sorted(ops), ["Ping", "RegisterTerminal", "SignOnWithToken"])
+        self.assertEqual(
+            sorted(ops), ["CreatePairingCode", "Ping", "RegisterTerminal", "SignOnWithToken"]
+        )
+        self.assertEqual(ops["CreatePairingCode"].soapaction, SIS_ACTION + "CreatePairingCode")
         self.assertEqual(ops["RegisterTerminal"].soapaction, SIS_ACTION + "RegisterTerminal")
         self.assertEqual(ops["SignOnWithToken"].soapaction, SIS_ACTION + "SignOnWithToken")
         self.assertEqual(

@@ -10,6 +10,7 @@ mod baseline;
 mod client;
 mod fleet;
 mod load;
+mod pairing;
 mod plot;
 mod report;
 mod scale;
@@ -38,6 +39,9 @@ enum Command {
     /// Register terminals, then measure a plain hyper baseline and snapgate on the same
     /// connections and request bodies.
     Load(load::LoadArgs),
+    /// POS pairings over TLS: a burst without and with the key pool, then a fixed rate with
+    /// SOAP Pings beside it (docs/PAIRING.md, "Benchmark").
+    Pairing(pairing::PairingArgs),
     /// Bulk-write terminal records through the store API; report bytes/terminal, RSS, restart.
     Scale(scale::ScaleArgs),
     /// (internal) Reopen a scale database in a fresh process and print JSON measurements.
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Load(args) => load::run(args),
         Command::Scale(args) => scale::run(args),
+        Command::Pairing(args) => pairing::run(args),
         Command::ScaleReopen { dir, sled, probe } => scale::reopen_child(&dir, sled, &probe),
     };
     match result {

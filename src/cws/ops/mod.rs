@@ -9,6 +9,7 @@ pub mod authorize;
 pub mod authorize_and_capture;
 pub mod capture;
 pub mod capture_all;
+pub mod create_pairing_code;
 pub mod ping;
 pub mod register_terminal;
 pub mod return_by_id;
@@ -60,6 +61,7 @@ pub enum OpName {
     Ping,
     RegisterTerminal,
     SignOnWithToken,
+    CreatePairingCode,
     Authorize,
     AuthorizeAndCapture,
     ReturnUnlinked,
@@ -71,10 +73,11 @@ pub enum OpName {
 }
 
 impl OpName {
-    pub const ALL: [OpName; 11] = [
+    pub const ALL: [OpName; 12] = [
         OpName::Ping,
         OpName::RegisterTerminal,
         OpName::SignOnWithToken,
+        OpName::CreatePairingCode,
         OpName::Authorize,
         OpName::AuthorizeAndCapture,
         OpName::ReturnUnlinked,
@@ -90,6 +93,7 @@ impl OpName {
             OpName::Ping => "Ping",
             OpName::RegisterTerminal => "RegisterTerminal",
             OpName::SignOnWithToken => "SignOnWithToken",
+            OpName::CreatePairingCode => "CreatePairingCode",
             OpName::Authorize => "Authorize",
             OpName::AuthorizeAndCapture => "AuthorizeAndCapture",
             OpName::ReturnUnlinked => "ReturnUnlinked",
@@ -105,7 +109,9 @@ impl OpName {
     fn serves(self, service: Service) -> bool {
         match self {
             OpName::Ping => true,
-            OpName::RegisterTerminal | OpName::SignOnWithToken => service == Service::Sis,
+            OpName::RegisterTerminal | OpName::SignOnWithToken | OpName::CreatePairingCode => {
+                service == Service::Sis
+            }
             _ => service == Service::Tps,
         }
     }
@@ -164,6 +170,7 @@ pub enum Operation<'a> {
     Ping,
     RegisterTerminal(register_terminal::Credentials),
     SignOnWithToken(sign_on::SignOnWithToken),
+    CreatePairingCode(create_pairing_code::CreatePairingCode),
     Authorize(NewTransaction<'a>),
     AuthorizeAndCapture(NewTransaction<'a>),
     ReturnUnlinked(NewTransaction<'a>),
@@ -184,6 +191,9 @@ impl<'a> Operation<'a> {
                 ctx.basic_user.as_deref(),
             )?),
             OpName::SignOnWithToken => Operation::SignOnWithToken(sign_on::parse(op)?),
+            OpName::CreatePairingCode => {
+                Operation::CreatePairingCode(create_pairing_code::parse(op)?)
+            }
             OpName::Authorize => Operation::Authorize(authorize::parse(op)?),
             OpName::AuthorizeAndCapture => {
                 Operation::AuthorizeAndCapture(authorize_and_capture::parse(op)?)
@@ -202,6 +212,7 @@ impl<'a> Operation<'a> {
             Operation::Ping => OpName::Ping,
             Operation::RegisterTerminal(_) => OpName::RegisterTerminal,
             Operation::SignOnWithToken(_) => OpName::SignOnWithToken,
+            Operation::CreatePairingCode(_) => OpName::CreatePairingCode,
             Operation::Authorize(_) => OpName::Authorize,
             Operation::AuthorizeAndCapture(_) => OpName::AuthorizeAndCapture,
             Operation::ReturnUnlinked(_) => OpName::ReturnUnlinked,
@@ -224,6 +235,7 @@ impl<'a> Operation<'a> {
                 })
             }
             Operation::SignOnWithToken(s) => sign_on::apply(app, s, ctx.base),
+            Operation::CreatePairingCode(c) => create_pairing_code::apply(app, c, ctx.base),
             Operation::Authorize(t) => authorize::apply(app, ctx, t).await,
             Operation::AuthorizeAndCapture(t) => authorize_and_capture::apply(app, ctx, t).await,
             Operation::ReturnUnlinked(t) => return_unlinked::apply(app, ctx, t).await,
