@@ -130,6 +130,11 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if let Some(r) = crate::pairing::admin::route(app, &method, &path, &query) {
         return r;
     }
+    if let Some((status, v)) =
+        crate::connector::admin::route(&app.connector, &method, &path, &query)
+    {
+        return json_reply(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), &v);
+    }
     let result: Result<Response<Full<Bytes>>, Error> = (|| {
         Ok(match (method, path.as_str()) {
             (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),

@@ -33,6 +33,7 @@ pub struct App {
     pub limiter: Limiter,
     /// POS pairing, when `[pairing]` is configured.
     pub pairing: Option<crate::pairing::Pairing>,
+    pub connector: Arc<crate::connector::Connector>,
 }
 
 impl App {
@@ -74,6 +75,16 @@ impl App {
             Some(p) => Some(crate::pairing::Pairing::open(p, sled.db())?),
             None => None,
         };
+        let metrics = Metrics::default();
+        let connector = crate::connector::Connector::new(
+            &config,
+            Arc::new(
+                crate::store::connector::SledConnectorStore::open(sled.db())
+                    .map_err(|e| e.to_string())?,
+            ),
+            clock.clone(),
+            metrics.relay.clone(),
+        )?;
         Ok(Arc::new(App {
             token: RwLock::new(Arc::new(token)),
             config,
@@ -86,9 +97,10 @@ impl App {
             xml_limits,
             sandbox,
             forward,
-            metrics: Metrics::default(),
+            metrics,
             limiter,
             pairing,
+            connector,
         }))
     }
 

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod connector;
 pub mod cws;
 pub mod dukpt;
 pub mod http;

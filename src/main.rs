@@ -101,6 +101,16 @@ enum Command {
         #[command(subcommand)]
         action: PairingAction,
     },
+    /// Cloud Connector: OAuth2 clients and device status (docs/CONNECTOR.md).
+    Connector {
+        #[arg(long, short, env = "SNAPGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// Admin listener base URL; given, the command goes through the running server.
+        #[arg(long, env = "SNAPGATE_ADMIN", global = true)]
+        admin: Option<String>,
+        #[command(subcommand)]
+        action: snapgate::connector::cli::ConnectorAction,
+    },
     /// Encrypt a RegisterTerminal secret the way a terminal would (for tests and integration).
     EncryptSecret {
         #[arg(long, short, env = "SNAPGATE_CONFIG")]
@@ -213,6 +223,17 @@ fn main() -> ExitCode {
             admin,
             action,
         } => pairing(config, admin, action),
+        Command::Connector {
+            config,
+            admin,
+            action,
+        } => resolve_config(config).and_then(|cfg| {
+            let force = admin.is_some();
+            let base = admin_url(admin, &cfg);
+            let out = snapgate::connector::cli::run(&cfg, base, force, action, |f| block_on(f)?)?;
+            print!("{out}");
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

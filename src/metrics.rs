@@ -25,6 +25,143 @@ type Series = (&'static str, &'static str, &'static str);
 pub struct Metrics {
     counters: Mutex<BTreeMap<Series, u64>>,
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// The Cloud Connector's gauges and counters (shared with its connection tasks).
+    pub relay: std::sync::Arc<RelayMetrics>,
+}
+
+/// Why the relay dropped a message or a connection (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A device message while no POS held the session.
+    NoSession,
+    /// A peer did not read fast enough (closed 1008).
+    SlowConsumer,
+    /// The grace buffer for an absent device was full.
+    BufferFull,
+    /// A dropped device did not come back within the grace (POS closed 4002).
+    GraceExpired,
+    /// A connection replaced by a newer one or a takeover (4001).
+    Replaced,
+    /// No pong within the deadline.
+    NoPong,
+    /// A frame or message over the limits (1009).
+    TooBig,
+    /// Idle or absolute session timeout (4003, 4004).
+    Timeout,
+}
+
+impl DropReason {
+    const ALL: [(DropReason, &'static str); 8] = [
+        (DropReason::NoSession, "no_session"),
+        (DropReason::SlowConsumer, "slow_consumer"),
+        (DropReason::BufferFull, "buffer_full"),
+        (DropReason::GraceExpired, "grace_expired"),
+        (DropReason::Replaced, "replaced"),
+        (DropReason::NoPong, "no_pong"),
+        (DropReason::TooBig, "too_big"),
+        (DropReason::Timeout, "timeout"),
+    ];
+}
+
+/// Lock-free relay counters: the relay counts every message.
+#[derive(Default)]
+pub struct RelayMetrics {
+    devices: std::sync::atomic::AtomicI64,
+    sessions: std::sync::atomic::AtomicI64,
+    /// [POS to device, device to POS]
+    messages: [std::sync::atomic::AtomicU64; 2],
+    bytes: [std::sync::atomic::AtomicU64; 2],
+    drops: [std::sync::atomic::AtomicU64; 8],
+    /// Token endpoint answers: [issued, refused].
+    tokens: [std::sync::atomic::AtomicU64; 2],
+}
+
+impl RelayMetrics {
+    pub fn devices_connected(&self, delta: i64) {
+        self.devices
+            .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn sessions_active(&self, delta: i64) {
+        self.sessions
+            .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn relayed(&self, to_device: bool, bytes: usize) {
+        let i = usize::from(!to_device);
+        self.messages[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.bytes[i].fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn token(&self, issued: bool) {
+        self.tokens[usize::from(!issued)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn count_drop(&self, why: DropReason) {
+        let i = DropReason::ALL
+            .iter()
+            .position(|(d, _)| *d == why)
+            .unwrap_or(0);
+        self.drops[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn dropped(&self, why: DropReason) -> u64 {
+        let i = DropReason::ALL
+            .iter()
+            .position(|(d, _)| *d == why)
+            .unwrap_or(0);
+        self.drops[i].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let gauges = [
+            (
+                "snapgate_connector_devices_connected",
+                "Devices connected to this node.",
+                &self.devices,
+            ),
+            (
+                "snapgate_connector_sessions",
+                "POS sessions held on this node.",
+                &self.sessions,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        let dirs = ["pos_to_device", "device_to_pos"];
+        for (name, help, v) in [
+            (
+                "snapgate_connector_messages_total",
+                "Messages relayed, by direction.",
+                &self.messages,
+            ),
+            (
+                "snapgate_connector_bytes_total",
+                "Payload bytes relayed, by direction.",
+                &self.bytes,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (d, c) in dirs.iter().zip(v.iter()) {
+                let _ = writeln!(out, "{name}{{direction=\"{d}\"}} {}", c.load(Relaxed));
+            }
+        }
+        let name = "snapgate_connector_tokens_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Token endpoint answers, by result.\n# TYPE {name} counter"
+        );
+        for (r, c) in ["issued", "refused"].iter().zip(self.tokens.iter()) {
+            let _ = writeln!(out, "{name}{{result=\"{r}\"}} {}", c.load(Relaxed));
+        }
+        let name = "snapgate_connector_drops_total";
+        let _ = writeln!(out, "# HELP {name} Messages or connections the relay dropped, by reason.\n# TYPE {name} counter");
+        for ((_, reason), c) in DropReason::ALL.iter().zip(self.drops.iter()) {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", c.load(Relaxed));
+        }
+    }
 }
 
 /// Each counter: name, help, label names (as many as the series uses).
@@ -163,6 +300,7 @@ impl Metrics {
             let _ = writeln!(out, "{name}_sum{{operation=\"{op}\"}} {}", h.sum);
             let _ = writeln!(out, "{name}_count{{operation=\"{op}\"}} {}", h.count);
         }
+        self.relay.render(&mut out);
         out
     }
 }

@@ -86,7 +86,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     drop(stop_rx);
     stop_tx.closed().await;
-    // Every request has finished: answer any queued durability wait, stop the flusher.
+    // Relayed WebSocket connections get their close order, then every request has finished:
+    // answer any queued durability wait, stop the flusher.
+    app.connector.shutdown().await;
     app.commit.close().await;
     app.store.flush().map_err(std::io::Error::other)?;
     Ok(())
@@ -146,6 +148,9 @@ async fn handle(
 }
 
 async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if crate::connector::handles(app, req.uri().path()) {
+        return crate::connector::route(app, peer, req).await;
+    }
     let req = match crate::pairing::route(app, peer, req).await {
         Ok(resp) => return resp,
         Err(req) => req,

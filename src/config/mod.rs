@@ -66,6 +66,8 @@ pub struct Config {
     pub security: SecurityConfig,
     pub processor: ProcessorConfig,
     pub log: LogConfig,
+    /// The Cloud Connector relay (docs/CONNECTOR.md).
+    pub connector: crate::connector::ConnectorConfig,
     /// HTTPS (and optionally mTLS) on the listener; none serves plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -340,6 +342,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.store.path = base.join(&cfg.store.path);
         cfg.security.keys_file = base.join(&cfg.security.keys_file);
+        cfg.connector.resolve_paths(base);
         if let Some(tls) = cfg.tls.as_mut() {
             tls.resolve_paths(base);
         }
@@ -527,6 +530,7 @@ impl Config {
             security,
             processor,
             log,
+            connector,
             tls,
             pairing,
         } = self;
@@ -538,6 +542,7 @@ impl Config {
                 security,
                 processor,
                 log,
+                connector,
                 tls,
                 pairing,
             },
@@ -556,6 +561,7 @@ pub struct Settings {
     pub security: SecurityConfig,
     pub processor: ProcessorConfig,
     pub log: LogConfig,
+    pub connector: crate::connector::ConnectorConfig,
     pub tls: Option<TlsConfig>,
     pub pairing: Option<crate::pairing::PairingConfig>,
 }

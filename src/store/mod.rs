@@ -18,6 +18,8 @@ pub use self::sled::{SledStore, SledTransactions, DEFAULT_CACHE_BYTES};
 
 pub mod pairing;
 
+pub mod connector;
+
 use crate::token::TokenId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -48,6 +48,18 @@ pub struct Denied {
     pub reason: String,
 }
 
+impl Denied {
+    fn of(cert: &IssuedCert, reason: &str, now_ms: i64) -> Denied {
+        Denied {
+            pos_id: cert.pos_id.clone(),
+            serial: cert.serial.clone(),
+            revoked_ms: now_ms,
+            not_after_ms: cert.not_after_ms,
+            reason: reason.to_owned(),
+        }
+    }
+}
+
 pub trait PairingStore: Send + Sync {
     /// Store a new code for `rec.slot`, removing the slot's previous code (returned).
     fn put_code(&self, rec: &CodeRecord) -> Result<Option<CodeRecord>, StoreError>;
@@ -207,14 +219,7 @@ impl PairingStore for SledPairingStore {
                 let old = certs.insert(cert.pos_id.as_bytes(), enc(cert))?;
                 let Some(old) = old else { return Ok(None) };
                 let old: IssuedCert = dec(&old).map_err(abort)?;
-                let d = Denied {
-                    pos_id: old.pos_id.clone(),
-                    serial: old.serial.clone(),
-                    revoked_ms: now_ms,
-                    not_after_ms: old.not_after_ms,
-                    reason: reason.to_owned(),
-                };
-                denied.insert(&old.fingerprint[..], enc(&d))?;
+                denied.insert(&old.fingerprint[..], enc(&Denied::of(&old, reason, now_ms)))?;
                 Ok(Some(old))
             })
             .map_err(tx_err)
@@ -227,14 +232,10 @@ impl PairingStore for SledPairingStore {
                     return Ok(None);
                 };
                 let old: IssuedCert = dec(&old).map_err(abort)?;
-                let d = Denied {
-                    pos_id: old.pos_id.clone(),
-                    serial: old.serial.clone(),
-                    revoked_ms: now_ms,
-                    not_after_ms: old.not_after_ms,
-                    reason: "revoked".into(),
-                };
-                denied.insert(&old.fingerprint[..], enc(&d))?;
+                denied.insert(
+                    &old.fingerprint[..],
+                    enc(&Denied::of(&old, "revoked", now_ms)),
+                )?;
                 Ok(Some(old))
             })
             .map_err(tx_err)

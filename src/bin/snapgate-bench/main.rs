@@ -8,6 +8,7 @@
 
 mod baseline;
 mod client;
+mod connector;
 mod fleet;
 mod load;
 mod pairing;
@@ -44,6 +45,17 @@ enum Command {
     Pairing(pairing::PairingArgs),
     /// Bulk-write terminal records through the store API; report bytes/terminal, RSS, restart.
     Scale(scale::ScaleArgs),
+    /// The Cloud Connector: sessions (messages/s, round trip), idle devices (RSS per device)
+    /// and a reconnect storm, against the server in a child process.
+    Connector(connector::ConnectorArgs),
+    /// (internal) The connector bench's server process.
+    #[command(hide = true)]
+    ConnectorServer {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
     /// (internal) Reopen a scale database in a fresh process and print JSON measurements.
     #[command(hide = true)]
     ScaleReopen {
@@ -63,6 +75,8 @@ fn main() -> ExitCode {
         Command::Load(args) => load::run(args),
         Command::Scale(args) => scale::run(args),
         Command::Pairing(args) => pairing::run(args),
+        Command::Connector(args) => connector::run(args),
+        Command::ConnectorServer { dir, threads } => connector::serve_child(&dir, threads),
         Command::ScaleReopen { dir, sled, probe } => scale::reopen_child(&dir, sled, &probe),
     };
     match result {
