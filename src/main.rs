@@ -676,6 +676,8 @@ fn serve(
                 }
             });
         }
+        // Sandbox retention: deletes old sandbox transactions, bounded work per step.
+        tokio::spawn(snapgate::cws::processor::retention::run(Arc::downgrade(&app)));
         snapgate::server::run(app, listener, async move {
             shutdown_signal().await;
             let _ = stop_tx.send(true);

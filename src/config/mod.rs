@@ -301,6 +301,10 @@ pub struct ProcessorConfig {
     /// Allow a plain `http://` upstream (development only): card data and the upstream token
     /// would cross the network in clear.
     pub allow_insecure_upstream: bool,
+    /// Sandbox transactions older than this are deleted in the background (0: kept forever).
+    pub sandbox_retention_days: u32,
+    /// At most this many old sandbox transactions looked at per retention step.
+    pub sandbox_prune_per_tick: usize,
 }
 
 impl Default for ProcessorConfig {
@@ -311,6 +315,8 @@ impl Default for ProcessorConfig {
             upstream_timeout_ms: 10_000,
             upstream_session_token: None,
             allow_insecure_upstream: false,
+            sandbox_retention_days: 30,
+            sandbox_prune_per_tick: 2_000,
         }
     }
 }
@@ -491,6 +497,17 @@ impl Config {
             0..=100_000,
         )?;
         bounded("store.cache_mb", st.cache_mb, 1..=1 << 16)?;
+        let pr = &self.processor;
+        bounded(
+            "processor.sandbox_retention_days",
+            pr.sandbox_retention_days,
+            0..=36_500,
+        )?;
+        bounded(
+            "processor.sandbox_prune_per_tick",
+            pr.sandbox_prune_per_tick,
+            1..=1_000_000,
+        )?;
         let t = &self.token;
         bounded("token.lifetime_days", t.lifetime_days, 1..=3650)?;
         bounded("token.clock_skew_seconds", t.clock_skew_seconds, 0..=3600)?;
@@ -645,6 +662,12 @@ mod bounds_tests {
             }),
             ("processor.upstream_timeout_ms", |c| {
                 c.processor.upstream_timeout_ms = u64::MAX
+            }),
+            ("processor.sandbox_retention_days", |c| {
+                c.processor.sandbox_retention_days = 100_000
+            }),
+            ("processor.sandbox_prune_per_tick", |c| {
+                c.processor.sandbox_prune_per_tick = 0
             }),
         ];
         for (name, edit) in cases {

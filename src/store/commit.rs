@@ -1,89 +1,209 @@
-//! Group commit: callers that need durability queue here, and one background task runs a single
-//! `flush` for everyone queued while the previous flush ran, so the fsync rate does not cap the
-//! registration rate. `close` answers whoever is queued, stops the task and waits for it.
+//! Group commit: callers that need durability queue here, and one dedicated flush thread runs a
+//! single `flush` (sled's flush, then fdatasync) for everyone who queued before that flush
+//! started. At low load a lone caller is flushed at once; under load the queue grows while the
+//! previous flush runs, so batches grow with the load and the fsync rate never caps throughput.
+//! `close` answers whoever is queued, stops the thread and waits for it.
 
 use super::{StoreError, TerminalStore};
-use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot, Notify};
-use tokio::task::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::oneshot;
 
 type FlushWaiter = oneshot::Sender<Result<(), Arc<StoreError>>>;
+
+#[derive(Default)]
+struct Queue {
+    waiters: Vec<FlushWaiter>,
+    closed: bool,
+    /// The thread sleeps on the condvar: only then does a new waiter pay for a wake-up.
+    idle: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    flushes: AtomicU64,
+    served: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn close(&self) {
+        let mut q = self.lock();
+        q.closed = true;
+        drop(q);
+        self.wake.notify_one();
+    }
+}
+
+/// Dropping the last `GroupCommit` stops the thread too, so a dropped app releases its store.
+struct Handle {
+    shared: Arc<Shared>,
+    done: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
 
 /// Cheap to clone; every clone feeds the same flusher. `close` on any clone stops it.
 #[derive(Clone)]
 pub struct GroupCommit {
-    tx: mpsc::UnboundedSender<FlushWaiter>,
-    stop: Arc<Notify>,
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    h: Arc<Handle>,
+}
+
+/// Marks the queue closed when the thread ends, however it ends, so no later caller waits for
+/// a thread that is gone; dropping the queued senders answers their callers with `Closed`.
+struct ExitGuard {
+    shared: Arc<Shared>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let mut q = self.shared.lock();
+        q.closed = true;
+        q.waiters.clear();
+        drop(q);
+        if let Some(d) = self.done.take() {
+            let _ = d.send(());
+        }
+    }
 }
 
 impl GroupCommit {
-    /// Start the flusher on the current tokio runtime.
-    pub fn start(store: Arc<dyn TerminalStore>, window: std::time::Duration) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<FlushWaiter>();
-        let stop = Arc::new(Notify::new());
-        let stopped = stop.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let first = tokio::select! {
-                    w = rx.recv() => match w {
-                        Some(w) => w,
-                        None => return,
-                    },
-                    _ = stopped.notified() => break,
-                };
-                if !window.is_zero() {
-                    tokio::time::sleep(window).await;
-                }
-                let mut waiters = vec![first];
-                while let Ok(w) = rx.try_recv() {
-                    waiters.push(w);
-                }
-                flush_for(&store, waiters).await;
-            }
-            // Closed: refuse new waiters, and answer those already queued with one last flush.
-            rx.close();
-            let mut waiters = Vec::new();
-            while let Ok(w) = rx.try_recv() {
-                waiters.push(w);
-            }
-            if !waiters.is_empty() {
-                flush_for(&store, waiters).await;
-            }
-        });
+    /// Start the flush thread. `window` > 0 makes each flush wait that long for company first
+    /// (`store.group_commit_window_us`); 0, the default, flushes as soon as there is work.
+    pub fn start(store: Arc<dyn TerminalStore>, window: Duration) -> Self {
+        let shared = Arc::new(Shared::default());
+        let (done_tx, done_rx) = oneshot::channel();
+        let guard = ExitGuard {
+            shared: shared.clone(),
+            done: Some(done_tx),
+        };
+        std::thread::Builder::new()
+            .name("snapgate-flush".into())
+            .spawn(move || flush_loop(store, window, guard))
+            .expect("spawn the group commit thread");
         GroupCommit {
-            tx,
-            stop,
-            task: Arc::new(Mutex::new(Some(task))),
+            h: Arc::new(Handle {
+                shared,
+                done: Mutex::new(Some(done_rx)),
+            }),
         }
     }
 
     /// Wait until everything written before this call is durable.
     pub async fn durable(&self) -> Result<(), Arc<StoreError>> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(tx).map_err(|_| Arc::new(StoreError::Closed))?;
+        {
+            let shared = &self.h.shared;
+            let mut q = shared.lock();
+            if q.closed {
+                return Err(Arc::new(StoreError::Closed));
+            }
+            q.waiters.push(tx);
+            if q.idle {
+                q.idle = false;
+                drop(q);
+                shared.wake.notify_one();
+            }
+        }
         rx.await.unwrap_or(Err(Arc::new(StoreError::Closed)))
+    }
+
+    /// Flushes run so far.
+    pub fn flushes(&self) -> u64 {
+        self.h.shared.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Callers answered so far (over `flushes()`: the mean batch).
+    pub fn served(&self) -> u64 {
+        self.h.shared.served.load(Ordering::Relaxed)
+    }
+
+    /// Callers queued for the next flush.
+    pub fn queued(&self) -> usize {
+        self.h.shared.lock().waiters.len()
+    }
+
+    /// The group commit's counters and `fdatasyncs` (the store's count) in the Prometheus text
+    /// format, appended to `/metrics`.
+    pub fn prometheus(&self, fdatasyncs: u64) -> String {
+        let mut out = String::new();
+        for (name, help, v) in [
+            (
+                "snapgate_store_flushes_total",
+                "Group-commit flushes (one fdatasync each on sled).",
+                self.flushes(),
+            ),
+            (
+                "snapgate_store_flush_waiters_total",
+                "Durable writes answered by group commit (over flushes: the mean batch).",
+                self.served(),
+            ),
+            (
+                "snapgate_store_fdatasync_total",
+                "fdatasync calls on sled's log file since the store opened.",
+                fdatasyncs,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        }
+        out
     }
 
     /// Stop the flusher once it has answered every waiter queued so far, and wait for it.
     /// Later `durable` calls fail with `StoreError::Closed`. A second call returns at once.
     pub async fn close(&self) {
-        self.stop.notify_one();
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = task {
-            let _ = task.await;
+        self.h.shared.close();
+        let done = self.h.done.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(done) = done {
+            let _ = done.await;
         }
     }
 }
 
-/// One flush, on a blocking thread, and its result to every waiter.
-async fn flush_for(store: &Arc<dyn TerminalStore>, waiters: Vec<FlushWaiter>) {
-    let s = store.clone();
-    let res = tokio::task::spawn_blocking(move || s.flush())
-        .await
-        .unwrap_or(Err(StoreError::Closed))
-        .map_err(Arc::new);
-    for w in waiters {
-        let _ = w.send(res.clone());
+fn flush_loop(store: Arc<dyn TerminalStore>, window: Duration, guard: ExitGuard) {
+    let shared = guard.shared.clone();
+    let mut q = shared.lock();
+    loop {
+        while q.waiters.is_empty() && !q.closed {
+            q.idle = true;
+            q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        q.idle = false;
+        if q.waiters.is_empty() {
+            break; // closed, and everyone answered
+        }
+        if !window.is_zero() {
+            drop(q);
+            std::thread::sleep(window);
+            q = shared.lock();
+        }
+        // Everyone queued now: their writes all happened before this flush starts.
+        let batch = std::mem::take(&mut q.waiters);
+        drop(q);
+        let res = store.flush().map_err(Arc::new);
+        shared.flushes.fetch_add(1, Ordering::Relaxed);
+        shared
+            .served
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        for w in batch {
+            let _ = w.send(res.clone());
+        }
+        q = shared.lock();
     }
+    drop(q);
+    drop(store);
+    drop(guard);
 }

@@ -227,4 +227,15 @@ pub trait TransactionStore: Send + Sync {
         id: &TxnId,
         f: &mut dyn FnMut(Option<&[u8]>) -> Option<Vec<(TxnId, Vec<u8>)>>,
     ) -> Result<(), StoreError>;
+    /// Up to `limit` transactions with ids above `after` (None: from the first) and below
+    /// `before`, in id order: the retention sweep's read.
+    #[allow(clippy::type_complexity)]
+    fn range(
+        &self,
+        after: Option<&TxnId>,
+        before: &TxnId,
+        limit: usize,
+    ) -> Result<Vec<(TxnId, Vec<u8>)>, StoreError>;
+    /// Delete a transaction (its index entry is the caller's, through `unindex`).
+    fn remove(&self, id: &TxnId) -> Result<(), StoreError>;
 }

@@ -6,8 +6,10 @@
 use super::codec;
 use super::{StoreError, TerminalId, TerminalRecord, TerminalStore, TransactionStore, TxnId};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Longer names are kept inline in each record, which bounds the name table (65,536 x 128 B)
@@ -54,6 +56,8 @@ pub(super) struct Names {
     /// One interner at a time in this process: writers that meet the same new name wait here
     /// and then find it cached, instead of each running a transaction and a flush.
     interning: Mutex<()>,
+    /// The store's fdatasync, so a name is on the platter, not just written, before use.
+    sync: std::sync::OnceLock<Arc<DataSync>>,
 }
 
 impl Names {
@@ -71,6 +75,7 @@ impl Names {
             tree,
             cache: RwLock::new(cache),
             interning: Mutex::new(()),
+            sync: std::sync::OnceLock::new(),
         })
     }
 
@@ -131,6 +136,9 @@ impl Names {
             Some(i) => {
                 // Durable before the cache, and so any record, can use it. Once per name.
                 self.tree.flush()?;
+                if let Some(s) = self.sync.get() {
+                    s.sync()?;
+                }
                 self.write().add(name.to_owned(), i);
             }
             None => self.write().full = true,
@@ -199,6 +207,76 @@ pub struct SledStore {
     db: sled::Db,
     pub(super) terminals: sled::Tree,
     pub(super) names: Arc<Names>,
+    /// The files sled's flush leaves in the page cache, synced after it. None for a `from_db`
+    /// store, whose folder we do not know: its flush is sled's alone.
+    sync: Option<Arc<DataSync>>,
+}
+
+/// What sled 0.34's `flush` does not make durable, and the handles to make it so.
+///
+/// sled keeps its whole log (every segment) in one file, `<path>/db`, and writes it with
+/// `pwrite` then `sync_file_range` (`pagecache/iobuf.rs`), which neither flushes the device's
+/// write cache nor the file's size; only the background flusher every `flush_every_ms` calls
+/// `sync_all`. Values too large for a segment (over segment_size / 16, 32 KiB by default) go to
+/// `<path>/blobs/<lsn>`, written once and never synced (`pagecache/blob_io.rs`). `conf` and the
+/// `snap.*` snapshots are synced by sled itself.
+struct DataSync {
+    data: File,
+    blobs: PathBuf,
+    /// Blob files already synced (sled never rewrites one; it only deletes them).
+    synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
+    fdatasyncs: AtomicU64,
+}
+
+impl DataSync {
+    fn open(path: &Path) -> Result<Self, StoreError> {
+        // Read-only is enough for fdatasync on Linux, and cannot touch sled's lock.
+        let data = File::open(path.join("db")).map_err(sled::Error::Io)?;
+        let s = DataSync {
+            data,
+            blobs: path.join("blobs"),
+            synced_blobs: Mutex::new(HashSet::new()),
+            fdatasyncs: AtomicU64::new(0),
+        };
+        // The folder's entries for `db`, `conf` and `blobs`, once: a new database survives a
+        // power cut only if its directory entries do.
+        sync_dir(path)?;
+        s.sync()?;
+        Ok(s)
+    }
+
+    /// After sled's flush: new blobs (and their directory), then the log file.
+    fn sync(&self) -> Result<(), StoreError> {
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = HashSet::new();
+        let mut new_blob = false;
+        for e in std::fs::read_dir(&self.blobs).map_err(sled::Error::Io)? {
+            let e = e.map_err(sled::Error::Io)?;
+            let name = e.file_name();
+            if !synced.contains(&name) {
+                // Gone since the listing: sled collected it, nothing to keep.
+                if let Ok(f) = File::open(e.path()) {
+                    f.sync_data().map_err(sled::Error::Io)?;
+                }
+                new_blob = true;
+            }
+            seen.insert(name);
+        }
+        if new_blob {
+            sync_dir(&self.blobs)?;
+        }
+        *synced = seen;
+        drop(synced);
+        self.data.sync_data().map_err(sled::Error::Io)?;
+        self.fdatasyncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::Engine(sled::Error::Io(e)))
 }
 
 impl SledStore {
@@ -213,9 +291,15 @@ impl SledStore {
             .path(path)
             .cache_capacity(cache_bytes)
             .open()?;
-        Self::from_db(db)
+        let mut s = Self::from_db(db)?;
+        let sync = Arc::new(DataSync::open(path)?);
+        let _ = s.names.sync.set(sync.clone());
+        s.sync = Some(sync);
+        Ok(s)
     }
 
+    /// A store on a database opened elsewhere. Its `flush` is sled's only (no fdatasync):
+    /// for tests and the scale experiments, not for the server.
     pub fn from_db(db: sled::Db) -> Result<Self, StoreError> {
         let terminals = db.open_tree("terminals")?;
         let names = Arc::new(Names::open(&db)?);
@@ -223,7 +307,15 @@ impl SledStore {
             db,
             terminals,
             names,
+            sync: None,
         })
+    }
+
+    /// How many times `flush` has called fdatasync on sled's log file since the open.
+    pub fn fdatasyncs(&self) -> u64 {
+        self.sync
+            .as_ref()
+            .map_or(0, |s| s.fdatasyncs.load(Ordering::Relaxed))
     }
 
     pub fn db(&self) -> &sled::Db {
@@ -328,8 +420,13 @@ impl TerminalStore for SledStore {
         self.terminals.len()
     }
 
+    /// sled's flush writes the log and waits for the writes; fdatasync then makes them
+    /// durable against power loss (see `DataSync`). One call serves every write before it.
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        if let Some(s) = &self.sync {
+            s.sync()?;
+        }
         Ok(())
     }
 }
@@ -418,5 +515,28 @@ impl TransactionStore for SledTransactions {
             Ok(()) | Err(TransactionError::Abort(())) => Ok(()),
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
+    }
+
+    fn range(
+        &self,
+        after: Option<&TxnId>,
+        before: &TxnId,
+        limit: usize,
+    ) -> Result<Vec<(TxnId, Vec<u8>)>, StoreError> {
+        use std::ops::Bound;
+        let lo = after.map_or(Bound::Unbounded, |a| Bound::Excluded(*a));
+        let mut out = Vec::new();
+        for kv in self.txns.range((lo, Bound::Excluded(*before))).take(limit) {
+            let (k, v) = kv?;
+            if let Ok(id) = TxnId::try_from(&k[..]) {
+                out.push((id, v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove(&self, id: &TxnId) -> Result<(), StoreError> {
+        self.txns.remove(id)?;
+        Ok(())
     }
 }

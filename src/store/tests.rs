@@ -454,3 +454,116 @@ fn damaged_record_bytes_decode_or_fail_without_panicking() {
         "{accepted} accepted, {refused} refused"
     );
 }
+
+/// A store whose flush waits for the test's go-ahead, to hold the flush thread busy.
+struct GatedStore {
+    started: std::sync::mpsc::Sender<()>,
+    go: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+use std::sync::Mutex;
+
+impl TerminalStore for GatedStore {
+    fn get(&self, _: &TerminalId) -> Result<Option<TerminalRecord>, StoreError> {
+        Ok(None)
+    }
+    fn compare_and_swap(
+        &self,
+        _: &TerminalId,
+        _: Option<&TerminalRecord>,
+        _: &TerminalRecord,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    fn list(
+        &self,
+        _: Option<&TerminalId>,
+        _: usize,
+    ) -> Result<Vec<(TerminalId, TerminalRecord)>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn len(&self) -> usize {
+        0
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        let _ = self.started.send(());
+        let _ = self.go.lock().unwrap().recv();
+        Ok(())
+    }
+}
+
+/// One flush thread: while a flush runs, new callers queue; the next flush serves them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_queued_during_a_flush_share_the_next_one() {
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    let store = Arc::new(GatedStore {
+        started: started_tx,
+        go: Mutex::new(go_rx),
+    });
+    let gc = GroupCommit::start(store, std::time::Duration::ZERO);
+    let first = tokio::spawn({
+        let gc = gc.clone();
+        async move { gc.durable().await }
+    });
+    // The first flush is running (and blocked) once `started` fires.
+    let started = next_flush(started).await;
+    let waits: Vec<_> = (0..10)
+        .map(|_| {
+            let gc = gc.clone();
+            tokio::spawn(async move { gc.durable().await })
+        })
+        .collect();
+    while gc.queued() < 10 {
+        tokio::task::yield_now().await;
+    }
+    go.send(()).unwrap(); // flush 1 ends
+    let _started = next_flush(started).await; // flush 2 began, with all ten taken
+    assert_eq!(gc.queued(), 0);
+    go.send(()).unwrap();
+    assert!(first.await.unwrap().is_ok());
+    for w in waits {
+        assert!(w.await.unwrap().is_ok());
+    }
+    assert_eq!(gc.flushes(), 2);
+    assert_eq!(gc.served(), 11);
+    gc.close().await;
+}
+
+async fn next_flush(started: std::sync::mpsc::Receiver<()>) -> std::sync::mpsc::Receiver<()> {
+    tokio::task::spawn_blocking(move || {
+        started.recv().unwrap();
+        started
+    })
+    .await
+    .unwrap()
+}
+
+/// Every flush of the real store ends in fdatasync of sled's log, counted by the store; group
+/// commit runs one per batch.
+#[tokio::test]
+async fn each_flush_fdatasyncs_and_group_commit_does_one_per_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path()).unwrap();
+    let at_open = s.fdatasyncs();
+    assert_eq!(at_open, 1, "the open syncs once");
+    let t = s.transactions().unwrap();
+    t.insert(&TerminalId([1; 16]), &[2; 16], vec![3; 40], false)
+        .unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.fdatasyncs(), at_open + 1);
+    let gc = GroupCommit::start(Arc::new(s.clone()), std::time::Duration::ZERO);
+    let waits: Vec<_> = (0..32)
+        .map(|_| {
+            let gc = gc.clone();
+            tokio::spawn(async move { gc.durable().await })
+        })
+        .collect();
+    for w in waits {
+        assert!(w.await.unwrap().is_ok());
+    }
+    assert_eq!(gc.served(), 32);
+    assert!((1..=32).contains(&gc.flushes()));
+    assert_eq!(s.fdatasyncs(), at_open + 1 + gc.flushes());
+    gc.close().await;
+}

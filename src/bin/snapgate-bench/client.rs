@@ -111,8 +111,16 @@ impl Conn {
                 self.terminals[i].token = Some(token.to_owned());
                 Ok(())
             }
-            Op::Sale if fleet::contains(body, fleet::APPROVED) => Ok(()),
-            Op::Sale => Err("transaction not approved".into()),
+            Op::Sale
+                if fleet::contains(body, fleet::APPROVED)
+                    || fleet::contains(body, fleet::APPROVED_RELAYED) =>
+            {
+                Ok(())
+            }
+            Op::Sale => Err(format!(
+                "transaction not approved: {}",
+                String::from_utf8_lossy(&body[..body.len().min(600)])
+            )),
         }
     }
 }

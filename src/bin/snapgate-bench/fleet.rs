@@ -20,6 +20,9 @@ pub const TRACK2: &str = ";5454545454545454=13121010134988000010?";
 pub const AMOUNT: &str = "10.00";
 /// What an approved transaction response contains.
 pub const APPROVED: &[u8] = b"<t:Status>Successful</t:Status>";
+/// The same, as forward mode re-writes the upstream's answer (default namespaces, no prefix).
+pub const APPROVED_RELAYED: &[u8] =
+    b"<Status xmlns=\"http://schemas.evosnap.com/CWS/v2.0/Transactions\">Successful</Status>";
 
 pub const SIS_PATH: &str = "/2.1.32/SIS.svc";
 pub const TPS_PATH: &str = "/2.1.32/TPS.svc";

@@ -7,9 +7,14 @@
 //! 4. `baseline`: the plain hyper server (in this process, runtime like snapgate's), driven by
 //!    the same client code, connections and request bodies as the next phase.
 //! 5. `transactions`: AuthorizeAndCapture against snapgate.
-//! 6. `mixed`: transactions with `--register-mix` percent re-registrations.
+//! 6. `forward` (in-process only): AuthorizeAndCapture against a second snapgate on the same
+//!    store in forward mode, relaying to an in-process upstream that answers the probe's bytes.
+//! 7. `transactions @N` (with `--prefill N`, in-process only): N more sandbox transactions are
+//!    written straight into the store, then AuthorizeAndCapture again: the cost per sale at N
+//!    stored transactions, against phase 5's.
+//! 8. `mixed`: transactions with `--register-mix` percent re-registrations.
 //!
-//! Phases 4-6 each run for `--requests` or `--duration`, after an unrecorded warm-up.
+//! Phases 4-8 each run for `--requests` or `--duration`, after an unrecorded warm-up.
 
 use crate::client::{self, Conn, Mode, PhaseOutcome, Plan, Stop, Target};
 use crate::fleet::{self, Fleet, Op, Terminal};
@@ -21,7 +26,9 @@ use serde::Serialize;
 use snapgate::app::App;
 use snapgate::clock::SystemClock;
 use snapgate::config::{self, Config, Keys};
-use snapgate::store::SledStore;
+use snapgate::cws::card::Card;
+use snapgate::cws::processor::sandbox::{NewTxn, Sandbox};
+use snapgate::store::{SledStore, TerminalId, TerminalStore};
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -92,6 +99,13 @@ pub struct LoadArgs {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// After the transactions phase, write this many sandbox transactions into the store and
+    /// measure sales again (in-process only; 0 skips it).
+    #[arg(long, default_value_t = 0)]
+    pub prefill: u64,
+    /// Skip the forward-mode phase.
+    #[arg(long)]
+    pub no_forward: bool,
 }
 
 #[derive(Serialize)]
@@ -135,7 +149,15 @@ struct Server {
     keys: Keys,
     /// Set when snapgate runs in this process: stop it with this.
     stop: Option<ServerHandle>,
+    /// Set when snapgate runs in this process: its store and config, for the prefill and the
+    /// forward-mode server.
+    local: Option<Local>,
     _scratch: ScratchDir,
+}
+
+struct Local {
+    store: SledStore,
+    cfg_path: PathBuf,
 }
 
 pub fn run(args: LoadArgs) -> Result<(), String> {
@@ -171,10 +193,11 @@ pub fn run(args: LoadArgs) -> Result<(), String> {
         addr,
         keys,
         stop,
+        local,
         _scratch,
     } = server;
     let fleet = Arc::new(Fleet::new(keys)?);
-    let result = client_rt.block_on(measure(&args, &server_rt, fleet, addr));
+    let result = client_rt.block_on(measure(&args, &server_rt, fleet, addr, local.as_ref()));
     if let Some((tx, task)) = stop {
         let _ = tx.send(());
         server_rt
@@ -261,6 +284,7 @@ fn external(
         addr,
         keys,
         stop: None,
+        local: None,
         _scratch: dir,
     })
 }
@@ -283,6 +307,10 @@ fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String> {
     let server_keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
     let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
     let store = SledStore::open(&cfg.store.path).map_err(|e| e.to_string())?;
+    let local = Local {
+        store: store.clone(),
+        cfg_path,
+    };
     let (tx, rx) = oneshot::channel::<()>();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let task = rt.spawn(async move {
@@ -310,6 +338,7 @@ fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String> {
         addr,
         keys,
         stop: Some((tx, task)),
+        local: Some(local),
         _scratch: dir,
     })
 }
@@ -333,6 +362,7 @@ async fn measure(
     server_rt: &Runtime,
     fleet: Arc<Fleet>,
     addr: SocketAddr,
+    local: Option<&Local>,
 ) -> Result<LoadResult, String> {
     let snapgate = Target::new(addr);
     let progress = !args.no_progress && std::io::stderr().is_terminal();
@@ -368,7 +398,8 @@ async fn measure(
 
     // The probe: one real answer, whose bytes the baseline sends back.
     let (body, ctype) = probe(&fleet, &snapgate, &mut conns[0]).await?;
-    let (base_stop, base_task, base_addr) = start_baseline(server_rt, body.clone(), ctype).await?;
+    let (base_stop, base_task, base_addr) =
+        start_baseline(server_rt, body.clone(), ctype.clone()).await?;
     let baseline = Target::new(base_addr);
 
     let run = |name: &'static str,
@@ -420,6 +451,42 @@ async fn measure(
     )
     .await;
     phases.push(report);
+    let mut conns = conns;
+    if let (Some(l), false) = (local, args.no_forward) {
+        // The upstream answers the probe's bytes, as the baseline did.
+        let (up_stop, up_task, up_addr) =
+            start_baseline(server_rt, body.clone(), ctype.clone()).await?;
+        let (fwd_stop, fwd_task, fwd_addr) = start_forward(server_rt, l, up_addr).await?;
+        let (report, c2) = run(
+            "forward",
+            Target::new(fwd_addr),
+            "snapgate",
+            Mode::Sales,
+            conns,
+        )
+        .await;
+        phases.push(report);
+        conns = c2;
+        let _ = fwd_stop.send(());
+        let _ = fwd_task.await;
+        let _ = up_stop.send(());
+        let _ = up_task.await;
+    }
+    if let (Some(l), n) = (local, args.prefill) {
+        if n > 0 {
+            let store = l.store.clone();
+            eprintln!("prefill: writing {n} sandbox transactions into the store");
+            let t = std::time::Instant::now();
+            tokio::task::spawn_blocking(move || prefill(&store, n))
+                .await
+                .map_err(|e| e.to_string())??;
+            eprintln!("prefill: done in {:.1} s", t.elapsed().as_secs_f64());
+            let name: &'static str = Box::leak(format!("transactions @{n}").into_boxed_str());
+            let (report, c2) = run(name, snapgate.clone(), "snapgate", Mode::Sales, conns).await;
+            phases.push(report);
+            conns = c2;
+        }
+    }
     if args.register_mix > 0.0 {
         let (report, _) = run(
             "mixed",
@@ -474,6 +541,33 @@ async fn measure(
             format!("{reg:.0}/s ({} terminals, {c} connections)", args.terminals),
             reg >= 5000.0,
         ),
+        {
+            let per_sale = |p: &PhaseReport| {
+                let ok = p.op(Op::Sale).map_or(0, |o| o.ok);
+                p.cpu.this_process_other_s * 1e6 / ok.max(1) as f64
+            };
+            match phases
+                .iter()
+                .find(|p| p.phase.starts_with("transactions @"))
+            {
+                Some(full) => {
+                    let (a, b) = (per_sale(txn), per_sale(full));
+                    Goal::new(
+                        "server CPU per sale flat (within 10%) from empty to prefilled store",
+                        format!(
+                            "{a:.1} µs -> {b:.1} µs per sale ({}): {:+.1}%",
+                            full.phase,
+                            (b / a - 1.0) * 100.0
+                        ),
+                        b <= a * 1.1,
+                    )
+                }
+                None => Goal::not_applicable(
+                    "server CPU per sale flat (within 10%) from empty to prefilled store",
+                    "run with --prefill 1000000 (in-process)".into(),
+                ),
+            }
+        },
         Goal::new(
             "no errors",
             format!("{} errors", phases.iter().map(|p| p.errors).sum::<u64>()),
@@ -491,6 +585,84 @@ async fn measure(
         ratio,
         goals,
     })
+}
+
+/// Write `n` captured sandbox transactions, shaped like the bench's sales, from 2 threads,
+/// through the sandbox itself (time-ordered ids, real records), then flush.
+fn prefill(store: &SledStore, n: u64) -> Result<(), String> {
+    let txns = store.transactions().map_err(|e| e.to_string())?;
+    let sandbox = Sandbox::new(Arc::new(txns));
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2u64)
+            .map(|w| {
+                let sandbox = sandbox.clone();
+                s.spawn(move || -> Result<(), String> {
+                    for i in (w..n).step_by(2) {
+                        let term = TerminalId::new("bench", &format!("PREFILL{}", i % 50_000));
+                        let req = NewTxn {
+                            amount_cents: 1000,
+                            card: Card {
+                                masked_pan: "476173XXXXXX0010".into(),
+                                card_type: "Visa",
+                                expire: "2512".into(),
+                            },
+                            reference: Some(format!("prefill-{i}")),
+                            id: None,
+                        };
+                        sandbox
+                            .authorize(&term, &req, true, chrono::Utc::now())
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().map_err(|_| "prefill panicked".to_string())?)
+    })?;
+    store.flush().map_err(|e| e.to_string())
+}
+
+/// A second snapgate on the same store (same terminals, keys and tokens) in forward mode,
+/// relaying to `upstream`, on the server runtime.
+async fn start_forward(
+    rt: &Runtime,
+    l: &Local,
+    upstream: SocketAddr,
+) -> Result<BaselineHandle, String> {
+    let mut cfg = Config::load(&l.cfg_path).map_err(|e| e.to_string())?;
+    cfg.processor.mode = config::ProcessorMode::Forward;
+    cfg.processor.upstream_url = Some(format!("http://{upstream}/"));
+    let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
+    let store = l.store.clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let task = rt.spawn(async move {
+        let app = match App::new(cfg, keys, store, Arc::new(SystemClock)) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = addr_tx.send(Err(e));
+                return;
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = addr_tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        let _ = addr_tx.send(listener.local_addr().map_err(|e| e.to_string()));
+        let _ = snapgate::server::run(app, listener, async move {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    let addr = addr_rx
+        .await
+        .map_err(|_| "the forward-mode snapgate did not start".to_string())??;
+    Ok((tx, task, addr))
 }
 
 /// Run one phase and measure the CPU the client and everything else used meanwhile.

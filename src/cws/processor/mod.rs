@@ -3,6 +3,7 @@
 //! an authenticated, parsed request; they answer with transaction outcomes or typed errors.
 
 pub mod forward;
+pub mod retention;
 pub mod sandbox;
 
 use crate::cws::card::Card;

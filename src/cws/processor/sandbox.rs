@@ -126,16 +126,37 @@ fn not_found(id: &str) -> Error {
     }
 }
 
-fn new_id() -> [u8; 16] {
+/// A new transaction id: its creation time (Unix ms, 48 bits, big-endian) then 80 random bits.
+/// Time first, so a new transaction lands at the tail of the tree, where sled's cache already
+/// is, however many are stored (random ids touched a random, often uncached, leaf per sale),
+/// and the retention sweep finds the old ones at the head, in id order.
+fn new_id(now: chrono::DateTime<chrono::Utc>) -> [u8; 16] {
     use rand::RngCore;
     let mut b = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut b);
+    rand::rngs::OsRng.fill_bytes(&mut b[6..]);
+    b[..6].copy_from_slice(&id_time(to_ms(now)));
     b
 }
 
-/// Six digits derived from the transaction id: stable for a transaction, varied across them.
+fn id_time(ms: i64) -> [u8; 6] {
+    let t = u64::try_from(ms)
+        .unwrap_or(0)
+        .min((1 << 48) - 1)
+        .to_be_bytes();
+    [t[2], t[3], t[4], t[5], t[6], t[7]]
+}
+
+/// The lowest id a transaction created at `ms` can have.
+pub fn id_floor(ms: i64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&id_time(ms));
+    b
+}
+
+/// Six digits derived from the transaction id's random part: stable for a transaction,
+/// varied across them.
 fn approval_code(id: &[u8; 16]) -> String {
-    let n = u32::from_be_bytes([id[0], id[1], id[2], id[3]]) % 1_000_000;
+    let n = u32::from_be_bytes([id[12], id[13], id[14], id[15]]) % 1_000_000;
     format!("{n:06}")
 }
 
@@ -189,7 +210,7 @@ impl Sandbox {
         capture: bool,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Outcome, Error> {
-        let id = req.id.unwrap_or_else(new_id);
+        let id = req.id.unwrap_or_else(|| new_id(now));
         let declined = decline(req.amount_cents);
         let state = match (declined, capture) {
             (Some(_), _) => State::Declined,
@@ -229,7 +250,7 @@ impl Sandbox {
         req: &NewTxn,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Outcome, Error> {
-        let id = req.id.unwrap_or_else(new_id);
+        let id = req.id.unwrap_or_else(|| new_id(now));
         let t = Txn {
             terminal: terminal.0,
             state: State::Refund,
@@ -374,7 +395,7 @@ impl Sandbox {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Outcome, Error> {
         let orig_id = Self::parse_id(&r.transaction_id)?;
-        let new = new_id();
+        let new = new_id(now);
         let id_hex = r.transaction_id.clone();
         // The check and both writes in one store transaction; `f` may run more than once.
         let mut res: Result<Txn, Error> = Err(not_found(&id_hex));
@@ -498,6 +519,37 @@ impl Sandbox {
             }
             None => Ok(None),
         }
+    }
+
+    /// One bounded step of the retention sweep: look at up to `limit` transactions with ids
+    /// above `after`, and delete those whose record was created before `cutoff_ms`.
+    /// Returns (deleted, the last id looked at: where the next step resumes; None at the end).
+    pub fn prune_step(
+        &self,
+        cutoff_ms: i64,
+        after: Option<&[u8; 16]>,
+        limit: usize,
+    ) -> Result<(usize, Option<[u8; 16]>), Error> {
+        // Ids derived from an idempotency key (new sales with track data or a
+        // TransactionDateTime) are not time-ordered, so the step walks the whole tree in
+        // bounded pages and decides by each record's own creation time.
+        let batch = self.db.range(after, &[0xff; 16], limit)?;
+        let mut deleted = 0;
+        for (id, bytes) in &batch {
+            let Ok(t) = dec(bytes) else { continue };
+            if t.created_at_ms >= cutoff_ms {
+                continue;
+            }
+            if t.state == State::Authorized {
+                self.db.unindex(&TerminalId(t.terminal), id)?;
+            }
+            self.db.remove(id)?;
+            deleted += 1;
+        }
+        let next = (batch.len() == limit)
+            .then(|| batch.last().map(|(id, _)| *id))
+            .flatten();
+        Ok((deleted, next))
     }
 
     /// A stored transaction, for tests and operators.

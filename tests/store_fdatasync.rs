@@ -1,0 +1,63 @@
+//! Acknowledged means durable: every store flush ends in fdatasync of sled's log file, seen
+//! here from the kernel with strace. Its own test binary, because it forks: a fork in a
+//! process whose other tests hold sled files open would share their file locks for a moment.
+
+use snapgate::store::{SledStore, TerminalId, TerminalStore, TransactionStore};
+
+/// Seen from the kernel: run this test again under `strace` and count the fdatasync calls on
+/// `<dir>/db`, sled's log file. Skipped when strace is not installed.
+#[test]
+fn strace_sees_fdatasync_on_sleds_log_file() {
+    const CHILD: &str = "SNAPGATE_FDATASYNC_CHILD";
+    if let Some(dir) = std::env::var_os(CHILD) {
+        // The traced child: open (one sync), one write, three flushes.
+        let s = SledStore::open(std::path::Path::new(&dir)).unwrap();
+        let t = s.transactions().unwrap();
+        t.insert(&TerminalId([1; 16]), &[2; 16], vec![3; 40], false)
+            .unwrap();
+        for _ in 0..3 {
+            s.flush().unwrap();
+        }
+        return;
+    }
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("strace is not installed: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sled");
+    let trace = dir.path().join("trace");
+    let status = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-y",
+            "-e",
+            "trace=fdatasync",
+            "-e",
+            "signal=none",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "strace_sees_fdatasync_on_sleds_log_file",
+            "--test-threads=1",
+        ])
+        .env(CHILD, &db)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let log = std::fs::read_to_string(&trace).unwrap();
+    let file = format!("<{}>)", db.join("db").display());
+    let synced = log
+        .lines()
+        .filter(|l| l.contains("fdatasync(") && l.contains(&file) && l.ends_with("= 0"))
+        .count();
+    assert_eq!(synced, 4, "expected 4 fdatasync on {file}, trace:\n{log}");
+}
