@@ -75,7 +75,7 @@ impl App {
         };
         let limiter = Limiter::new(config.security.lockout.clone());
         let pairing = match &config.pairing {
-            Some(p) => Some(crate::pairing::Pairing::open(p, sled.db())?),
+            Some(p) => Some(crate::pairing::Pairing::open(p, &sled)?),
             None => None,
         };
         let metrics = Metrics::default();

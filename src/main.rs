@@ -788,7 +788,7 @@ fn pairing(
     };
     // No key pool for a one-shot command.
     pcfg.key_pool = 0;
-    let p = snapgate::pairing::Pairing::open(&pcfg, store.db())?;
+    let p = snapgate::pairing::Pairing::open(&pcfg, &store)?;
     let now = chrono::Utc::now();
     let e = |e: padmin::AdminError| e.to_string();
     match action {

@@ -162,7 +162,7 @@ pub struct Pairing {
 
 impl Pairing {
     /// Load the CA and open the store's pairing trees; start the key pool.
-    pub fn open(cfg: &PairingConfig, db: &sled::Db) -> Result<Pairing, String> {
+    pub fn open(cfg: &PairingConfig, db: &crate::store::SledStore) -> Result<Pairing, String> {
         let ca = PairingCa::load(&cfg.ca_files()).map_err(|e| e.to_string())?;
         let store = SledPairingStore::open(db).map_err(|e| e.to_string())?;
         tracing::info!(

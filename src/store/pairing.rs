@@ -95,7 +95,8 @@ pub trait PairingStore: Send + Sync {
 
 #[derive(Clone)]
 pub struct SledPairingStore {
-    db: sled::Db,
+    /// The node's store: its `flush` also fdatasyncs sled's log (acknowledged = durable).
+    store: super::SledStore,
     /// code hash → CodeRecord
     codes: sled::Tree,
     /// slot → code hash
@@ -126,9 +127,10 @@ fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
 }
 
 impl SledPairingStore {
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    pub fn open(store: &super::SledStore) -> Result<Self, StoreError> {
+        let db = store.db();
         Ok(SledPairingStore {
-            db: db.clone(),
+            store: store.clone(),
             codes: db.open_tree("pairing_codes")?,
             slots: db.open_tree("pairing_slots")?,
             certs: db.open_tree("pairing_certs")?,
@@ -261,8 +263,7 @@ impl PairingStore for SledPairingStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        super::TerminalStore::flush(&self.store)
     }
 }
 
@@ -272,8 +273,8 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, SledPairingStore) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path().join("db")).unwrap();
-        (dir, SledPairingStore::open(&db).unwrap())
+        let store = crate::store::SledStore::open(&dir.path().join("db")).unwrap();
+        (dir, SledPairingStore::open(&store).unwrap())
     }
 
     fn code(n: u8, slot: &str) -> CodeRecord {
@@ -285,6 +286,20 @@ mod tests {
             expires_ms: 300_000,
             failures: 0,
         }
+    }
+
+    #[test]
+    fn a_pairing_flush_fdatasyncs_the_nodes_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = crate::store::SledStore::open(&dir.path().join("db")).unwrap();
+        let s = SledPairingStore::open(&node).unwrap();
+        let before = node.fdatasyncs();
+        s.put_code(&code(1, "operator")).unwrap();
+        s.flush().unwrap();
+        assert!(
+            node.fdatasyncs() > before,
+            "a pairing write is durable once flushed"
+        );
     }
 
     fn cert(pos: &str, n: u8) -> IssuedCert {
