@@ -7,6 +7,24 @@ use crate::token::TokenId;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Open the store at `path` again once an earlier handle is dropped. sled releases its file
+/// lock when its background threads notice the drop, a moment later: wait for that, bounded.
+fn reopen(path: &std::path::Path) -> SledStore {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match SledStore::open(path) {
+            Ok(s) => return s,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("reopen {}: {e}", path.display()),
+        }
+    }
+}
+
 fn record(serial: &str) -> TerminalRecord {
     TerminalRecord {
         merchant_profile_id: "MP1".into(),
@@ -66,7 +84,7 @@ fn round_trip(s: &SledStore, r: &TerminalRecord) -> Vec<u8> {
 #[test]
 fn records_round_trip_with_every_field_set_or_unset() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SledStore::open(dir.path()).unwrap();
+    let s = reopen(dir.path());
     let mut records = vec![record("B1"), full_record("B2")];
     // Device ids that are not `T`/`A` + 16 uppercase hex digits are kept as text.
     for device_id in [
@@ -101,7 +119,7 @@ fn records_round_trip_with_every_field_set_or_unset() {
 #[test]
 fn a_typical_record_is_76_bytes_against_124_before() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SledStore::open(dir.path()).unwrap();
+    let s = reopen(dir.path());
     // As RegisterTerminal writes it, with the dev config (as `snapgate-bench scale` does).
     let now = 1_790_000_000_000; // 2026-09
     let day = 86_400_000;
@@ -134,7 +152,7 @@ fn a_typical_record_is_76_bytes_against_124_before() {
 #[test]
 fn records_in_the_earlier_layout_still_decode_and_update() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SledStore::open(dir.path()).unwrap();
+    let s = reopen(dir.path());
     let (a, b) = (record("B1"), full_record("B2"));
     let ids = [TerminalId::new("k", "B1"), TerminalId::new("k", "B2")];
     for (id, r) in ids.iter().zip([&a, &b]) {
@@ -206,7 +224,7 @@ fn a_reopen_keeps_the_name_table() {
         (s.terminals.get(id.0).unwrap().unwrap(), table)
     };
     assert_eq!(table.len(), 4);
-    let s = SledStore::open(dir.path()).unwrap();
+    let s = reopen(dir.path());
     assert_eq!(s.names.read().by_name, table);
     assert_eq!(s.get(&id).unwrap(), Some(full_record("B2")));
     // The same record encodes to the same bytes, so the next CAS matches them as they are.
@@ -226,7 +244,7 @@ fn a_full_name_table_keeps_new_names_inline() {
         s.names.tree.insert(COUNT_KEY, &full[..]).unwrap();
         s.flush().unwrap();
     }
-    let s = SledStore::open(dir.path()).unwrap();
+    let s = reopen(dir.path());
     let r = record("B1");
     assert!(s.compare_and_swap(&id, None, &r).unwrap());
     assert_eq!(s.terminals.get(id.0).unwrap().unwrap()[0], TAG_INLINE);
@@ -306,7 +324,7 @@ fn records_survive_reopen_after_flush() {
         assert!(s.compare_and_swap(&id, None, &record("B1")).unwrap());
         s.flush().unwrap();
     }
-    let s = SledStore::open(dir.path()).unwrap();
+    let s = reopen(dir.path());
     assert_eq!(s.get(&id).unwrap(), Some(record("B1")));
     assert_eq!(s.len(), 1);
 }
