@@ -156,23 +156,31 @@ impl OpName {
         }
     }
 
+    /// A ServiceInformation (SIS) operation; every other but Ping is TPS.
+    pub fn is_sis(self) -> bool {
+        matches!(
+            self,
+            OpName::RegisterTerminal
+                | OpName::SignOnWithToken
+                | OpName::CreatePairingCode
+                | OpName::GetServiceInformation
+                | OpName::SaveApplicationData
+                | OpName::GetApplicationData
+                | OpName::DeleteApplicationData
+                | OpName::SaveMerchantProfiles
+                | OpName::GetMerchantProfiles
+                | OpName::GetMerchantProfileIds
+                | OpName::GetMerchantProfile
+                | OpName::DeleteMerchantProfile
+                | OpName::IsMerchantProfileInitialized
+        )
+    }
+
     /// The service that answers it (Ping: both).
     fn serves(self, service: Service) -> bool {
         match self {
             OpName::Ping => true,
-            OpName::RegisterTerminal
-            | OpName::SignOnWithToken
-            | OpName::CreatePairingCode
-            | OpName::GetServiceInformation
-            | OpName::SaveApplicationData
-            | OpName::GetApplicationData
-            | OpName::DeleteApplicationData
-            | OpName::SaveMerchantProfiles
-            | OpName::GetMerchantProfiles
-            | OpName::GetMerchantProfileIds
-            | OpName::GetMerchantProfile
-            | OpName::DeleteMerchantProfile
-            | OpName::IsMerchantProfileInitialized => service == Service::Sis,
+            o if o.is_sis() => service == Service::Sis,
             _ => service == Service::Tps,
         }
     }

@@ -172,19 +172,7 @@ impl Walk {
 pub fn check(name: OpName, op: &Element, base: Base) -> Vec<Mismatch> {
     let own = match name {
         OpName::Ping => return Vec::new(),
-        OpName::RegisterTerminal
-        | OpName::SignOnWithToken
-        | OpName::CreatePairingCode
-        | OpName::GetServiceInformation
-        | OpName::SaveApplicationData
-        | OpName::GetApplicationData
-        | OpName::DeleteApplicationData
-        | OpName::SaveMerchantProfiles
-        | OpName::GetMerchantProfiles
-        | OpName::GetMerchantProfileIds
-        | OpName::GetMerchantProfile
-        | OpName::DeleteMerchantProfile
-        | OpName::IsMerchantProfileInitialized => SIS_PATH,
+        n if n.is_sis() => SIS_PATH,
         _ => TPS_PATH,
     };
     let mut w = Walk {
