@@ -24,6 +24,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{mpsc, oneshot};
 
+pub mod postgres;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage engine: {0}")]
@@ -36,6 +38,14 @@ pub enum StoreError {
     CorruptNames(&'static str),
     #[error("storage is shutting down")]
     Closed,
+    #[error("database: {0}")]
+    Database(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database schema: {0}")]
+    Schema(String),
+    #[error("store configuration: {0}")]
+    Config(String),
 }
 
 /// The store key of a terminal: the first 16 bytes of SHA-256(serviceKey 0x1F serial).

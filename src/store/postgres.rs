@@ -1,0 +1,554 @@
+//! The PostgreSQL engine of `TerminalStore`, for several snapgate nodes on one database:
+//! the connection pool (dedicated OS threads, each owning one `postgres::Client`), the
+//! embedded versioned migrations, and the terminal table.
+//!
+//! Why threads and not async: `TerminalStore` is synchronous and is called from tokio workers
+//! of multi-thread and current-thread runtimes. The synchronous `postgres` client runs its own
+//! small runtime and panics if driven from inside another, so each connection lives on a
+//! thread of its own; a caller sends a job over a channel and blocks on a reply channel for at
+//! most the statement timeout. Nothing here ever waits on the caller's runtime, so it cannot
+//! deadlock a current-thread runtime, and a caller is never blocked longer than the bound.
+//! A thread whose connection broke drops it and connects again on its next job (failing fast
+//! for a short back-off while the database stays down), so a node recovers by itself.
+//!
+//! Semantics match the sled engine: `compare_and_swap` is one conditional statement
+//! (`INSERT … ON CONFLICT DO NOTHING`, or `UPDATE … WHERE rec = $expected`). Under Read
+//! Committed a second writer waits for the first and re-checks the predicate on the new row,
+//! so of two nodes racing on one terminal exactly one wins and the other re-reads: the KSN
+//! guard and the single token promotion hold across nodes without locks of our own. Every
+//! statement commits with `synchronous_commit = on` before it returns, so `flush` is a no-op.
+
+use super::{StoreError, TerminalId, TerminalRecord, TerminalStore};
+use postgres::{Client, NoTls, Statement};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Schema migrations, in order; `snapgate_schema` records the ones applied. Never edit one
+/// that has shipped: add the next.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "terminals", include_str!("pg/0001_terminals.sql")),
+    (
+        2,
+        "sandbox transactions",
+        include_str!("pg/0002_transactions.sql"),
+    ),
+];
+
+/// The schema version this binary writes and reads.
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
+}
+
+/// An advisory lock key ("snapgate" in ASCII), held while migrating so two nodes that start
+/// together apply each migration once.
+const MIGRATE_LOCK: i64 = 0x736e_6170_6761_7465;
+
+/// How long a connection thread fails fast after a failed connect, so a down database costs
+/// callers one connect timeout per back-off period, not one each.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(200);
+
+/// How to reach the database. `url` may hold a password: `Debug` redacts it.
+#[derive(Clone)]
+pub struct PgSettings {
+    pub url: String,
+    pub pool_size: usize,
+    /// Bound on one store call (queueing, connecting and the statement) and PostgreSQL's own
+    /// `statement_timeout`.
+    pub statement_timeout: Duration,
+    /// PEM CA file: connect with TLS (rustls), verifying the server against it.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+}
+
+impl fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("url", &redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .finish()
+    }
+}
+
+/// `url` with any password replaced by `***` (URL or key=value form), for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    if let Some(rest) = url
+        .strip_prefix("postgresql://")
+        .or_else(|| url.strip_prefix("postgres://"))
+    {
+        let scheme = &url[..url.len() - rest.len()];
+        let end = rest.find('/').unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        if let Some(at) = authority.rfind('@') {
+            let (userinfo, host) = authority.split_at(at);
+            if let Some(colon) = userinfo.find(':') {
+                return format!(
+                    "{scheme}{}:***{host}{}",
+                    &userinfo[..colon],
+                    redact_query(path)
+                );
+            }
+        }
+        return format!("{scheme}{authority}{}", redact_query(path));
+    }
+    // key=value form: drop the value of `password`.
+    url.split_whitespace()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => kv.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn redact_query(path: &str) -> String {
+    let Some((p, q)) = path.split_once('?') else {
+        return path.to_owned();
+    };
+    let q: Vec<String> = q
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => kv.to_owned(),
+        })
+        .collect();
+    format!("{p}?{}", q.join("&"))
+}
+
+fn db_error(e: postgres::Error) -> StoreError {
+    // postgres::Error's text carries the server's message and SQLSTATE, never the config.
+    StoreError::Database(e.to_string())
+}
+
+/// One connection thread's state: its client (None while disconnected) and its prepared
+/// statements (prepared once per connection: one round trip per call after that).
+pub struct Conn {
+    client: Option<Client>,
+    stmts: HashMap<&'static str, Statement>,
+    failed_at: Option<Instant>,
+    config: Arc<postgres::Config>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Conn {
+    fn client(&mut self, deadline: Instant) -> Result<&mut Client, StoreError> {
+        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
+            self.client = None;
+        }
+        if self.client.is_none() {
+            if let Some(t) = self.failed_at {
+                if t.elapsed() < RECONNECT_BACKOFF {
+                    return Err(StoreError::Unavailable("database unreachable".into()));
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Unavailable("timed out".into()));
+            }
+            let mut config = (*self.config).clone();
+            config.connect_timeout(left.max(Duration::from_millis(1)));
+            let connected = match &self.tls {
+                None => config.connect(NoTls),
+                Some(tls) => config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+                    (**tls).clone(),
+                )),
+            };
+            match connected {
+                Ok(c) => {
+                    self.client = Some(c);
+                    self.stmts.clear();
+                    self.failed_at = None;
+                }
+                Err(e) => {
+                    self.failed_at = Some(Instant::now());
+                    return Err(StoreError::Unavailable(format!("cannot connect: {e}")));
+                }
+            }
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    /// Run `f` on this thread's connection; a broken connection is dropped for the next job.
+    pub fn with<T>(
+        &mut self,
+        deadline: Instant,
+        f: impl FnOnce(&mut Client, &mut HashMap<&'static str, Statement>) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        self.client(deadline)?;
+        let client = self.client.as_mut().expect("connected above");
+        let out = f(client, &mut self.stmts);
+        if out.is_err() && client.is_closed() {
+            self.client = None;
+            self.stmts.clear();
+        }
+        out.map_err(db_error)
+    }
+}
+
+/// A statement prepared once per connection.
+pub fn prepared(
+    client: &mut Client,
+    stmts: &mut HashMap<&'static str, Statement>,
+    sql: &'static str,
+) -> Result<Statement, postgres::Error> {
+    if let Some(s) = stmts.get(sql) {
+        return Ok(s.clone());
+    }
+    let s = client.prepare(sql)?;
+    stmts.insert(sql, s.clone());
+    Ok(s)
+}
+
+struct Job {
+    deadline: Instant,
+    run: Box<dyn FnOnce(&mut Conn) + Send>,
+}
+
+/// The connection threads and the queue that feeds them.
+pub struct Pool {
+    tx: Mutex<Option<Sender<Job>>>,
+    timeout: Duration,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Pool {
+    /// Start `size` connection threads. They connect lazily, so this succeeds while the
+    /// database is down; `ping` says whether it is reachable.
+    pub fn start(settings: &PgSettings) -> Result<Arc<Pool>, StoreError> {
+        let mut config: postgres::Config = settings
+            .url
+            .parse()
+            .map_err(|e| StoreError::Config(format!("store.url is not a PostgreSQL URL: {e}")))?;
+        let ms = settings.statement_timeout.as_millis().max(1);
+        // Acknowledged means committed: never inherit an asynchronous-commit default.
+        config.options(&format!(
+            "-c statement_timeout={ms} -c lock_timeout={ms} -c synchronous_commit=on \
+             -c idle_in_transaction_session_timeout={}",
+            ms * 4
+        ));
+        config.application_name("snapgate");
+        let tls = match &settings.tls_ca_file {
+            None => None,
+            Some(ca) => Some(Arc::new(tls_config(ca)?)),
+        };
+        let config = Arc::new(config);
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut threads = Vec::new();
+        for i in 0..settings.pool_size.max(1) {
+            let rx: Arc<Mutex<Receiver<Job>>> = rx.clone();
+            let mut conn = Conn {
+                client: None,
+                stmts: HashMap::new(),
+                failed_at: None,
+                config: config.clone(),
+                tls: tls.clone(),
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("snapgate-pg-{i}"))
+                .spawn(move || loop {
+                    let job = {
+                        let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+                        match rx.recv() {
+                            Ok(j) => j,
+                            Err(_) => return,
+                        }
+                    };
+                    // Its caller has given up: running it now could only surprise them.
+                    if Instant::now() >= job.deadline {
+                        continue;
+                    }
+                    (job.run)(&mut conn);
+                })
+                .map_err(|e| StoreError::Unavailable(format!("cannot start a thread: {e}")))?;
+            threads.push(t);
+        }
+        Ok(Arc::new(Pool {
+            tx: Mutex::new(Some(tx)),
+            timeout: settings.statement_timeout,
+            threads: Mutex::new(threads),
+        }))
+    }
+
+    /// Run `f` on a pooled connection and wait for its answer, at most the statement timeout.
+    pub fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client, &mut HashMap<&'static str, Statement>) -> Result<T, postgres::Error>
+            + Send
+            + 'static,
+    ) -> Result<T, StoreError> {
+        let deadline = Instant::now() + self.timeout;
+        let (reply_tx, reply_rx): (SyncSender<Result<T, StoreError>>, _) = mpsc::sync_channel(1);
+        let job = Job {
+            deadline,
+            run: Box::new(move |conn: &mut Conn| {
+                let _ = reply_tx.send(conn.with(deadline, f));
+            }),
+        };
+        {
+            let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = tx.as_ref().ok_or(StoreError::Closed)?;
+            tx.send(job).map_err(|_| StoreError::Closed)?;
+        }
+        match reply_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(StoreError::Unavailable(format!(
+                "no answer within {} ms",
+                self.timeout.as_millis()
+            ))),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(StoreError::Unavailable("the job was dropped".into()))
+            }
+        }
+    }
+
+    /// Stop the threads once their current jobs end.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+fn tls_config(ca_file: &std::path::Path) -> Result<rustls::ClientConfig, StoreError> {
+    let pem = std::fs::read(ca_file)
+        .map_err(|e| StoreError::Config(format!("store.tls_ca_file {}: {e}", ca_file.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let mut n = 0;
+    for cert in rustls_pemfile_certs(&pem) {
+        roots
+            .add(cert)
+            .map_err(|e| StoreError::Config(format!("store.tls_ca_file: {e}")))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(StoreError::Config(format!(
+            "store.tls_ca_file {} holds no certificate",
+            ca_file.display()
+        )));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// Apply every migration this binary has that the database lacks, in one transaction under an
+/// advisory lock. Idempotent; refuses a database whose schema is newer than this binary's.
+/// Returns (version before, version after).
+pub fn migrate(pool: &Pool) -> Result<(i32, i32), StoreError> {
+    let latest = latest_version();
+    let out = pool.call(move |c, _| {
+        let mut tx = c.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS snapgate_schema (
+                 version integer PRIMARY KEY,
+                 name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )?;
+        let row = tx.query_one("SELECT coalesce(max(version), 0) FROM snapgate_schema", &[])?;
+        let before: i32 = row.get(0);
+        if before > latest {
+            return Ok(Err(before));
+        }
+        for (v, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > before) {
+            tx.batch_execute(sql)?;
+            tx.execute(
+                "INSERT INTO snapgate_schema (version, name) VALUES ($1, $2)",
+                &[v, name],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Ok(before))
+    })?;
+    match out {
+        Ok(before) => Ok((before, latest)),
+        Err(found) => Err(StoreError::Schema(format!(
+            "the database's schema is version {found}, newer than this binary's {latest}: \
+             upgrade snapgate"
+        ))),
+    }
+}
+
+/// The schema version the database is at (0: never migrated).
+pub fn schema_version(pool: &Pool) -> Result<i32, StoreError> {
+    pool.call(|c, _| {
+        let exists: bool = c
+            .query_one("SELECT to_regclass('snapgate_schema') IS NOT NULL", &[])?
+            .get(0);
+        if !exists {
+            return Ok(0);
+        }
+        Ok(
+            c.query_one("SELECT coalesce(max(version), 0) FROM snapgate_schema", &[])?
+                .get(0),
+        )
+    })
+}
+
+/// Refuse to serve on a schema other than this binary's.
+pub fn check_schema(pool: &Pool) -> Result<(), StoreError> {
+    let v = schema_version(pool)?;
+    let latest = latest_version();
+    match v.cmp(&latest) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Less => Err(StoreError::Schema(format!(
+            "the database's schema is version {v}, this binary needs {latest}: \
+             run `snapgate db migrate` (or set store.migrate = true)"
+        ))),
+        std::cmp::Ordering::Greater => Err(StoreError::Schema(format!(
+            "the database's schema is version {v}, newer than this binary's {latest}: \
+             upgrade snapgate"
+        ))),
+    }
+}
+
+/// Terminal records in PostgreSQL. The record is stored whole (postcard, deterministic) in
+/// `rec`, which `compare_and_swap` compares, with the fields operators query kept in columns.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Arc<Pool>,
+}
+
+fn encode(r: &TerminalRecord) -> Vec<u8> {
+    postcard::to_allocvec(r).expect("records always serialize")
+}
+
+fn decode(b: &[u8]) -> Result<TerminalRecord, StoreError> {
+    Ok(postcard::from_bytes(b)?)
+}
+
+const GET: &str = "SELECT rec FROM terminals WHERE id = $1";
+const INSERT: &str = "INSERT INTO terminals (id, rec, last_counter, refresh_flag, revoked) \
+                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING";
+const UPDATE: &str = "UPDATE terminals SET rec = $2, last_counter = $3, refresh_flag = $4, \
+                      revoked = $5, updated_at = now() WHERE id = $1 AND rec = $6";
+const LIST_FIRST: &str = "SELECT id, rec FROM terminals ORDER BY id LIMIT $1";
+const LIST_AFTER: &str = "SELECT id, rec FROM terminals WHERE id > $1 ORDER BY id LIMIT $2";
+
+impl PgStore {
+    /// Start the pool (connections are made on first use).
+    pub fn open(settings: &PgSettings) -> Result<Self, StoreError> {
+        Ok(PgStore {
+            pool: Pool::start(settings)?,
+        })
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// One round trip to the database: readiness.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.pool.call(|c, s| {
+            let st = prepared(c, s, "SELECT 1")?;
+            c.query_one(&st, &[]).map(|_| ())
+        })
+    }
+}
+
+impl TerminalStore for PgStore {
+    fn get(&self, id: &TerminalId) -> Result<Option<TerminalRecord>, StoreError> {
+        let key = id.0.to_vec();
+        let row = self.pool.call(move |c, s| {
+            let st = prepared(c, s, GET)?;
+            c.query_opt(&st, &[&key])
+        })?;
+        match row {
+            Some(r) => Ok(Some(decode(r.get::<_, &[u8]>(0))?)),
+            None => Ok(None),
+        }
+    }
+
+    fn compare_and_swap(
+        &self,
+        id: &TerminalId,
+        expected: Option<&TerminalRecord>,
+        new: &TerminalRecord,
+    ) -> Result<bool, StoreError> {
+        let key = id.0.to_vec();
+        let rec = encode(new);
+        let counter = i64::from(new.last_counter);
+        let (flag, revoked) = (new.refresh_flag, new.revoked);
+        let old = expected.map(encode);
+        let n = self.pool.call(move |c, s| match old {
+            None => {
+                let st = prepared(c, s, INSERT)?;
+                c.execute(&st, &[&key, &rec, &counter, &flag, &revoked])
+            }
+            Some(old) => {
+                let st = prepared(c, s, UPDATE)?;
+                c.execute(&st, &[&key, &rec, &counter, &flag, &revoked, &old])
+            }
+        })?;
+        Ok(n == 1)
+    }
+
+    fn list(
+        &self,
+        after: Option<&TerminalId>,
+        limit: usize,
+    ) -> Result<Vec<(TerminalId, TerminalRecord)>, StoreError> {
+        let after = after.map(|a| a.0.to_vec());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.pool.call(move |c, s| match after {
+            None => {
+                let st = prepared(c, s, LIST_FIRST)?;
+                c.query(&st, &[&limit])
+            }
+            Some(a) => {
+                let st = prepared(c, s, LIST_AFTER)?;
+                c.query(&st, &[&a, &limit])
+            }
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let k: &[u8] = r.get(0);
+            let Ok(k) = <[u8; 16]>::try_from(k) else {
+                continue;
+            };
+            out.push((TerminalId(k), decode(r.get::<_, &[u8]>(1))?));
+        }
+        Ok(out)
+    }
+
+    fn len(&self) -> usize {
+        let n = self.pool.call(|c, _| {
+            c.query_one("SELECT count(*) FROM terminals", &[])
+                .map(|r| r.get::<_, i64>(0))
+        });
+        match n {
+            Ok(n) => usize::try_from(n).unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count terminals");
+                0
+            }
+        }
+    }
+
+    /// Every write committed (synchronously) before it returned: nothing left to flush.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
