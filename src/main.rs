@@ -101,6 +101,31 @@ enum Command {
         #[arg(long)]
         secret: String,
     },
+    /// PostgreSQL store (`store.backend = "postgres"`): schema migrations and moving from sled.
+    Db {
+        #[arg(long, short, env = "SNAPGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: DbAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbAction {
+    /// Apply the schema migrations this binary embeds (idempotent; refuses a newer schema).
+    Migrate,
+    /// Print the database's schema version and this binary's.
+    Status,
+    /// Copy a sled folder's terminals and sandbox transactions into PostgreSQL, then check
+    /// that every one is there. Safe to re-run: rows already present are kept.
+    Copy {
+        /// The sled folder (the config's store.path when omitted).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// PostgreSQL URL (the config's store.url or SNAPGATE_STORE_URL when omitted).
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -177,6 +202,7 @@ fn main() -> ExitCode {
             ksn,
             secret,
         } => encrypt_secret(config, &ksn, &secret),
+        Command::Db { config, action } => db(config, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -453,6 +479,56 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown requested: finishing in-flight requests");
+}
+
+/// `snapgate db ...`: on the PostgreSQL database the config (or `--to`) names.
+fn db(config: Option<PathBuf>, action: DbAction) -> Result<(), String> {
+    use snapgate::store::postgres::{self as pg, PgStore};
+    let cfg = resolve_config(config)?;
+    let settings = match &action {
+        DbAction::Copy { to: Some(url), .. } => cfg.store.postgres_with_url(url.clone()),
+        _ => cfg.store.postgres()?,
+    };
+    let where_ = pg::redact_url(&settings.url);
+    let store = PgStore::open(&settings).map_err(|e| e.to_string())?;
+    let pool = store.pool();
+    match action {
+        DbAction::Migrate => {
+            let (before, after) = pg::migrate(pool).map_err(|e| format!("{where_}: {e}"))?;
+            if before == after {
+                println!("{where_}: schema already at version {after}");
+            } else {
+                println!("{where_}: schema migrated from version {before} to {after}");
+            }
+        }
+        DbAction::Status => {
+            let v = pg::schema_version(pool).map_err(|e| format!("{where_}: {e}"))?;
+            println!(
+                "{where_}: schema version {v}; this binary's is {}",
+                pg::latest_version()
+            );
+        }
+        DbAction::Copy { from, .. } => {
+            let from = from.unwrap_or(cfg.store.path.clone());
+            let sled = SledStore::open(&from)
+                .map_err(|e| format!("cannot open the sled store {}: {e}", from.display()))?;
+            let r = snapgate::store::copy::copy_sled_to_postgres(&sled, &store)
+                .map_err(|e| format!("{where_}: {e}"))?;
+            println!(
+                "copied {} -> {where_}: terminals {} read, {} inserted, {} already present; \
+                 transactions {} read, {} inserted, {} already present; all verified present",
+                from.display(),
+                r.terminals_read,
+                r.terminals_inserted,
+                r.terminals_present,
+                r.transactions_read,
+                r.transactions_inserted,
+                r.transactions_present
+            );
+        }
+    }
+    store.pool().close();
+    Ok(())
 }
 
 fn encrypt_secret(config: Option<PathBuf>, ksn: &str, secret: &str) -> Result<(), String> {

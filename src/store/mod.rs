@@ -24,6 +24,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{mpsc, oneshot};
 
+pub mod copy;
 pub mod postgres;
 
 #[derive(Debug, thiserror::Error)]

@@ -73,6 +73,33 @@ impl fmt::Debug for PgSettings {
     }
 }
 
+/// A PostgreSQL URL from the config file: `Debug` and `Display` show it redacted.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreUrl(url.into())
+    }
+    /// The URL with its password, for connecting only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
 /// `url` with any password replaced by `***` (URL or key=value form), for logs and errors.
 pub fn redact_url(url: &str) -> String {
     if let Some(rest) = url

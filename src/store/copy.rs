@@ -1,0 +1,129 @@
+//! `snapgate db copy`: move a sled folder's terminals (and sandbox transactions) into
+//! PostgreSQL, for the switch from one node to several.
+//!
+//! Safe to re-run: a row already in PostgreSQL is kept as it is (never overwritten by an
+//! older copy), and the copy then checks that every source key is present in the target.
+
+use super::postgres::{migrate, PgStore};
+use super::{SledStore, StoreError, TerminalStore};
+
+/// What a copy did, per table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CopyReport {
+    pub terminals_read: u64,
+    pub terminals_inserted: u64,
+    pub terminals_present: u64,
+    pub transactions_read: u64,
+    pub transactions_inserted: u64,
+    pub transactions_present: u64,
+}
+
+/// Rows per PostgreSQL transaction.
+const PAGE: usize = 1_000;
+
+/// Copy everything from `from` into `to` (migrating its schema first), then verify.
+pub fn copy_sled_to_postgres(from: &SledStore, to: &PgStore) -> Result<CopyReport, StoreError> {
+    migrate(to.pool())?;
+    let mut report = CopyReport::default();
+    let mut after = None;
+    loop {
+        let page = from.list(after.as_ref(), PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        report.terminals_read += page.len() as u64;
+        let rows: Vec<(Vec<u8>, Vec<u8>, i64, bool, bool)> = page
+            .iter()
+            .map(|(id, r)| {
+                (
+                    id.0.to_vec(),
+                    postcard::to_allocvec(r).expect("records always serialize"),
+                    i64::from(r.last_counter),
+                    r.refresh_flag,
+                    r.revoked,
+                )
+            })
+            .collect();
+        let ids: Vec<Vec<u8>> = rows.iter().map(|r| r.0.clone()).collect();
+        let inserted = to.pool().call(move |c, _| {
+            let mut tx = c.transaction()?;
+            let st = tx.prepare(
+                "INSERT INTO terminals (id, rec, last_counter, refresh_flag, revoked) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+            )?;
+            let mut n = 0;
+            for (id, rec, counter, flag, revoked) in &rows {
+                n += tx.execute(&st, &[id, rec, counter, flag, revoked])?;
+            }
+            tx.commit()?;
+            Ok(n)
+        })?;
+        report.terminals_inserted += inserted;
+        report.terminals_present += page.len() as u64 - inserted;
+        verify_present(to, "terminals", ids)?;
+    }
+    // Sandbox transactions: the sled tree's bytes as they are (the same postcard `Txn` the
+    // PostgreSQL engine stores); a record starts with its terminal's 16-byte id.
+    let tree = from.db().open_tree(SANDBOX_TREE)?;
+    let mut rows = Vec::with_capacity(PAGE);
+    for kv in tree.iter() {
+        let (k, v) = kv?;
+        if k.len() != 16 || v.len() < 16 {
+            return Err(StoreError::CorruptNames(
+                "a sandbox transaction key or record is short",
+            ));
+        }
+        rows.push((k.to_vec(), v[..16].to_vec(), v.to_vec()));
+        if rows.len() == PAGE {
+            copy_txns(to, std::mem::take(&mut rows), &mut report)?;
+        }
+    }
+    if !rows.is_empty() {
+        copy_txns(to, rows, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// The sled tree the sandbox keeps its transactions in, keyed by transaction id.
+const SANDBOX_TREE: &str = "transactions";
+
+fn copy_txns(
+    to: &PgStore,
+    rows: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
+    report: &mut CopyReport,
+) -> Result<(), StoreError> {
+    let len = rows.len() as u64;
+    report.transactions_read += len;
+    let ids: Vec<Vec<u8>> = rows.iter().map(|r| r.0.clone()).collect();
+    let inserted = to.pool().call(move |c, _| {
+        let mut tx = c.transaction()?;
+        let st = tx.prepare(
+            "INSERT INTO sandbox_txns (id, terminal, rec) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO NOTHING",
+        )?;
+        let mut n = 0;
+        for (id, terminal, rec) in &rows {
+            n += tx.execute(&st, &[id, terminal, rec])?;
+        }
+        tx.commit()?;
+        Ok(n)
+    })?;
+    report.transactions_inserted += inserted;
+    report.transactions_present += len - inserted;
+    verify_present(to, "sandbox_txns", ids)
+}
+
+/// Every key in `ids` is in `table` (copied now or by an earlier run).
+fn verify_present(to: &PgStore, table: &'static str, ids: Vec<Vec<u8>>) -> Result<(), StoreError> {
+    let want = ids.len() as i64;
+    let sql = format!("SELECT count(*) FROM {table} WHERE id = ANY($1)");
+    let found: i64 = to
+        .pool()
+        .call(move |c, _| Ok(c.query_one(sql.as_str(), &[&ids])?.get(0)))?;
+    if found == want {
+        Ok(())
+    } else {
+        Err(StoreError::Database(format!(
+            "copy check failed: {found} of {want} {table} rows present after the copy"
+        )))
+    }
+}
