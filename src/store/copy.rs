@@ -18,6 +18,9 @@ pub struct CopyReport {
     pub transactions_present: u64,
 }
 
+/// A terminals row: id, record, last_counter, refresh_flag, revoked.
+type TerminalRow = (Vec<u8>, Vec<u8>, i64, bool, bool);
+
 /// Rows per PostgreSQL transaction.
 const PAGE: usize = 1_000;
 
@@ -31,7 +34,7 @@ pub fn copy_sled_to_postgres(from: &SledStore, to: &PgStore) -> Result<CopyRepor
         let Some(last) = page.last() else { break };
         after = Some(last.0);
         report.terminals_read += page.len() as u64;
-        let rows: Vec<(Vec<u8>, Vec<u8>, i64, bool, bool)> = page
+        let rows: Vec<TerminalRow> = page
             .iter()
             .map(|(id, r)| {
                 (
