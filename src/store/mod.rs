@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{mpsc, oneshot};
 
 pub mod copy;
+pub mod health;
 pub mod postgres;
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +154,10 @@ pub trait TerminalStore: Send + Sync {
     }
     /// Block until every write made so far is on disk.
     fn flush(&self) -> Result<(), StoreError>;
+    /// One round trip to the engine, for readiness. An embedded engine is always there.
+    fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Read-modify-write one terminal: `f` sees the current record and returns the record to write

@@ -485,14 +485,6 @@ impl PgStore {
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
     }
-
-    /// One round trip to the database: readiness.
-    pub fn ping(&self) -> Result<(), StoreError> {
-        self.pool.call(|c, s| {
-            let st = prepared(c, s, "SELECT 1")?;
-            c.query_one(&st, &[]).map(|_| ())
-        })
-    }
 }
 
 impl TerminalStore for PgStore {
@@ -577,5 +569,13 @@ impl TerminalStore for PgStore {
     /// Every write committed (synchronously) before it returned: nothing left to flush.
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// One round trip to the database: readiness.
+    fn ping(&self) -> Result<(), StoreError> {
+        self.pool.call(|c, s| {
+            let st = prepared(c, s, "SELECT 1")?;
+            c.query_one(&st, &[]).map(|_| ())
+        })
     }
 }
