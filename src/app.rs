@@ -43,7 +43,7 @@ impl App {
     ) -> Result<Arc<App>, String> {
         config.validate()?;
         let (config, token) = config.into_settings();
-        let sandbox = Sandbox::open(sled.db()).map_err(|e| e.to_string())?;
+        let sandbox = Sandbox::new(Arc::new(sled.transactions().map_err(|e| e.to_string())?));
         let forward = match config.processor.mode {
             ProcessorMode::Sandbox => None,
             ProcessorMode::Forward => {

@@ -63,7 +63,7 @@ pub struct Config {
     pub log: LogConfig,
     /// HTTPS (and optionally mTLS) on the listener; none serves plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<crate::tls::TlsConfig>,
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -363,6 +363,30 @@ impl Config {
     }
 }
 
+/// The `[tls]` config section. When present, the listener speaks HTTPS only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain (PEM), leaf first.
+    pub cert_file: PathBuf,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1). Must be mode 600.
+    pub key_file: PathBuf,
+    /// When set, every client must present a certificate signed by a CA in this PEM file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Resolve relative paths against `base`, the config file's folder.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        self.cert_file = base.join(&self.cert_file);
+        self.key_file = base.join(&self.key_file);
+        if let Some(ca) = self.client_ca_file.as_mut() {
+            *ca = base.join(&*ca);
+        }
+    }
+}
+
 /// What the command line and the environment override in a loaded config file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -538,7 +562,7 @@ pub struct Settings {
     pub security: SecurityConfig,
     pub processor: ProcessorConfig,
     pub log: LogConfig,
-    pub tls: Option<crate::tls::TlsConfig>,
+    pub tls: Option<TlsConfig>,
 }
 
 impl StoreConfig {

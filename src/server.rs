@@ -85,6 +85,8 @@ pub async fn run(
     let _ = stop_tx.send(true);
     drop(stop_rx);
     stop_tx.closed().await;
+    // Every request has finished: answer any queued durability wait, stop the flusher.
+    app.commit.close().await;
     app.store.flush().map_err(std::io::Error::other)?;
     Ok(())
 }

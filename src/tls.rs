@@ -7,35 +7,12 @@ use crate::config::{self, ConfigError};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
-/// The `[tls]` config section. When present, the listener speaks HTTPS only.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// The server's certificate chain (PEM), leaf first.
-    pub cert_file: PathBuf,
-    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1). Must be mode 600.
-    pub key_file: PathBuf,
-    /// When set, every client must present a certificate signed by a CA in this PEM file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_ca_file: Option<PathBuf>,
-}
-
-impl TlsConfig {
-    /// Resolve relative paths against `base`, the config file's folder.
-    pub fn resolve_paths(&mut self, base: &Path) {
-        self.cert_file = base.join(&self.cert_file);
-        self.key_file = base.join(&self.key_file);
-        if let Some(ca) = self.client_ca_file.as_mut() {
-            *ca = base.join(&*ca);
-        }
-    }
-}
+pub use crate::config::TlsConfig;
 
 /// The rustls crypto provider everything here uses (ring: no cmake, no C toolchain surprises).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {

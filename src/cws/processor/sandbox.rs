@@ -1,5 +1,5 @@
 //! The sandbox processor: approves or declines by deterministic rules and keeps every
-//! transaction in sled with a real state machine, so follow-up operations behave like a real
+//! transaction (through `store::TransactionStore`, sled today) with a real state machine, so follow-up operations behave like a real
 //! processor's.
 //!
 //! Decline triggers (by the cents of the amount): `.05` → 005 DECLINE, `.13` → 013 INVLD AMOUNT
@@ -13,9 +13,9 @@
 use super::Outcome;
 use crate::cws::card::Card;
 use crate::cws::error::Error;
-use crate::store::{to_ms, StoreError, TerminalId};
+use crate::store::{to_ms, StoreError, TerminalId, TransactionStore};
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {
@@ -92,8 +92,7 @@ pub struct Follow {
 
 #[derive(Clone)]
 pub struct Sandbox {
-    txns: sled::Tree,
-    by_terminal: sled::Tree,
+    db: Arc<dyn TransactionStore>,
 }
 
 fn enc(t: &Txn) -> Vec<u8> {
@@ -143,11 +142,8 @@ fn decline(cents: i64) -> Option<(&'static str, &'static str)> {
 }
 
 impl Sandbox {
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(Sandbox {
-            txns: db.open_tree("transactions")?,
-            by_terminal: db.open_tree("terminal_transactions")?,
-        })
+    pub fn new(db: Arc<dyn TransactionStore>) -> Self {
+        Sandbox { db }
     }
 
     fn outcome(id: &[u8; 16], t: &Txn) -> Outcome {
@@ -174,13 +170,8 @@ impl Sandbox {
     /// Store a new transaction. Only authorized (uncaptured) ones go into the per-terminal
     /// index: CaptureAll is its only reader, and a sale then costs one write, not two.
     fn insert(&self, terminal: &TerminalId, id: &[u8; 16], t: &Txn) -> Result<(), Error> {
-        self.txns.insert(id, enc(t)).map_err(StoreError::from)?;
-        if t.state == State::Authorized {
-            self.by_terminal
-                .insert(index_key(terminal, id), &[])
-                .map_err(StoreError::from)?;
-        }
-        Ok(())
+        let index = t.state == State::Authorized;
+        Ok(self.db.insert(terminal, id, enc(t), index)?)
     }
 
     /// Authorize (capture = false) or AuthorizeAndCapture (capture = true).
@@ -273,7 +264,7 @@ impl Sandbox {
     ) -> Result<Outcome, Error> {
         let id = Self::parse_id(id_hex)?;
         loop {
-            let cur = self.txns.get(id).map_err(StoreError::from)?;
+            let cur = self.db.get(&id)?;
             let Some(cur) = cur else {
                 return Err(not_found(id_hex));
             };
@@ -283,16 +274,10 @@ impl Sandbox {
                 return Err(not_found(id_hex));
             }
             f(&mut t)?;
-            let swapped = self
-                .txns
-                .compare_and_swap(id, Some(cur), Some(enc(&t)))
-                .map_err(StoreError::from)?;
-            if swapped.is_ok() {
+            if self.db.compare_and_swap(&id, &cur, enc(&t))? {
                 if t.state != State::Authorized {
                     // Captured or undone: nothing left for CaptureAll to find.
-                    self.by_terminal
-                        .remove(index_key(terminal, &id))
-                        .map_err(StoreError::from)?;
+                    self.db.unindex(terminal, &id)?;
                 }
                 return Ok(Self::outcome(&id, &t));
             }
@@ -371,32 +356,33 @@ impl Sandbox {
         let orig_id = Self::parse_id(&r.transaction_id)?;
         let new = new_id();
         let id_hex = r.transaction_id.clone();
-        let res = self.txns.transaction(|tx| {
-            let abort = |e: Error| ConflictableTransactionError::Abort(e);
-            let Some(cur) = tx.get(orig_id)? else {
-                return Err(abort(not_found(&id_hex)));
+        // The check and both writes in one store transaction; `f` may run more than once.
+        let mut res: Result<Txn, Error> = Err(not_found(&id_hex));
+        let apply = |cur: Option<&[u8]>| -> Result<(Txn, Txn), Error> {
+            let Some(cur) = cur else {
+                return Err(not_found(&id_hex));
             };
-            let mut t = dec(&cur).map_err(abort)?;
+            let mut t = dec(cur)?;
             if t.terminal != terminal.0 {
-                return Err(abort(not_found(&id_hex)));
+                return Err(not_found(&id_hex));
             }
             if !matches!(t.state, State::Captured | State::PartiallyReturned) {
-                return Err(abort(state_fault(
+                return Err(state_fault(
                     &id_hex,
                     &t,
                     "Only a captured transaction can be returned",
-                )));
+                ));
             }
             let remaining = t.captured_cents - t.returned_cents;
             let amount = r.amount_cents.unwrap_or(remaining);
             if amount <= 0 || amount > remaining {
-                return Err(abort(Error::validation(
+                return Err(Error::validation(
                     "Return/Amount",
                     format!(
                         "The return amount must be positive and at most the {} still captured",
                         super::format_amount(remaining)
                     ),
-                )));
+                ));
             }
             t.returned_cents += amount;
             t.state = if t.returned_cents == t.captured_cents {
@@ -421,15 +407,20 @@ impl Sandbox {
                 original: Some(orig_id),
                 created_at_ms: to_ms(now),
             };
-            tx.insert(&orig_id[..], enc(&t))?;
-            tx.insert(&new[..], enc(&refund))?;
-            Ok(refund)
-        });
-        let refund = match res {
-            Ok(t) => t,
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(StoreError::from(e).into()),
+            Ok((t, refund))
         };
+        self.db.transact(&orig_id, &mut |cur| match apply(cur) {
+            Ok((t, refund)) => {
+                let writes = vec![(orig_id, enc(&t)), (new, enc(&refund))];
+                res = Ok(refund);
+                Some(writes)
+            }
+            Err(e) => {
+                res = Err(e);
+                None
+            }
+        })?;
+        let refund = res?;
         Ok(Self::outcome(&new, &refund))
     }
 
@@ -444,11 +435,10 @@ impl Sandbox {
             return listed.iter().map(|c| self.capture(terminal, c)).collect();
         }
         let mut out = Vec::new();
-        for kv in self.by_terminal.scan_prefix(terminal.0) {
-            let (k, _) = kv.map_err(StoreError::from)?;
-            let id_hex = hex::encode_upper(&k[16..]);
+        for id in self.db.indexed(terminal)? {
+            let id_hex = hex::encode_upper(id);
             // The index may briefly lag a concurrent capture: check the transaction itself.
-            let pending = match self.txns.get(&k[16..]).map_err(StoreError::from)? {
+            let pending = match self.db.get(&id)? {
                 Some(v) => dec(&v)?.state == State::Authorized,
                 None => false,
             };
@@ -474,19 +464,11 @@ impl Sandbox {
     /// A stored transaction, for tests and operators.
     pub fn get(&self, id_hex: &str) -> Result<Option<Txn>, Error> {
         let id = Self::parse_id(id_hex)?;
-        match self.txns.get(id).map_err(StoreError::from)? {
+        match self.db.get(&id)? {
             Some(v) => Ok(Some(dec(&v)?)),
             None => Ok(None),
         }
     }
-}
-
-/// The per-terminal index key: terminal id then transaction id.
-fn index_key(terminal: &TerminalId, id: &[u8; 16]) -> [u8; 32] {
-    let mut k = [0u8; 32];
-    k[..16].copy_from_slice(&terminal.0);
-    k[16..].copy_from_slice(id);
-    k
 }
 
 fn card_type_static(s: &str) -> &'static str {

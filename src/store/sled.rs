@@ -1,0 +1,417 @@
+//! The sled engine: `SledStore` keeps terminal records in the `terminals` tree (bytes from
+//! `codec`), the names they share in the `names` tree (`Names`, interned here and nowhere
+//! else), and through `SledTransactions` the sandbox's `transactions` and
+//! `terminal_transactions` trees, all in one database.
+
+use super::codec;
+use super::{StoreError, TerminalId, TerminalRecord, TerminalStore, TransactionStore, TxnId};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Longer names are kept inline in each record, which bounds the name table (65,536 x 128 B)
+/// even where a wildcard lets terminals choose their vendorId.
+pub(super) const MAX_NAME_BYTES: usize = 128;
+
+/// Keys of the `names` tree. All three kinds are written in one transaction, so a recovered
+/// database never has a name without its index or the reverse.
+pub(super) const NAME_PREFIX: &[u8] = b"name:"; // + the name -> u16 BE index
+const INDEX_PREFIX: &[u8] = b"index:"; // + u16 BE index -> the name
+pub(super) const COUNT_KEY: &[u8] = b"count"; // -> u32 BE, indexes handed out so far
+
+#[derive(Default)]
+pub(super) struct NameCache {
+    pub(super) by_name: HashMap<String, u16>,
+    by_index: Vec<Option<String>>,
+    /// Every u16 is taken. The table never shrinks, so new names stay inline from now on.
+    full: bool,
+}
+
+impl NameCache {
+    fn add(&mut self, name: String, i: u16) {
+        let at = usize::from(i);
+        if self.by_index.len() <= at {
+            self.by_index.resize(at + 1, None);
+        }
+        self.by_index[at] = Some(name.clone());
+        self.by_name.insert(name, i);
+    }
+
+    fn name(&self, i: u16) -> Option<&str> {
+        self.by_index.get(usize::from(i))?.as_deref()
+    }
+}
+
+/// The interned names: the `names` tree and its in-memory copy, loaded at open.
+///
+/// A name enters the cache only after a flush that follows the transaction that gave it its
+/// index. Records are encoded from the cache, so any index a record holds is already on disk
+/// when the record is written, whatever the order sled recovers its log in after a crash.
+pub(super) struct Names {
+    pub(super) tree: sled::Tree,
+    cache: RwLock<NameCache>,
+    /// One interner at a time in this process: writers that meet the same new name wait here
+    /// and then find it cached, instead of each running a transaction and a flush.
+    interning: Mutex<()>,
+}
+
+impl Names {
+    fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        let tree = db.open_tree("names")?;
+        let mut cache = NameCache::default();
+        for kv in tree.scan_prefix(INDEX_PREFIX) {
+            let (k, v) = kv?;
+            let index = parse_index(&k[INDEX_PREFIX.len()..])?;
+            let name = parse_name(&v)?;
+            cache.add(name, index);
+        }
+        cache.full = parse_count(tree.get(COUNT_KEY)?.as_deref())? > u32::from(u16::MAX);
+        Ok(Names {
+            tree,
+            cache: RwLock::new(cache),
+            interning: Mutex::new(()),
+        })
+    }
+
+    pub(super) fn read(&self) -> RwLockReadGuard<'_, NameCache> {
+        self.cache.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, NameCache> {
+        self.cache.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The index of `name`; with `intern`, a new name gets one first. None: it stays inline.
+    pub(super) fn index(&self, name: &str, intern: bool) -> Result<Option<u16>, StoreError> {
+        {
+            let cache = self.read();
+            if let Some(&i) = cache.by_name.get(name) {
+                return Ok(Some(i));
+            }
+            if !intern || cache.full || name.len() > MAX_NAME_BYTES {
+                return Ok(None);
+            }
+        }
+        self.intern(name)
+    }
+
+    /// Give `name` an index, durably; None if the table is full.
+    fn intern(&self, name: &str) -> Result<Option<u16>, StoreError> {
+        let _one = self.interning.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&i) = self.read().by_name.get(name) {
+            return Ok(Some(i));
+        }
+        let name_key = [NAME_PREFIX, name.as_bytes()].concat();
+        // sled runs transactions one at a time under a process-wide lock and retries on
+        // conflict, so two stores on this database cannot hand out one index twice, nor two
+        // indexes for one name; the in-process lock above does not cover other `SledStore`s.
+        let index = self
+            .tree
+            .transaction(|tx| {
+                let abort = ConflictableTransactionError::Abort;
+                if let Some(v) = tx.get(&name_key)? {
+                    return Ok(Some(parse_index(&v).map_err(abort)?));
+                }
+                let count = parse_count(tx.get(COUNT_KEY)?.as_deref()).map_err(abort)?;
+                let Ok(index) = u16::try_from(count) else {
+                    return Ok(None);
+                };
+                let ib = index.to_be_bytes();
+                tx.insert(name_key.as_slice(), &ib[..])?;
+                tx.insert([INDEX_PREFIX, &ib].concat(), name.as_bytes())?;
+                tx.insert(COUNT_KEY, &(count + 1).to_be_bytes()[..])?;
+                Ok(Some(index))
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => StoreError::Engine(e),
+            })?;
+        match index {
+            Some(i) => {
+                // Durable before the cache, and so any record, can use it. Once per name.
+                self.tree.flush()?;
+                self.write().add(name.to_owned(), i);
+            }
+            None => self.write().full = true,
+        }
+        Ok(index)
+    }
+
+    /// The names at these indexes.
+    fn names<const N: usize>(&self, indexes: [u16; N]) -> Result<[String; N], StoreError> {
+        {
+            let cache = self.read();
+            if indexes.iter().all(|&i| cache.name(i).is_some()) {
+                return Ok(indexes.map(|i| cache.name(i).unwrap_or_default().to_owned()));
+            }
+        }
+        let mut out = indexes.map(|_| String::new());
+        for (o, i) in out.iter_mut().zip(indexes) {
+            *o = self.name(i)?;
+        }
+        Ok(out)
+    }
+
+    fn name(&self, i: u16) -> Result<String, StoreError> {
+        if let Some(s) = self.read().name(i) {
+            return Ok(s.to_owned());
+        }
+        // Interned since this store opened, by another `SledStore` on the same database.
+        let v = self
+            .tree
+            .get([INDEX_PREFIX, &i.to_be_bytes()].concat())?
+            .ok_or(StoreError::UnknownName(i))?;
+        let s = parse_name(&v)?;
+        self.write().add(s.clone(), i);
+        Ok(s)
+    }
+}
+
+fn parse_index(b: &[u8]) -> Result<u16, StoreError> {
+    let b: [u8; 2] = b
+        .try_into()
+        .map_err(|_| StoreError::CorruptNames("an index is not 2 bytes"))?;
+    Ok(u16::from_be_bytes(b))
+}
+
+fn parse_name(b: &[u8]) -> Result<String, StoreError> {
+    String::from_utf8(b.to_vec()).map_err(|_| StoreError::CorruptNames("a name is not UTF-8"))
+}
+
+pub(super) fn parse_count(b: Option<&[u8]>) -> Result<u32, StoreError> {
+    let Some(b) = b else { return Ok(0) };
+    let b: [u8; 4] = b
+        .try_into()
+        .map_err(|_| StoreError::CorruptNames("the count is not 4 bytes"))?;
+    Ok(u32::from_be_bytes(b))
+}
+
+/// sled's page cache. 64 MiB put a 1M-terminal writer at 271-279 MiB RSS (goal 256); 32 MiB
+/// gave 204 MiB with the same bytes on disk (docs/BENCHMARKS.md).
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The sled-backed store. Terminals live in the `terminals` tree, the strings their records
+/// share in the `names` tree; other modules may open trees of their own on the same database
+/// through `db()`.
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    pub(super) terminals: sled::Tree,
+    pub(super) names: Arc<Names>,
+}
+
+impl SledStore {
+    /// Open with the default page cache (`DEFAULT_CACHE_BYTES`).
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Open with a page cache of `cache_bytes` (sled's own cache; the OS page cache is extra).
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()?;
+        Self::from_db(db)
+    }
+
+    pub fn from_db(db: sled::Db) -> Result<Self, StoreError> {
+        let terminals = db.open_tree("terminals")?;
+        let names = Arc::new(Names::open(&db)?);
+        Ok(SledStore {
+            db,
+            terminals,
+            names,
+        })
+    }
+
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// The bytes this store writes for `record`, giving its names an index first if they are
+    /// new. The same record always gives the same bytes once its names have an index.
+    pub fn encode(&self, record: &TerminalRecord) -> Result<Vec<u8>, StoreError> {
+        self.encode_with(record, true)
+    }
+
+    fn encode_with(&self, r: &TerminalRecord, intern: bool) -> Result<Vec<u8>, StoreError> {
+        let index = |name: &str| self.names.index(name, intern);
+        let indexes = match (
+            index(&r.service_key)?,
+            index(&r.vendor_id)?,
+            index(&r.bdk_id)?,
+        ) {
+            (Some(s), Some(v), Some(b)) => Some([s, v, b]),
+            _ => None,
+        };
+        Ok(codec::encode(r, indexes))
+    }
+
+    pub(super) fn decode(&self, bytes: &[u8]) -> Result<TerminalRecord, StoreError> {
+        codec::decode(bytes, |i| self.names.names(i))
+    }
+
+    /// The sandbox's transactions, in this database.
+    pub fn transactions(&self) -> Result<SledTransactions, StoreError> {
+        Ok(SledTransactions {
+            txns: self.db.open_tree("transactions")?,
+            by_terminal: self.db.open_tree("terminal_transactions")?,
+        })
+    }
+}
+
+impl TerminalStore for SledStore {
+    fn get(&self, id: &TerminalId) -> Result<Option<TerminalRecord>, StoreError> {
+        match self.terminals.get(id.0)? {
+            Some(v) => Ok(Some(self.decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn compare_and_swap(
+        &self,
+        id: &TerminalId,
+        expected: Option<&TerminalRecord>,
+        new: &TerminalRecord,
+    ) -> Result<bool, StoreError> {
+        let new = self.encode(new)?;
+        // Names looked up, not interned: if one has no index here, these bytes will not match
+        // and the check below decides.
+        let old = expected.map(|r| self.encode_with(r, false)).transpose()?;
+        let Err(moved) = self.terminals.compare_and_swap(id.0, old, Some(new))? else {
+            return Ok(true);
+        };
+        // Other bytes can hold the same record: the earlier layout, or indexes this store has
+        // not cached. Compare the records, then swap against the bytes actually stored.
+        match (expected, moved.current) {
+            (Some(expected), Some(current)) if self.decode(&current)? == *expected => Ok(self
+                .terminals
+                .compare_and_swap(id.0, Some(current), moved.proposed)?
+                .is_ok()),
+            _ => Ok(false),
+        }
+    }
+
+    fn list(
+        &self,
+        after: Option<&TerminalId>,
+        limit: usize,
+    ) -> Result<Vec<(TerminalId, TerminalRecord)>, StoreError> {
+        let iter = match after {
+            Some(a) => self.terminals.range((
+                std::ops::Bound::Excluded(a.0.to_vec()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.terminals.iter(),
+        };
+        let mut out = Vec::new();
+        for kv in iter.take(limit) {
+            let (k, v) = kv?;
+            let mut id = [0u8; 16];
+            if k.len() != 16 {
+                continue;
+            }
+            id.copy_from_slice(&k);
+            out.push((TerminalId(id), self.decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    fn len(&self) -> usize {
+        self.terminals.len()
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// The sandbox's trees: `transactions` (id -> bytes) and `terminal_transactions` (terminal id
+/// then transaction id -> nothing), from `SledStore::transactions`.
+#[derive(Clone)]
+pub struct SledTransactions {
+    txns: sled::Tree,
+    by_terminal: sled::Tree,
+}
+
+/// The per-terminal index key: terminal id then transaction id.
+fn index_key(terminal: &TerminalId, id: &TxnId) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(&terminal.0);
+    k[16..].copy_from_slice(id);
+    k
+}
+
+impl TransactionStore for SledTransactions {
+    fn get(&self, id: &TxnId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.txns.get(id)?.map(|v| v.to_vec()))
+    }
+
+    fn insert(
+        &self,
+        terminal: &TerminalId,
+        id: &TxnId,
+        bytes: Vec<u8>,
+        index: bool,
+    ) -> Result<(), StoreError> {
+        self.txns.insert(id, bytes)?;
+        if index {
+            self.by_terminal.insert(index_key(terminal, id), &[])?;
+        }
+        Ok(())
+    }
+
+    fn compare_and_swap(
+        &self,
+        id: &TxnId,
+        expected: &[u8],
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .txns
+            .compare_and_swap(id, Some(expected), Some(new))?
+            .is_ok())
+    }
+
+    fn unindex(&self, terminal: &TerminalId, id: &TxnId) -> Result<(), StoreError> {
+        self.by_terminal.remove(index_key(terminal, id))?;
+        Ok(())
+    }
+
+    fn indexed(&self, terminal: &TerminalId) -> Result<Vec<TxnId>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.by_terminal.scan_prefix(terminal.0) {
+            let (k, _) = kv?;
+            if let Ok(id) = TxnId::try_from(&k[16..]) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn transact(
+        &self,
+        id: &TxnId,
+        f: &mut dyn FnMut(Option<&[u8]>) -> Option<Vec<(TxnId, Vec<u8>)>>,
+    ) -> Result<(), StoreError> {
+        // sled wants an `Fn`: the caller's `FnMut` runs once per attempt, never concurrently.
+        let f = std::cell::RefCell::new(f);
+        let res = self.txns.transaction(|tx| {
+            let cur = tx.get(id)?;
+            let Some(writes) = (f.borrow_mut())(cur.as_deref()) else {
+                return Err(ConflictableTransactionError::Abort(()));
+            };
+            for (k, v) in writes {
+                tx.insert(&k[..], v)?;
+            }
+            Ok(())
+        });
+        match res {
+            Ok(()) | Err(TransactionError::Abort(())) => Ok(()),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+}
