@@ -10,6 +10,7 @@ use crate::cws::processor::forward::Forward;
 use crate::cws::processor::sandbox::Sandbox;
 use crate::cws::soap::XmlLimits;
 use crate::metrics::Metrics;
+use crate::store::engine::Engine;
 use crate::store::{GroupCommit, SledStore, TerminalStore};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -22,7 +23,8 @@ pub struct App {
     keys: RwLock<Arc<Keys>>,
     token: RwLock<Arc<TokenConfig>>,
     pub store: Arc<dyn TerminalStore>,
-    pub sled: SledStore,
+    /// The engine behind `store` and the sandbox (sled or PostgreSQL).
+    pub engine: Engine,
     pub commit: GroupCommit,
     pub clock: Arc<dyn Clock>,
     pub xml_limits: XmlLimits,
@@ -41,9 +43,19 @@ impl App {
         sled: SledStore,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<App>, String> {
+        Self::with_engine(config, keys, Engine::Sled(sled), clock)
+    }
+
+    /// Build the state on any engine (`Engine::open` picks it from `[store]`).
+    pub fn with_engine(
+        config: Config,
+        keys: Keys,
+        engine: Engine,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<App>, String> {
         config.validate()?;
         let (config, token) = config.into_settings();
-        let sandbox = Sandbox::new(Arc::new(sled.transactions().map_err(|e| e.to_string())?));
+        let sandbox = Sandbox::new(engine.transactions()?);
         let forward = match config.processor.mode {
             ProcessorMode::Sandbox => None,
             ProcessorMode::Forward => {
@@ -56,7 +68,7 @@ impl App {
                 )?)
             }
         };
-        let store: Arc<dyn TerminalStore> = Arc::new(sled.clone());
+        let store: Arc<dyn TerminalStore> = engine.terminals();
         let commit = GroupCommit::start(
             store.clone(),
             std::time::Duration::from_micros(config.store.group_commit_window_us),
@@ -74,7 +86,7 @@ impl App {
             config_path: OnceLock::new(),
             keys: RwLock::new(Arc::new(keys)),
             store,
-            sled,
+            engine,
             commit,
             clock,
             xml_limits,

@@ -288,10 +288,15 @@ fn terminals(
         ))
     };
     // The server holds the database lock while it runs: then go through its admin listener.
+    // PostgreSQL is shared by every node: no need to go through a server.
     let local = if admin.is_some() {
         None
+    } else if cfg.store.backend == config::StoreBackend::Postgres {
+        Some(snapgate::store::engine::Engine::open(&cfg.store)?.terminals())
     } else {
-        SledStore::open(&cfg.store.path).ok()
+        SledStore::open(&cfg.store.path)
+            .ok()
+            .map(|s| Arc::new(s) as Arc<dyn TerminalStore>)
     };
     let Some(store) = local else {
         let base = admin_url(admin, &cfg).ok_or(
@@ -324,7 +329,7 @@ fn terminals(
             .then_some(())
             .ok_or(format!("HTTP {status}"));
     };
-    let store: &dyn TerminalStore = &store;
+    let store: &dyn TerminalStore = &*store;
     let e = |e: snapgate::cws::error::Error| e.to_string();
     let out = match action {
         TerminalAction::List { after, limit } => {
@@ -378,8 +383,8 @@ fn serve(
         .map_err(|e| e.to_string())?;
     init_logging(&cfg);
     let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
-    let store = SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_bytes())
-        .map_err(|e| format!("cannot open the store at {}: {e}", cfg.store.path.display()))?;
+    let store = snapgate::store::engine::Engine::open(&cfg.store)?;
+    let store_at = store.describe(&cfg.store);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -389,7 +394,7 @@ fn serve(
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.server.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(%addr, store = %cfg.store.path.display(), bdks = keys.bdks.len(), "snapgate listening");
+        tracing::info!(%addr, store = %store_at, bdks = keys.bdks.len(), "snapgate listening");
         let admin = match cfg.server.admin_listen {
             Some(a) => Some(
                 tokio::net::TcpListener::bind(a)
@@ -398,7 +403,7 @@ fn serve(
             ),
             None => None,
         };
-        let mut app = App::new(cfg, keys, store, Arc::new(SystemClock))?;
+        let mut app = App::with_engine(cfg, keys, store, Arc::new(SystemClock))?;
         if let Some(p) = CONFIG_PATH.get() {
             app = app.with_config_path(p.clone());
         }

@@ -64,18 +64,13 @@ pub fn copy_sled_to_postgres(from: &SledStore, to: &PgStore) -> Result<CopyRepor
         report.terminals_present += page.len() as u64 - inserted;
         verify_present(to, "terminals", ids)?;
     }
-    // Sandbox transactions: the sled tree's bytes as they are (the same postcard `Txn` the
-    // PostgreSQL engine stores); a record starts with its terminal's 16-byte id.
+    // Sandbox transactions and their per-terminal index: the sled trees' bytes as they are
+    // (the sandbox owns their format; the PostgreSQL engine stores the same bytes).
     let tree = from.db().open_tree(SANDBOX_TREE)?;
     let mut rows = Vec::with_capacity(PAGE);
     for kv in tree.iter() {
         let (k, v) = kv?;
-        if k.len() != 16 || v.len() < 16 {
-            return Err(StoreError::CorruptNames(
-                "a sandbox transaction key or record is short",
-            ));
-        }
-        rows.push((k.to_vec(), v[..16].to_vec(), v.to_vec()));
+        rows.push((k.to_vec(), v.to_vec()));
         if rows.len() == PAGE {
             copy_txns(to, std::mem::take(&mut rows), &mut report)?;
         }
@@ -83,15 +78,31 @@ pub fn copy_sled_to_postgres(from: &SledStore, to: &PgStore) -> Result<CopyRepor
     if !rows.is_empty() {
         copy_txns(to, rows, &mut report)?;
     }
+    let index = from.db().open_tree(SANDBOX_INDEX_TREE)?;
+    let mut keys = Vec::with_capacity(PAGE);
+    for kv in index.iter() {
+        let (k, _) = kv?;
+        if k.len() == 32 {
+            keys.push((k[..16].to_vec(), k[16..].to_vec()));
+        }
+        if keys.len() == PAGE {
+            copy_index(to, std::mem::take(&mut keys))?;
+        }
+    }
+    if !keys.is_empty() {
+        copy_index(to, keys)?;
+    }
     Ok(report)
 }
 
-/// The sled tree the sandbox keeps its transactions in, keyed by transaction id.
+/// The sled trees the sandbox keeps its transactions (by id) and index (terminal id then
+/// transaction id) in (`SledStore::transactions`).
 const SANDBOX_TREE: &str = "transactions";
+const SANDBOX_INDEX_TREE: &str = "terminal_transactions";
 
 fn copy_txns(
     to: &PgStore,
-    rows: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
+    rows: Vec<(Vec<u8>, Vec<u8>)>,
     report: &mut CopyReport,
 ) -> Result<(), StoreError> {
     let len = rows.len() as u64;
@@ -100,12 +111,11 @@ fn copy_txns(
     let inserted = to.pool().call(move |c, _| {
         let mut tx = c.transaction()?;
         let st = tx.prepare(
-            "INSERT INTO sandbox_txns (id, terminal, rec) VALUES ($1, $2, $3) \
-             ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO sandbox_txns (id, rec) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
         )?;
         let mut n = 0;
-        for (id, terminal, rec) in &rows {
-            n += tx.execute(&st, &[id, terminal, rec])?;
+        for (id, rec) in &rows {
+            n += tx.execute(&st, &[id, rec])?;
         }
         tx.commit()?;
         Ok(n)
@@ -113,6 +123,19 @@ fn copy_txns(
     report.transactions_inserted += inserted;
     report.transactions_present += len - inserted;
     verify_present(to, "sandbox_txns", ids)
+}
+
+fn copy_index(to: &PgStore, keys: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
+    to.pool().call(move |c, _| {
+        let mut tx = c.transaction()?;
+        let st = tx.prepare(
+            "INSERT INTO sandbox_index (terminal, id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )?;
+        for (terminal, id) in &keys {
+            tx.execute(&st, &[terminal, id])?;
+        }
+        tx.commit()
+    })
 }
 
 /// Every key in `ids` is in `table` (copied now or by an earlier run).

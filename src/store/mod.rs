@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 
 pub mod copy;
+pub mod engine;
 pub mod health;
 pub mod postgres;
 

@@ -294,3 +294,22 @@ pub fn shared_postgres() -> &'static Postgres {
 pub fn fresh_database() -> String {
     shared_postgres().fresh_database()
 }
+
+/// The engine store-touching tests run on: `SNAPGATE_TEST_STORE=postgres` puts every
+/// `TestServer` and `init()` folder on a fresh database of the shared server (scripts/test
+/// runs those test binaries a second time so); anything else keeps sled.
+pub fn test_backend_is_postgres() -> bool {
+    std::env::var("SNAPGATE_TEST_STORE").as_deref() == Ok("postgres")
+}
+
+/// Point a freshly written config at a fresh database when the tests run on PostgreSQL.
+pub fn use_test_backend(cfg: &Path) {
+    if test_backend_is_postgres() {
+        let url = fresh_database();
+        super::edit_config(cfg, |c| {
+            c.store.backend = snapgate::config::StoreBackend::Postgres;
+            c.store.url = Some(snapgate::store::postgres::StoreUrl::new(url));
+            c.store.migrate = true;
+        });
+    }
+}

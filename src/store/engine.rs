@@ -1,0 +1,65 @@
+//! Which engine a node stores in, chosen by `[store] backend`: the embedded sled folder, or
+//! PostgreSQL shared with other nodes. Everything above hands out the two trait objects and
+//! never knows which engine is behind them.
+
+use super::postgres::{self as pg, PgStore};
+use super::{SledStore, TerminalStore, TransactionStore};
+use crate::config::{StoreBackend, StoreConfig};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub enum Engine {
+    Sled(SledStore),
+    Postgres(PgStore),
+}
+
+impl Engine {
+    /// Open the configured engine. PostgreSQL: start the pool, then apply pending migrations
+    /// (`store.migrate`) or refuse a schema other than this binary's.
+    pub fn open(cfg: &StoreConfig) -> Result<Engine, String> {
+        match cfg.backend {
+            StoreBackend::Sled => SledStore::open_with_cache(&cfg.path, cfg.cache_bytes())
+                .map(Engine::Sled)
+                .map_err(|e| format!("cannot open the store at {}: {e}", cfg.path.display())),
+            StoreBackend::Postgres => {
+                let settings = cfg.postgres()?;
+                let at = pg::redact_url(&settings.url);
+                let s = PgStore::open(&settings).map_err(|e| format!("{at}: {e}"))?;
+                if cfg.migrate {
+                    let (from, to) = pg::migrate(s.pool()).map_err(|e| format!("{at}: {e}"))?;
+                    if from != to {
+                        tracing::info!(from, to, "database schema migrated");
+                    }
+                } else {
+                    pg::check_schema(s.pool()).map_err(|e| format!("{at}: {e}"))?;
+                }
+                Ok(Engine::Postgres(s))
+            }
+        }
+    }
+
+    pub fn terminals(&self) -> Arc<dyn TerminalStore> {
+        match self {
+            Engine::Sled(s) => Arc::new(s.clone()),
+            Engine::Postgres(p) => Arc::new(p.clone()),
+        }
+    }
+
+    pub fn transactions(&self) -> Result<Arc<dyn TransactionStore>, String> {
+        match self {
+            Engine::Sled(s) => Ok(Arc::new(s.transactions().map_err(|e| e.to_string())?)),
+            Engine::Postgres(p) => Ok(Arc::new(p.transactions())),
+        }
+    }
+
+    /// Where it stores, for logs (no password).
+    pub fn describe(&self, cfg: &StoreConfig) -> String {
+        match self {
+            Engine::Sled(_) => cfg.path.display().to_string(),
+            Engine::Postgres(_) => cfg
+                .postgres()
+                .map(|s| pg::redact_url(&s.url))
+                .unwrap_or_default(),
+        }
+    }
+}
