@@ -432,6 +432,7 @@ fn serve(
         }
         {
             let app = app.clone();
+            let node = hex::encode(rand::random::<[u8; 8]>());
             tokio::spawn(async move {
                 loop {
                     // Re-read each round, so a reload that changes the interval takes effect;
@@ -439,9 +440,16 @@ fn serve(
                     let every = app.token().sweep_interval_seconds;
                     if every > 0 {
                         let a = app.clone();
-                        match tokio::task::spawn_blocking(move || snapgate::cws::session::sweep(&a))
-                            .await
-                        {
+                        let node = node.clone();
+                        // One node at a time sweeps (a lease in a shared store); two would
+                        // only repeat each other's compare-and-swaps.
+                        let ttl = std::time::Duration::from_secs(u64::from(every) * 3 / 2 + 1);
+                        let sweep = move || match a.store.try_lease("refresh-sweep", &node, ttl) {
+                            Ok(true) => snapgate::cws::session::sweep(&a),
+                            Ok(false) => Ok(0),
+                            Err(e) => Err(e.into()),
+                        };
+                        match tokio::task::spawn_blocking(sweep).await {
                             Ok(Err(e)) => tracing::error!(error = %e, "refresh sweep failed"),
                             Err(e) => tracing::error!(error = %e, "refresh sweep panicked"),
                             Ok(Ok(_)) => {}

@@ -252,3 +252,25 @@ fn the_password_never_appears_in_debug_or_redacted_urls() {
     let kv = pg::redact_url("host=db user=snap password=s3cr3t-pw dbname=x");
     assert_eq!(kv, "host=db user=snap password=*** dbname=x");
 }
+
+/// The refresh sweep's lease: one holder at a time, renewable by it, taken over once lapsed.
+#[test]
+fn a_lease_has_one_holder_until_it_lapses() {
+    let url = fresh_database();
+    let (a, b) = (open(&url), open(&url));
+    let long = Duration::from_secs(60);
+    assert!(a.try_lease("refresh-sweep", "node-a", long).unwrap());
+    assert!(!b.try_lease("refresh-sweep", "node-b", long).unwrap());
+    assert!(a.try_lease("refresh-sweep", "node-a", long).unwrap(), "renewed");
+    assert!(b.try_lease("other-job", "node-b", long).unwrap());
+    // A short lease lapses (database time) and the other node takes it.
+    assert!(a
+        .try_lease("short", "node-a", Duration::from_millis(100))
+        .unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.try_lease("short", "node-b", long).unwrap() {
+        assert!(Instant::now() < deadline, "the lease never lapsed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!a.try_lease("short", "node-a", long).unwrap());
+}

@@ -153,6 +153,16 @@ pub trait TerminalStore: Send + Sync {
     }
     /// Block until every write made so far is on disk.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Hold the lease `name` as `holder` for `ttl` (taking it if free or lapsed, renewing it if
+    /// ours): jobs that should run on one node at a time. One process owns an embedded engine.
+    fn try_lease(
+        &self,
+        _name: &str,
+        _holder: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
     /// One round trip to the engine, for readiness. An embedded engine is always there.
     fn ping(&self) -> Result<(), StoreError> {
         Ok(())

@@ -471,6 +471,10 @@ const INSERT: &str = "INSERT INTO terminals (id, rec, last_counter, refresh_flag
                       VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING";
 const UPDATE: &str = "UPDATE terminals SET rec = $2, last_counter = $3, refresh_flag = $4, \
                       revoked = $5, updated_at = now() WHERE id = $1 AND rec = $6";
+const LEASE: &str = "INSERT INTO snapgate_leases (name, holder, until) \
+                     VALUES ($1, $2, now() + make_interval(secs => $3)) \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+                     WHERE snapgate_leases.until < now() OR snapgate_leases.holder = excluded.holder";
 const LIST_FIRST: &str = "SELECT id, rec FROM terminals ORDER BY id LIMIT $1";
 const LIST_AFTER: &str = "SELECT id, rec FROM terminals WHERE id > $1 ORDER BY id LIMIT $2";
 
@@ -569,6 +573,18 @@ impl TerminalStore for PgStore {
     /// Every write committed (synchronously) before it returned: nothing left to flush.
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Take or renew the lease `name` for `ttl`: one conditional upsert, so of several nodes
+    /// asking at once exactly one holds it until it lapses.
+    fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        let secs = ttl.as_secs_f64();
+        let n = self.pool.call(move |c, s| {
+            let st = prepared(c, s, LEASE)?;
+            c.execute(&st, &[&name, &holder, &secs])
+        })?;
+        Ok(n == 1)
     }
 
     /// One round trip to the database: readiness.
