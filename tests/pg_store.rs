@@ -261,7 +261,10 @@ fn a_lease_has_one_holder_until_it_lapses() {
     let long = Duration::from_secs(60);
     assert!(a.try_lease("refresh-sweep", "node-a", long).unwrap());
     assert!(!b.try_lease("refresh-sweep", "node-b", long).unwrap());
-    assert!(a.try_lease("refresh-sweep", "node-a", long).unwrap(), "renewed");
+    assert!(
+        a.try_lease("refresh-sweep", "node-a", long).unwrap(),
+        "renewed"
+    );
     assert!(b.try_lease("other-job", "node-b", long).unwrap());
     // A short lease lapses (database time) and the other node takes it.
     assert!(a

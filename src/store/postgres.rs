@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "sandbox transactions",
         include_str!("pg/0002_transactions.sql"),
     ),
+    (3, "leases", include_str!("pg/0003_leases.sql")),
 ];
 
 /// The schema version this binary writes and reads.
@@ -146,8 +147,11 @@ fn redact_query(path: &str) -> String {
 }
 
 fn db_error(e: postgres::Error) -> StoreError {
-    // postgres::Error's text carries the server's message and SQLSTATE, never the config.
-    StoreError::Database(e.to_string())
+    // The server's message and SQLSTATE (never the connection config, so never a password).
+    match e.as_db_error() {
+        Some(db) => StoreError::Database(format!("{} ({})", db.message(), db.code().code())),
+        None => StoreError::Database(e.to_string()),
+    }
 }
 
 /// One connection thread's state: its client (None while disconnected) and its prepared
