@@ -277,3 +277,40 @@ fn a_lease_has_one_holder_until_it_lapses() {
     }
     assert!(!a.try_lease("short", "node-a", long).unwrap());
 }
+
+/// TLS to PostgreSQL (rustls): verified against the configured CA, refused against another.
+#[test]
+fn tls_to_postgres_verifies_the_server() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = snapgate::tls::write_dev_pki(&pki_dir.path().join("tls")).unwrap();
+    let server = Postgres::start_tls(&pki.server_cert, &pki.server_key);
+    let url = server.fresh_database();
+    let mut st = settings(&url);
+    st.tls_ca_file = Some(pki.ca_cert.clone());
+    let s = PgStore::open(&st).unwrap();
+    pg::migrate(s.pool()).unwrap();
+    let id = TerminalId::new(SERVICE_KEY, "TLS");
+    assert!(s.compare_and_swap(&id, None, &record("TLS")).unwrap());
+    let ssl: bool = s
+        .pool()
+        .call(|c, _| {
+            c.query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .map(|r| r.get(0))
+        })
+        .unwrap();
+    assert!(ssl, "the session is not encrypted");
+    // Another CA: the server is not trusted, nothing is sent in clear instead.
+    let other = tempfile::tempdir().unwrap();
+    let other = snapgate::tls::write_dev_pki(&other.path().join("tls")).unwrap();
+    st.tls_ca_file = Some(other.ca_cert);
+    st.statement_timeout = Duration::from_millis(1500);
+    let s = PgStore::open(&st).unwrap();
+    assert!(matches!(s.ping(), Err(StoreError::Unavailable(_))));
+    // And without TLS the server refuses the clear connection (hostssl only).
+    st.tls_ca_file = None;
+    let s = PgStore::open(&st).unwrap();
+    assert!(s.ping().is_err());
+}

@@ -263,7 +263,11 @@ impl Pool {
         config.application_name("snapgate");
         let tls = match &settings.tls_ca_file {
             None => None,
-            Some(ca) => Some(Arc::new(tls_config(ca)?)),
+            Some(ca) => {
+                // With a CA configured, never fall back to a clear connection.
+                config.ssl_mode(postgres::config::SslMode::Require);
+                Some(Arc::new(tls_config(ca)?))
+            }
         };
         let config = Arc::new(config);
         let (tx, rx) = mpsc::channel::<Job>();

@@ -94,6 +94,8 @@ pub struct Postgres {
     bin: PathBuf,
     dir: PathBuf,
     running: bool,
+    /// More server options (TLS).
+    extra: String,
     /// Owned here only for a private server: removed on drop.
     owned: bool,
 }
@@ -101,6 +103,34 @@ pub struct Postgres {
 impl Postgres {
     /// initdb and start a new server; panics with the reason (and its log) if it cannot.
     pub fn start() -> Postgres {
+        Self::start_with(|_| String::new())
+    }
+
+    /// A private server that also accepts TLS with this certificate and key (PEM), and
+    /// refuses clear connections over TCP.
+    pub fn start_tls(cert: &Path, key: &Path) -> Postgres {
+        let (cert, key) = (cert.to_owned(), key.to_owned());
+        Self::start_with(move |dir| {
+            let data = dir.join("data");
+            for (from, to) in [(&cert, "server.crt"), (&key, "server.key")] {
+                std::fs::copy(from, data.join(to)).unwrap();
+                let mut c = Command::new("chmod");
+                c.arg("600").arg(data.join(to));
+                run(c, "chmod").unwrap();
+                if running_as_root() {
+                    let mut c = Command::new("chown");
+                    c.arg("postgres").arg(data.join(to));
+                    run(c, "chown").unwrap();
+                }
+            }
+            // TCP only with TLS; the unix socket (createdb) stays clear.
+            let hba = "local all all trust\nhostssl all all 127.0.0.1/32 trust\n";
+            std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+            "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into()
+        })
+    }
+
+    fn start_with(extra: impl FnOnce(&Path) -> String) -> Postgres {
         let bin = pg_bin();
         let dir = tempfile::Builder::new()
             .prefix("snapgate-pg-")
@@ -132,11 +162,13 @@ impl Postgres {
             let _ = std::fs::remove_dir_all(&dir);
             panic!("{e}");
         }
+        let extra = extra(&dir);
         let mut pg = Postgres {
             port: 0,
             bin,
             dir,
             running: false,
+            extra,
             owned: true,
         };
         // A port is free when picked; another process may take it before postgres binds it.
@@ -154,9 +186,10 @@ impl Postgres {
     fn try_start(&mut self) -> Result<(), String> {
         let opts = format!(
             "-k {} -c listen_addresses=127.0.0.1 -p {} -c fsync=on -c synchronous_commit=on \
-             -c max_connections=200 -c shared_buffers=32MB",
+             -c max_connections=200 -c shared_buffers=32MB {}",
             self.dir.display(),
-            self.port
+            self.port,
+            self.extra
         );
         let mut c = as_pg(&self.bin, "pg_ctl");
         c.arg("-D")
@@ -205,15 +238,11 @@ impl Postgres {
             N.fetch_add(1, Ordering::Relaxed)
         );
         let mut c = Command::new(self.bin.join("createdb"));
-        c.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-            "-U",
-            "postgres",
-        ])
-        .arg(&name);
+        // Over the unix socket: a TLS-only server refuses clear TCP.
+        c.arg("-h")
+            .arg(&self.dir)
+            .args(["-p", &self.port.to_string(), "-U", "postgres"])
+            .arg(&name);
         run(c, "createdb").unwrap();
         self.url(&name)
     }
