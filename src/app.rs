@@ -79,7 +79,7 @@ impl App {
             max_elements: l.max_xml_elements,
             max_attributes: l.max_xml_attributes,
         };
-        let limiter = Limiter::new(config.security.lockout.clone());
+        let limiter = Limiter::new(config.security.lockout.clone()).with_shared(engine.lockout());
         Ok(Arc::new(App {
             token: RwLock::new(Arc::new(token)),
             config,

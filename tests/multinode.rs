@@ -393,3 +393,39 @@ async fn a_database_outage_under_load_gives_server_faults_then_recovery() {
         assert_eq!(rec.token_id, token_id(&keys, tok));
     }
 }
+
+/// Failed registrations for one device spread over two nodes add up: the lockout is shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_spread_over_nodes_lock_the_device_on_every_node() {
+    let url = fresh_database();
+    let c = Cluster::start(2, &url, |c| {
+        c.security.lockout.max_failures_per_device = 3;
+        c.security.lockout.max_failures_per_address = 1000;
+    })
+    .await;
+    let (a, b, keys) = (c.addr(0), c.addr(1), &*c.keys);
+    let t = Terminal::new(7, "LOCK01");
+    let bad = |addr: SocketAddr, counter: u32| {
+        let ksn = t.ksn.with_counter(counter).to_hex();
+        async move {
+            // A secret that does not decrypt under the device's key.
+            let body = register_envelope(SERVICE_KEY, VENDOR_ID, &"00".repeat(16), &ksn);
+            try_soap(addr, SIS_PATH, SIS_ACTION, &body).await.unwrap()
+        }
+    };
+    // Two failures on A, one on B: neither node alone saw three.
+    for (addr, counter) in [(a, 1), (b, 2), (a, 3)] {
+        let r = bad(addr, counter).await;
+        assert_eq!(r.status, 500, "{}", r.body);
+        assert_eq!(r.fault().map(|f| f.0), Some("AuthenticationFault".into()));
+    }
+    // Locked on both nodes, the genuine secret included.
+    for (addr, counter) in [(b, 4), (a, 5)] {
+        let r = t.register(addr, keys, counter).await.unwrap();
+        assert_eq!(r.status, 500, "locked out: {}", r.body);
+    }
+    // Another device from the same address is not affected.
+    let other = Terminal::new(8, "LOCK02");
+    let r = other.register(b, keys, 1).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+}

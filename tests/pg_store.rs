@@ -314,3 +314,25 @@ fn tls_to_postgres_verifies_the_server() {
     let s = PgStore::open(&st).unwrap();
     assert!(s.ping().is_err());
 }
+
+/// The shared lockout counts across stores (nodes), locks at the threshold, and clears.
+#[test]
+fn lockout_counts_add_up_across_nodes() {
+    use snapgate::store::lockout::LockoutStore;
+    let url = fresh_database();
+    let (a, b) = (open(&url), open(&url));
+    let key = vec!["d:T1".to_owned()];
+    let (win, lock, now) = (60_000, 300_000, 1_000_000_000);
+    a.failed("d:T1", 3, win, lock, now).unwrap();
+    b.failed("d:T1", 3, win, lock, now + 1).unwrap();
+    assert!(!a.locked(&key, now + 2).unwrap());
+    a.failed("d:T1", 3, win, lock, now + 2).unwrap();
+    assert!(b.locked(&key, now + 3).unwrap());
+    assert!(!b.locked(&key, now + 2 + lock).unwrap(), "the lock ends");
+    // Failures outside the window start a new count.
+    a.failed("d:T2", 2, win, lock, now).unwrap();
+    b.failed("d:T2", 2, win, lock, now + win).unwrap();
+    assert!(!a.locked(&["d:T2".into()], now + win).unwrap());
+    b.clear(&key).unwrap();
+    assert!(!a.locked(&key, now + 3).unwrap());
+}

@@ -1,5 +1,6 @@
 //! Lockout for failed registrations, per source address and per device (KSN device id or
-//! serial). In memory, bounded in size, on the injectable clock.
+//! serial). In memory, bounded in size, on the injectable clock; with a shared store
+//! (`with_shared`, PostgreSQL) the counts are also kept there, so that every node sees them.
 
 use crate::config::LockoutConfig;
 use chrono::{DateTime, Duration, Utc};
@@ -24,6 +25,18 @@ struct Entry {
 pub struct Limiter {
     cfg: LockoutConfig,
     entries: Mutex<HashMap<Subject, Entry>>,
+    shared: Option<std::sync::Arc<dyn crate::store::lockout::LockoutStore>>,
+}
+
+impl Subject {
+    /// The key of this subject in a shared lockout store.
+    fn shared_key(&self) -> String {
+        match self {
+            Subject::Address(a) => format!("a:{a}"),
+            Subject::Device(d) => format!("d:{d}"),
+            Subject::Serial(s) => format!("s:{s}"),
+        }
+    }
 }
 
 impl Limiter {
@@ -31,7 +44,18 @@ impl Limiter {
         Limiter {
             cfg,
             entries: Mutex::new(HashMap::new()),
+            shared: None,
         }
+    }
+
+    /// Also count in a store other nodes share. If it cannot be reached, the local counts
+    /// still apply (and the registration itself then fails on the same store).
+    pub fn with_shared(
+        mut self,
+        shared: Option<std::sync::Arc<dyn crate::store::lockout::LockoutStore>>,
+    ) -> Self {
+        self.shared = shared;
+        self
     }
 
     fn threshold(&self, s: &Subject) -> u32 {
@@ -43,18 +67,49 @@ impl Limiter {
 
     /// True if none of the subjects is locked out now.
     pub fn allowed(&self, subjects: &[Subject], now: DateTime<Utc>) -> bool {
-        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        subjects.iter().all(|s| {
-            map.get(s)
-                .and_then(|e| e.locked_until)
-                .is_none_or(|until| now >= until)
-        })
+        let local = {
+            let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            subjects.iter().all(|s| {
+                map.get(s)
+                    .and_then(|e| e.locked_until)
+                    .is_none_or(|until| now >= until)
+            })
+        };
+        let Some(shared) = self
+            .shared
+            .as_ref()
+            .filter(|_| local && !subjects.is_empty())
+        else {
+            return local;
+        };
+        let keys: Vec<String> = subjects.iter().map(Subject::shared_key).collect();
+        match shared.locked(&keys, now.timestamp_millis()) {
+            Ok(locked) => !locked,
+            Err(e) => {
+                tracing::warn!(error = %e, "shared lockout unreachable; local counts only");
+                true
+            }
+        }
     }
 
     /// Count a failed attempt against each subject; lock those that reach their threshold.
     pub fn failed(&self, subjects: &[Subject], now: DateTime<Utc>) {
         let window = Duration::seconds(self.cfg.window_seconds.into());
         let lockout = Duration::seconds(self.cfg.lockout_seconds.into());
+        if let Some(shared) = &self.shared {
+            for s in subjects {
+                let r = shared.failed(
+                    &s.shared_key(),
+                    self.threshold(s),
+                    window.num_milliseconds(),
+                    lockout.num_milliseconds(),
+                    now.timestamp_millis(),
+                );
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "shared lockout unreachable; counted locally");
+                }
+            }
+        }
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= self.cfg.max_tracked {
             map.retain(|_, e| {
@@ -89,6 +144,18 @@ impl Limiter {
     /// A success clears the device's record (not the address's: one good terminal behind an
     /// address says nothing about the others).
     pub fn succeeded(&self, subjects: &[Subject]) {
+        if let Some(shared) = &self.shared {
+            let devices: Vec<String> = subjects
+                .iter()
+                .filter(|s| !matches!(s, Subject::Address(_)))
+                .map(Subject::shared_key)
+                .collect();
+            if !devices.is_empty() {
+                if let Err(e) = shared.clear(&devices) {
+                    tracing::warn!(error = %e, "shared lockout unreachable; not cleared");
+                }
+            }
+        }
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         for s in subjects {
             if !matches!(s, Subject::Address(_)) {

@@ -52,6 +52,14 @@ impl Engine {
         }
     }
 
+    /// Lockout counters shared with other nodes: PostgreSQL only (one sled process is alone).
+    pub fn lockout(&self) -> Option<Arc<dyn super::lockout::LockoutStore>> {
+        match self {
+            Engine::Sled(_) => None,
+            Engine::Postgres(p) => Some(Arc::new(p.clone())),
+        }
+    }
+
     /// Where it stores, for logs (no password).
     pub fn describe(&self, cfg: &StoreConfig) -> String {
         match self {

@@ -25,6 +25,7 @@ use std::fmt;
 pub mod copy;
 pub mod engine;
 pub mod health;
+pub mod lockout;
 pub mod postgres;
 
 #[derive(Debug, thiserror::Error)]
