@@ -163,13 +163,35 @@ pub struct Conn {
     failed_at: Option<Instant>,
     config: Arc<postgres::Config>,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Bumped by any thread that saw a connection break; a client made before the latest
+    /// bump, or idle for `IDLE_CHECK`, is checked with one round trip before it is used, so a
+    /// database restart costs no request a stale connection (writes are never retried).
+    breaks: Arc<std::sync::atomic::AtomicU64>,
+    made_at_break: u64,
+    last_used: Instant,
 }
+
+/// A connection idle this long is checked before use (the server may have restarted).
+const IDLE_CHECK: Duration = Duration::from_secs(2);
 
 impl Conn {
     fn client(&mut self, deadline: Instant) -> Result<&mut Client, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
         if self.client.as_ref().is_some_and(|c| c.is_closed()) {
             self.client = None;
         }
+        let suspect = self.made_at_break < self.breaks.load(Relaxed)
+            || self.last_used.elapsed() >= IDLE_CHECK;
+        if let (true, Some(c)) = (suspect, self.client.as_mut()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if c.is_valid(left.max(Duration::from_millis(1))).is_err() {
+                self.client = None;
+                self.breaks.fetch_add(1, Relaxed);
+            } else {
+                self.made_at_break = self.breaks.load(Relaxed);
+            }
+        }
+        self.last_used = Instant::now();
         if self.client.is_none() {
             if let Some(t) = self.failed_at {
                 if t.elapsed() < RECONNECT_BACKOFF {
@@ -193,6 +215,7 @@ impl Conn {
                     self.client = Some(c);
                     self.stmts.clear();
                     self.failed_at = None;
+                    self.made_at_break = self.breaks.load(std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(e) => {
                     self.failed_at = Some(Instant::now());
@@ -215,6 +238,8 @@ impl Conn {
         if out.is_err() && client.is_closed() {
             self.client = None;
             self.stmts.clear();
+            self.breaks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         out.map_err(db_error)
     }
@@ -274,6 +299,7 @@ impl Pool {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let mut threads = Vec::new();
+        let breaks = Arc::new(std::sync::atomic::AtomicU64::new(0));
         for i in 0..settings.pool_size.max(1) {
             let rx: Arc<Mutex<Receiver<Job>>> = rx.clone();
             let mut conn = Conn {
@@ -282,6 +308,9 @@ impl Pool {
                 failed_at: None,
                 config: config.clone(),
                 tls: tls.clone(),
+                breaks: breaks.clone(),
+                made_at_break: 0,
+                last_used: Instant::now(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("snapgate-pg-{i}"))
