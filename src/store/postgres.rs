@@ -235,7 +235,20 @@ impl Conn {
         self.client(deadline)?;
         let client = self.client.as_mut().expect("connected above");
         let out = f(client, &mut self.stmts);
-        if out.is_err() && client.is_closed() {
+        // Anything but an error the server reported (closed, I/O, protocol, timeout) may have
+        // left the connection unusable: drop it, and have the others checked.
+        let broken = out.as_ref().err().is_some_and(|e| {
+            let fatal = e.as_db_error().is_none_or(|db| {
+                let code = db.code().code();
+                // FATAL/PANIC end the session; classes 08 (connection) and 57 (operator
+                // intervention: a shutdown or restart) mean the server is gone.
+                matches!(db.severity(), "FATAL" | "PANIC")
+                    || code.starts_with("08")
+                    || code.starts_with("57")
+            });
+            fatal || e.is_closed() || client.is_closed()
+        });
+        if broken {
             self.client = None;
             self.stmts.clear();
             self.breaks
