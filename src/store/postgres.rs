@@ -219,6 +219,9 @@ impl Conn {
                 }
                 Err(e) => {
                     self.failed_at = Some(Instant::now());
+                    // The server is away: every other open connection is suspect too.
+                    self.breaks
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return Err(StoreError::Unavailable(format!("cannot connect: {e}")));
                 }
             }
