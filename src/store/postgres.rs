@@ -169,6 +169,10 @@ pub struct Conn {
     breaks: Arc<std::sync::atomic::AtomicU64>,
     made_at_break: u64,
     last_used: Instant,
+    /// Bumped by every successful connect: a thread backing off after a failed connect stops
+    /// backing off as soon as another thread got through (the database is back).
+    connects: Arc<std::sync::atomic::AtomicU64>,
+    connects_at_failure: u64,
 }
 
 /// A connection idle this long is checked before use (the server may have restarted).
@@ -194,7 +198,9 @@ impl Conn {
         self.last_used = Instant::now();
         if self.client.is_none() {
             if let Some(t) = self.failed_at {
-                if t.elapsed() < RECONNECT_BACKOFF {
+                let back = self.connects.load(std::sync::atomic::Ordering::Relaxed)
+                    != self.connects_at_failure;
+                if t.elapsed() < RECONNECT_BACKOFF && !back {
                     return Err(StoreError::Unavailable("database unreachable".into()));
                 }
             }
@@ -215,10 +221,14 @@ impl Conn {
                     self.client = Some(c);
                     self.stmts.clear();
                     self.failed_at = None;
+                    self.connects
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.made_at_break = self.breaks.load(std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(e) => {
                     self.failed_at = Some(Instant::now());
+                    self.connects_at_failure =
+                        self.connects.load(std::sync::atomic::Ordering::Relaxed);
                     // The server is away: every other open connection is suspect too.
                     self.breaks
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -316,6 +326,7 @@ impl Pool {
         let rx = Arc::new(Mutex::new(rx));
         let mut threads = Vec::new();
         let breaks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let connects = Arc::new(std::sync::atomic::AtomicU64::new(0));
         for i in 0..settings.pool_size.max(1) {
             let rx: Arc<Mutex<Receiver<Job>>> = rx.clone();
             let mut conn = Conn {
@@ -327,6 +338,8 @@ impl Pool {
                 breaks: breaks.clone(),
                 made_at_break: 0,
                 last_used: Instant::now(),
+                connects: connects.clone(),
+                connects_at_failure: 0,
             };
             let t = std::thread::Builder::new()
                 .name(format!("snapgate-pg-{i}"))
