@@ -141,7 +141,7 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
             (Method::GET, "/metrics") => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                app.metrics.render() + &app.commit.prometheus(app.sled.fdatasyncs()),
+                app.metrics.render() + &app.commit.prometheus(app.engine.fdatasyncs()),
             ),
             (Method::POST, "/admin/reload") => match app.reload() {
                 Ok(()) => json_reply(StatusCode::OK, &json!({ "reloaded": true })),

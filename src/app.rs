@@ -10,6 +10,7 @@ use crate::cws::processor::forward::Forward;
 use crate::cws::processor::sandbox::Sandbox;
 use crate::cws::soap::XmlLimits;
 use crate::metrics::Metrics;
+use crate::store::engine::Engine;
 use crate::store::{GroupCommit, ProfileStore, SledStore, TerminalStore};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -24,7 +25,8 @@ pub struct App {
     pub store: Arc<dyn TerminalStore>,
     /// Merchant and application profiles (issue 10).
     pub profiles: Arc<dyn ProfileStore>,
-    pub sled: SledStore,
+    /// The engine behind `store` and the sandbox (sled or PostgreSQL).
+    pub engine: Engine,
     pub commit: GroupCommit,
     pub clock: Arc<dyn Clock>,
     pub xml_limits: XmlLimits,
@@ -46,9 +48,19 @@ impl App {
         sled: SledStore,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<App>, String> {
+        Self::with_engine(config, keys, Engine::Sled(sled), clock)
+    }
+
+    /// Build the state on any engine (`Engine::open` picks it from `[store]`).
+    pub fn with_engine(
+        config: Config,
+        keys: Keys,
+        engine: Engine,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<App>, String> {
         config.validate()?;
         let (config, token) = config.into_settings();
-        let sandbox = Sandbox::new(Arc::new(sled.transactions().map_err(|e| e.to_string())?));
+        let sandbox = Sandbox::new(engine.transactions()?);
         let forward = match config.processor.mode {
             ProcessorMode::Sandbox => None,
             ProcessorMode::Forward => {
@@ -61,8 +73,8 @@ impl App {
                 )?)
             }
         };
-        let store: Arc<dyn TerminalStore> = Arc::new(sled.clone());
-        let profiles: Arc<dyn ProfileStore> = Arc::new(sled.profiles().map_err(|e| e.to_string())?);
+        let store: Arc<dyn TerminalStore> = engine.terminals();
+        let profiles = engine.profiles()?;
         let commit = GroupCommit::start(
             store.clone(),
             std::time::Duration::from_micros(config.store.group_commit_window_us),
@@ -73,18 +85,15 @@ impl App {
             max_elements: l.max_xml_elements,
             max_attributes: l.max_xml_attributes,
         };
-        let limiter = Limiter::new(config.security.lockout.clone());
+        let limiter = Limiter::new(config.security.lockout.clone()).with_shared(engine.lockout());
         let pairing = match &config.pairing {
-            Some(p) => Some(crate::pairing::Pairing::open(p, &sled)?),
+            Some(p) => Some(crate::pairing::Pairing::open(p, engine.pairing()?)?),
             None => None,
         };
         let metrics = Metrics::default();
         let connector = crate::connector::Connector::new(
             &config,
-            Arc::new(
-                crate::store::connector::SledConnectorStore::open(sled.db())
-                    .map_err(|e| e.to_string())?,
-            ),
+            engine.connector()?,
             clock.clone(),
             metrics.relay.clone(),
         )?;
@@ -95,7 +104,7 @@ impl App {
             keys: RwLock::new(Arc::new(keys)),
             store,
             profiles,
-            sled,
+            engine,
             commit,
             clock,
             xml_limits,

@@ -6,6 +6,7 @@ use snapgate::app::App;
 use snapgate::clock::SystemClock;
 use snapgate::config::{self, Config, Keys, LogFormat};
 use snapgate::dukpt::{self, Ksn};
+use snapgate::store::engine::Engine;
 use snapgate::store::SledStore;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -132,6 +133,31 @@ enum Command {
         /// The clear secret, e.g. `MP1|B1234567`.
         #[arg(long)]
         secret: String,
+    },
+    /// PostgreSQL store (`store.backend = "postgres"`): schema migrations and moving from sled.
+    Db {
+        #[arg(long, short, env = "SNAPGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: DbAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbAction {
+    /// Apply the schema migrations this binary embeds (idempotent; refuses a newer schema).
+    Migrate,
+    /// Print the database's schema version and this binary's.
+    Status,
+    /// Copy a sled folder's terminals and sandbox transactions into PostgreSQL, then check
+    /// that every one is there. Safe to re-run: rows already present are kept.
+    Copy {
+        /// The sled folder (the config's store.path when omitted).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// PostgreSQL URL (the config's store.url or SNAPGATE_STORE_URL when omitted).
+        #[arg(long)]
+        to: Option<String>,
     },
 }
 
@@ -303,6 +329,7 @@ fn main() -> ExitCode {
             print!("{out}");
             Ok(())
         }),
+        Command::Db { config, action } => db(config, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -429,8 +456,10 @@ fn terminals(
         ))
     };
     // The server holds the database lock while it runs: then go through its admin listener.
+    // The server holds a sled folder's lock while it runs: then go through its admin listener.
+    // PostgreSQL is shared by every node: no need to go through a server.
     let local = match (&admin, &cfg) {
-        (None, Some(cfg)) => SledStore::open(&cfg.store.path).ok(),
+        (None, Some(cfg)) => Engine::open_local(&cfg.store)?.map(|e| e.terminals()),
         _ => None,
     };
     let Some(store) = local else {
@@ -464,7 +493,7 @@ fn terminals(
             .then_some(())
             .ok_or(format!("HTTP {status}"));
     };
-    let store: &dyn TerminalStore = &store;
+    let store: &dyn TerminalStore = &*store;
     let e = |e: snapgate::cws::error::Error| e.to_string();
     let out = match action {
         TerminalAction::List { after, limit } => {
@@ -534,7 +563,7 @@ fn merchants(
     };
     let cfg = config_unless_admin(config, &admin)?;
     let local = match (&admin, &cfg) {
-        (None, Some(cfg)) => SledStore::open(&cfg.store.path).ok(),
+        (None, Some(cfg)) => Engine::open_local(&cfg.store)?,
         _ => None,
     };
     let Some(store) = local else {
@@ -549,8 +578,8 @@ fn merchants(
             .then_some(())
             .ok_or(format!("HTTP {status}"));
     };
-    let profiles = store.profiles().map_err(|e| e.to_string())?;
-    let v = merchants::run(&profiles, action).map_err(|e| e.to_string())?;
+    let profiles = store.profiles()?;
+    let v = merchants::run(&*profiles, action).map_err(|e| e.to_string())?;
     println!(
         "{}",
         serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
@@ -585,8 +614,8 @@ fn serve(
         .map_err(|e| e.to_string())?;
     init_logging(&cfg);
     let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
-    let store = SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_bytes())
-        .map_err(|e| format!("cannot open the store at {}: {e}", cfg.store.path.display()))?;
+    let store = snapgate::store::engine::Engine::open(&cfg.store)?;
+    let store_at = store.describe(&cfg.store);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -596,7 +625,7 @@ fn serve(
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.server.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(%addr, store = %cfg.store.path.display(), bdks = keys.bdks.len(), "snapgate listening");
+        tracing::info!(%addr, store = %store_at, bdks = keys.bdks.len(), "snapgate listening");
         let admin = match cfg.server.admin_listen {
             Some(a) => Some(
                 tokio::net::TcpListener::bind(a)
@@ -613,7 +642,7 @@ fn serve(
             ),
             None => None,
         };
-        let mut app = App::new(cfg, keys, store, Arc::new(SystemClock))?;
+        let mut app = App::with_engine(cfg, keys, store, Arc::new(SystemClock))?;
         if let Some(p) = CONFIG_PATH.get() {
             app = app.with_config_path(p.clone());
         }
@@ -656,6 +685,7 @@ fn serve(
         }
         {
             let app = app.clone();
+            let node = hex::encode(rand::random::<[u8; 8]>());
             tokio::spawn(async move {
                 loop {
                     // Re-read each round, so a reload that changes the interval takes effect;
@@ -663,9 +693,16 @@ fn serve(
                     let every = app.token().sweep_interval_seconds;
                     if every > 0 {
                         let a = app.clone();
-                        match tokio::task::spawn_blocking(move || snapgate::cws::session::sweep(&a))
-                            .await
-                        {
+                        let node = node.clone();
+                        // One node at a time sweeps (a lease in a shared store); two would
+                        // only repeat each other's compare-and-swaps.
+                        let ttl = std::time::Duration::from_secs(u64::from(every) * 3 / 2 + 1);
+                        let sweep = move || match a.store.try_lease("refresh-sweep", &node, ttl) {
+                            Ok(true) => snapgate::cws::session::sweep(&a),
+                            Ok(false) => Ok(0),
+                            Err(e) => Err(e.into()),
+                        };
+                        match tokio::task::spawn_blocking(sweep).await {
                             Ok(Err(e)) => tracing::error!(error = %e, "refresh sweep failed"),
                             Err(e) => tracing::error!(error = %e, "refresh sweep panicked"),
                             Ok(Ok(_)) => {}
@@ -677,7 +714,9 @@ fn serve(
             });
         }
         // Sandbox retention: deletes old sandbox transactions, bounded work per step.
-        tokio::spawn(snapgate::cws::processor::retention::run(Arc::downgrade(&app)));
+        tokio::spawn(snapgate::cws::processor::retention::run(Arc::downgrade(
+            &app,
+        )));
         snapgate::server::run(app, listener, async move {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
@@ -712,6 +751,59 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested: finishing in-flight requests");
 }
 
+/// `snapgate db ...`: on the PostgreSQL database the config (or `--to`) names.
+fn db(config: Option<PathBuf>, action: DbAction) -> Result<(), String> {
+    use snapgate::store::postgres::{self as pg, PgStore};
+    let cfg = resolve_config(config)?;
+    let settings = match &action {
+        DbAction::Copy { to: Some(url), .. } => cfg.store.postgres_with_url(url.clone()),
+        _ => cfg.store.postgres()?,
+    };
+    let where_ = pg::redact_url(&settings.url);
+    let store = PgStore::open(&settings).map_err(|e| e.to_string())?;
+    let pool = store.pool();
+    match action {
+        DbAction::Migrate => {
+            let (before, after) = pg::migrate(pool).map_err(|e| format!("{where_}: {e}"))?;
+            if before == after {
+                println!("{where_}: schema already at version {after}");
+            } else {
+                println!("{where_}: schema migrated from version {before} to {after}");
+            }
+        }
+        DbAction::Status => {
+            let v = pg::schema_version(pool).map_err(|e| format!("{where_}: {e}"))?;
+            println!(
+                "{where_}: schema version {v}; this binary's is {}",
+                pg::latest_version()
+            );
+        }
+        DbAction::Copy { from, .. } => {
+            let from = from.unwrap_or(cfg.store.path.clone());
+            let sled = SledStore::open(&from)
+                .map_err(|e| format!("cannot open the sled store {}: {e}", from.display()))?;
+            let r = snapgate::store::copy::copy_sled_to_postgres(&sled, &store)
+                .map_err(|e| format!("{where_}: {e}"))?;
+            println!(
+                "copied {} -> {where_}: terminals {} read, {} inserted, {} already present; \
+                 transactions {} read, {} inserted, {} already present; profiles, pairing \
+                 certificates and connector clients {} read, {} inserted; all verified present",
+                from.display(),
+                r.terminals_read,
+                r.terminals_inserted,
+                r.terminals_present,
+                r.transactions_read,
+                r.transactions_inserted,
+                r.transactions_present,
+                r.others_read,
+                r.others_inserted
+            );
+        }
+    }
+    store.pool().close();
+    Ok(())
+}
+
 fn encrypt_secret(config: Option<PathBuf>, ksn: &str, secret: &str) -> Result<(), String> {
     let cfg = existing_config(config)?;
     let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
@@ -744,10 +836,9 @@ fn pairing(
         .pairing
         .clone()
         .ok_or("pairing is not configured: add a [pairing] section (docs/PAIRING.md)")?;
-    let local = if admin.is_some() {
-        None
-    } else {
-        SledStore::open(&cfg.store.path).ok()
+    let local = match admin {
+        Some(_) => None,
+        None => Engine::open_local(&cfg.store)?,
     };
     let Some(store) = local else {
         let base = admin_url(admin, Some(&cfg)).ok_or(
@@ -788,12 +879,13 @@ fn pairing(
     };
     // No key pool for a one-shot command.
     pcfg.key_pool = 0;
-    let p = snapgate::pairing::Pairing::open(&pcfg, &store)?;
+    let p = snapgate::pairing::Pairing::open(&pcfg, store.pairing()?)?;
     let now = chrono::Utc::now();
     let e = |e: padmin::AdminError| e.to_string();
     match action {
         PairingAction::Code { terminal } => {
-            let v = padmin::make_code(&p, &store, terminal.as_deref(), now).map_err(e)?;
+            let v =
+                padmin::make_code(&p, &*store.terminals(), terminal.as_deref(), now).map_err(e)?;
             print!("{}", padmin::details(&v));
         }
         PairingAction::List => {

@@ -158,5 +158,12 @@ async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<
     if req.uri().path() == "/healthz" && req.method() == Method::GET {
         return plain(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into());
     }
+    // Liveness (the process answers) and readiness (its store answers too).
+    if req.uri().path() == "/livez" && req.method() == Method::GET {
+        return plain(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into());
+    }
+    if req.uri().path() == "/readyz" && req.method() == Method::GET {
+        return crate::store::health::readyz(app.store.clone()).await;
+    }
     crate::cws::http::route(app, peer, req).await
 }

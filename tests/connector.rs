@@ -944,9 +944,11 @@ async fn a_server_shutdown_closes_relayed_connections_with_1001_and_marks_device
     assert!(p == Some(1001) || p == Some(4002), "{p:?}");
     // The presence left behind says offline.
     let cfg = Config::load(&dir.path().join("snapgate.toml")).unwrap();
-    let sled = snapgate::store::SledStore::open(&cfg.store.path).unwrap();
-    let store = snapgate::store::connector::SledConnectorStore::open(sled.db()).unwrap();
-    use snapgate::store::connector::ConnectorStore;
+    let store = snapgate::store::engine::Engine::open_local(&cfg.store)
+        .unwrap()
+        .expect("the server stopped: its store is free")
+        .connector()
+        .unwrap();
     assert!(!store.get_device("T1").unwrap().unwrap().online);
 }
 

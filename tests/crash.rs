@@ -20,7 +20,7 @@ use chrono::Utc;
 use common::*;
 use snapgate::config::{Keys, DEV_SERVICE_KEY};
 use snapgate::dukpt::Ksn;
-use snapgate::store::{self, SledStore, StoreError, TerminalId, TerminalRecord, TerminalStore};
+use snapgate::store::{self, StoreError, TerminalId, TerminalRecord, TerminalStore};
 use snapgate::token::TokenId;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -105,7 +105,7 @@ fn token_id(keys: &Keys, token: &str) -> TokenId {
     .token_id
 }
 
-fn record(s: &SledStore, t: &Terminal) -> TerminalRecord {
+fn record(s: &dyn TerminalStore, t: &Terminal) -> TerminalRecord {
     s.get(&t.id())
         .unwrap()
         .unwrap_or_else(|| panic!("terminal {} is not in the store", t.serial))
@@ -291,7 +291,7 @@ async fn acknowledged_registrations_survive_sigkill_and_their_tokens_work() {
 // Refresh flag state under SIGKILL
 
 /// Move a terminal's refresh date into the past, as if its token were `refresh_age` old.
-fn make_due(s: &SledStore, t: &Terminal) {
+fn make_due(s: &dyn TerminalStore, t: &Terminal) {
     let past = Utc::now().timestamp_millis() - 60_000;
     store::update(s, &t.id(), |cur| {
         let mut r = cur.expect("registered").clone();
@@ -322,9 +322,9 @@ async fn registered_folder(
     server.kill9();
     let s = open_store(&cfg);
     for (t, due) in terminals {
-        assert!(!record(&s, t).refresh_flag);
+        assert!(!record(&*s, t).refresh_flag);
         if *due {
-            make_due(&s, t);
+            make_due(&*s, t);
         }
     }
     s.flush().unwrap();
@@ -388,7 +388,7 @@ async fn refresh_flag_and_pending_token_survive_sigkill() {
     {
         let s = open_store(&cfg);
         for ((t, old), renewed) in a.iter().zip(tok_a).zip(&renewed_a) {
-            let r = record(&s, t);
+            let r = record(&*s, t);
             assert!(r.refresh_flag, "{}: flag lost", t.serial);
             assert_eq!(
                 r.pending.map(|p| p.token_id),
@@ -400,12 +400,12 @@ async fn refresh_flag_and_pending_token_survive_sigkill() {
             assert_eq!(r.last_counter, 2, "{}", t.serial);
         }
         for t in &b {
-            let r = record(&s, t);
+            let r = record(&*s, t);
             assert!(r.refresh_flag, "{}: flag lost", t.serial);
             assert!(r.pending.is_none(), "{}", t.serial);
         }
         for t in &c {
-            let r = record(&s, t);
+            let r = record(&*s, t);
             assert!(!r.refresh_flag && r.pending.is_none(), "{}", t.serial);
             assert_eq!(r.last_counter, 2, "{}", t.serial);
         }
@@ -465,12 +465,12 @@ async fn refresh_flag_and_pending_token_survive_sigkill() {
     server.kill9();
     let s = open_store(&cfg);
     for (t, renewed) in a.iter().zip(&renewed_a).chain(b.iter().zip(&renewed_b)) {
-        let r = record(&s, t);
+        let r = record(&*s, t);
         assert_eq!(r.token_id, token_id(&keys, renewed), "{}", t.serial);
         assert!(!r.refresh_flag && r.pending.is_none(), "{}", t.serial);
     }
     for t in &c {
-        assert!(!record(&s, t).refresh_flag, "{}", t.serial);
+        assert!(!record(&*s, t).refresh_flag, "{}", t.serial);
     }
 }
 
@@ -551,7 +551,7 @@ async fn forward_mode_renewed_token_survives_sigkill() {
             .iter()
             .zip(&renewed)
             .filter_map(|((t, _), tok)| {
-                let r = record(&s, t);
+                let r = record(&*s, t);
                 let kept =
                     r.refresh_flag && r.pending.map(|p| p.token_id) == Some(token_id(&keys, tok));
                 (!kept).then(|| {

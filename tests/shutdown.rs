@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use snapgate::store::{TerminalId, TerminalStore};
+use snapgate::store::TerminalId;
 use std::process::Command;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;

@@ -172,6 +172,27 @@ pub struct StoreConfig {
     pub group_commit_window_us: u64,
     /// sled's page cache in MiB (the OS page cache comes on top).
     pub cache_mb: u64,
+    /// Where terminals and transactions live: the embedded sled folder (`path`), or a
+    /// PostgreSQL database shared by several nodes (`url`).
+    pub backend: StoreBackend,
+    /// PostgreSQL URL (`SNAPGATE_STORE_URL` overrides it); its password is never logged.
+    pub url: Option<crate::store::postgres::StoreUrl>,
+    /// PostgreSQL connections (one thread each) per node.
+    pub pool_size: usize,
+    /// Bound on one store call to PostgreSQL (queueing, connecting, the statement).
+    pub statement_timeout_ms: u64,
+    /// PEM CA file: connect to PostgreSQL over TLS, verifying the server against it.
+    pub tls_ca_file: Option<PathBuf>,
+    /// `serve` applies pending schema migrations at start (else `snapgate db migrate` must).
+    pub migrate: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sled,
+    Postgres,
 }
 
 impl Default for StoreConfig {
@@ -180,6 +201,12 @@ impl Default for StoreConfig {
             path: PathBuf::from("db"),
             group_commit_window_us: 0,
             cache_mb: crate::store::DEFAULT_CACHE_BYTES >> 20,
+            backend: StoreBackend::Sled,
+            url: None,
+            pool_size: 16,
+            statement_timeout_ms: 2_000,
+            tls_ca_file: None,
+            migrate: false,
         }
     }
 }
@@ -365,6 +392,9 @@ impl Config {
         cfg.store.path = base.join(&cfg.store.path);
         cfg.security.keys_file = base.join(&cfg.security.keys_file);
         cfg.connector.resolve_paths(base);
+        if let Some(ca) = cfg.store.tls_ca_file.as_mut() {
+            *ca = base.join(&*ca);
+        }
         if let Some(tls) = cfg.tls.as_mut() {
             tls.resolve_paths(base);
         }
@@ -508,6 +538,12 @@ impl Config {
             pr.sandbox_prune_per_tick,
             1..=1_000_000,
         )?;
+        bounded("store.pool_size", st.pool_size, 1..=512)?;
+        bounded(
+            "store.statement_timeout_ms",
+            st.statement_timeout_ms,
+            1..=10 * MINUTE_MS,
+        )?;
         let t = &self.token;
         bounded("token.lifetime_days", t.lifetime_days, 1..=3650)?;
         bounded("token.clock_skew_seconds", t.clock_skew_seconds, 0..=3600)?;
@@ -625,6 +661,29 @@ impl StoreConfig {
     /// sled's cache in bytes (`cache_mb` is bounded, so this cannot wrap).
     pub fn cache_bytes(&self) -> u64 {
         self.cache_mb << 20
+    }
+
+    /// The PostgreSQL settings: `SNAPGATE_STORE_URL` wins over `url`.
+    pub fn postgres(&self) -> Result<crate::store::postgres::PgSettings, String> {
+        let url = match std::env::var("SNAPGATE_STORE_URL") {
+            Ok(u) if !u.is_empty() => u,
+            _ => self
+                .url
+                .as_ref()
+                .map(|u| u.expose().to_owned())
+                .ok_or("store.backend = \"postgres\" needs store.url or SNAPGATE_STORE_URL")?,
+        };
+        Ok(self.postgres_with_url(url))
+    }
+
+    /// The PostgreSQL settings with this URL.
+    pub fn postgres_with_url(&self, url: String) -> crate::store::postgres::PgSettings {
+        crate::store::postgres::PgSettings {
+            url,
+            pool_size: self.pool_size,
+            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
+            tls_ca_file: self.tls_ca_file.clone(),
+        }
     }
 }
 

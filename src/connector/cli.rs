@@ -3,8 +3,8 @@
 
 use super::admin::{self, ClientSpec};
 use crate::config::Config;
-use crate::store::connector::{ClientRole, SledConnectorStore};
-use crate::store::SledStore;
+use crate::store::connector::ClientRole;
+use crate::store::engine::Engine;
 
 #[derive(clap::Subcommand)]
 pub enum ConnectorAction {
@@ -70,9 +70,9 @@ pub fn run(
 ) -> Result<String, String> {
     let local = match (&action, force_admin) {
         (ConnectorAction::Devices, _) | (_, true) => None,
-        _ => SledStore::open(&cfg.store.path).ok(),
+        _ => Engine::open_local(&cfg.store)?,
     };
-    let Some(sled) = local else {
+    let Some(engine) = local else {
         let base = admin_base.ok_or(
             "the data folder is in use (is the server running?) and no admin listener is \
              configured: give --admin URL or set server.admin_listen",
@@ -119,12 +119,12 @@ pub fn run(
             Err(format!("HTTP {status}: {}", body.trim()))
         };
     };
-    let store = SledConnectorStore::open(sled.db()).map_err(|e| e.to_string())?;
+    let store = engine.connector()?;
     let out = match action {
         ConnectorAction::Devices => unreachable!("devices always go through the admin listener"),
-        ConnectorAction::Clients(ClientAction::List) => admin::list(&store)?,
+        ConnectorAction::Clients(ClientAction::List) => admin::list(&*store)?,
         ConnectorAction::Clients(ClientAction::Remove { client_id }) => {
-            if !admin::remove(&store, &client_id)? {
+            if !admin::remove(&*store, &client_id)? {
                 return Err(format!("no client {client_id}"));
             }
             serde_json::json!({ "removed": client_id })
@@ -149,7 +149,7 @@ pub fn run(
             };
             let c = &cfg.connector;
             let now = chrono::Utc::now().timestamp_millis();
-            admin::add(&store, spec, c.hash_memory_kib, c.hash_iterations, now)?
+            admin::add(&*store, spec, c.hash_memory_kib, c.hash_iterations, now)?
         }
     };
     serde_json::to_string_pretty(&out)

@@ -7,6 +7,9 @@
 //! queue in the order they were last counted, and the oldest ones are evicted only once their
 //! window and lockout are over. A table full of live entries fails closed: a subject it cannot
 //! track is refused rather than waved through, and no lock is ever evicted early.
+//!
+//! With a shared store (`with_shared`, PostgreSQL) the counts are also kept there, so that
+//! every node sees them (brute force cannot be spread across nodes).
 
 use crate::config::LockoutConfig;
 use chrono::{DateTime, Duration, Utc};
@@ -64,6 +67,19 @@ const MAX_ROTATIONS: usize = 8;
 pub struct Limiter {
     cfg: LockoutConfig,
     entries: Mutex<Table>,
+    shared: Option<std::sync::Arc<dyn crate::store::lockout::LockoutStore>>,
+}
+
+impl Subject {
+    /// The key of this subject in a shared lockout store.
+    fn shared_key(&self) -> String {
+        match self {
+            Subject::Address(a) => format!("a:{a}"),
+            Subject::Device(d) => format!("d:{d}"),
+            Subject::Serial(s) => format!("s:{s}"),
+            Subject::Terminal(t) => format!("t:{t}"),
+        }
+    }
 }
 
 impl Limiter {
@@ -71,7 +87,18 @@ impl Limiter {
         Limiter {
             cfg,
             entries: Mutex::new(Table::default()),
+            shared: None,
         }
+    }
+
+    /// Also count in a store other nodes share. If it cannot be reached, the local counts
+    /// still apply (and the registration itself then fails on the same store).
+    pub fn with_shared(
+        mut self,
+        shared: Option<std::sync::Arc<dyn crate::store::lockout::LockoutStore>>,
+    ) -> Self {
+        self.shared = shared;
+        self
     }
 
     fn threshold(&self, s: &Subject) -> u32 {
@@ -119,17 +146,48 @@ impl Limiter {
     /// True if none of the subjects is locked out now. A subject the full table could not
     /// track is refused (fail closed).
     pub fn allowed(&self, subjects: &[Subject], now: DateTime<Utc>) -> bool {
-        let mut t = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        subjects.iter().all(|s| match t.map.get(s) {
-            Some(e) => e.locked_until.is_none_or(|until| now >= until),
-            None => self.make_room(&mut t, now),
-        })
+        let local = {
+            let mut t = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            subjects.iter().all(|s| match t.map.get(s) {
+                Some(e) => e.locked_until.is_none_or(|until| now >= until),
+                None => self.make_room(&mut t, now),
+            })
+        };
+        let Some(shared) = self
+            .shared
+            .as_ref()
+            .filter(|_| local && !subjects.is_empty())
+        else {
+            return local;
+        };
+        let keys: Vec<String> = subjects.iter().map(Subject::shared_key).collect();
+        match shared.locked(&keys, now.timestamp_millis()) {
+            Ok(locked) => !locked,
+            Err(e) => {
+                tracing::warn!(error = %e, "shared lockout unreachable; local counts only");
+                true
+            }
+        }
     }
 
     /// Count a failed attempt against each subject; lock those that reach their threshold.
     pub fn failed(&self, subjects: &[Subject], now: DateTime<Utc>) {
         let lockout = Duration::seconds(self.cfg.lockout_seconds.into());
         let window = self.window();
+        if let Some(shared) = &self.shared {
+            for s in subjects {
+                let r = shared.failed(
+                    &s.shared_key(),
+                    self.threshold(s),
+                    window.num_milliseconds(),
+                    lockout.num_milliseconds(),
+                    now.timestamp_millis(),
+                );
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "shared lockout unreachable; counted locally");
+                }
+            }
+        }
         let mut guard = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let t = &mut *guard;
         for s in subjects {
@@ -171,6 +229,18 @@ impl Limiter {
     /// A success clears the device's record (not the address's: one good terminal behind an
     /// address says nothing about the others).
     pub fn succeeded(&self, subjects: &[Subject]) {
+        if let Some(shared) = &self.shared {
+            let devices: Vec<String> = subjects
+                .iter()
+                .filter(|s| !matches!(s, Subject::Address(_)))
+                .map(Subject::shared_key)
+                .collect();
+            if !devices.is_empty() {
+                if let Err(e) = shared.clear(&devices) {
+                    tracing::warn!(error = %e, "shared lockout unreachable; not cleared");
+                }
+            }
+        }
         let mut t = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         for s in subjects {
             if !matches!(s, Subject::Address(_)) {

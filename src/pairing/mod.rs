@@ -18,7 +18,7 @@ pub mod listener;
 pub mod trust;
 
 use crate::app::App;
-use crate::store::pairing::{CodeRecord, IssuedCert, PairingStore, SledPairingStore};
+use crate::store::pairing::{CodeRecord, IssuedCert, PairingStore};
 use crate::store::{from_ms, to_ms};
 use ca::{CaFiles, KeySource, PairingCa, Subject};
 use chrono::{DateTime, Duration, Utc};
@@ -162,9 +162,8 @@ pub struct Pairing {
 
 impl Pairing {
     /// Load the CA and open the store's pairing trees; start the key pool.
-    pub fn open(cfg: &PairingConfig, db: &crate::store::SledStore) -> Result<Pairing, String> {
+    pub fn open(cfg: &PairingConfig, store: Arc<dyn PairingStore>) -> Result<Pairing, String> {
         let ca = PairingCa::load(&cfg.ca_files()).map_err(|e| e.to_string())?;
-        let store = SledPairingStore::open(db).map_err(|e| e.to_string())?;
         tracing::info!(
             root_sha256 = %ca.root_fingerprint(),
             "pairing CA loaded: POS systems should check this root fingerprint"
@@ -174,7 +173,7 @@ impl Pairing {
             pool: KeyPool::start(cfg.key_pool),
             cfg: cfg.clone(),
             ca,
-            store: Arc::new(store),
+            store,
         })
     }
 

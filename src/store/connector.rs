@@ -107,15 +107,17 @@ pub trait ConnectorStore: Send + Sync {
 /// The sled engine: trees `connector_clients` and `connector_devices`, postcard values.
 #[derive(Clone)]
 pub struct SledConnectorStore {
-    db: sled::Db,
+    /// The node's store: its `flush` fdatasyncs sled's log (acknowledged = durable).
+    store: super::SledStore,
     clients: sled::Tree,
     devices: sled::Tree,
 }
 
 impl SledConnectorStore {
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    pub fn open(store: &super::SledStore) -> Result<Self, StoreError> {
+        let db = store.db();
         Ok(SledConnectorStore {
-            db: db.clone(),
+            store: store.clone(),
             clients: db.open_tree("connector_clients")?,
             devices: db.open_tree("connector_devices")?,
         })
@@ -133,8 +135,7 @@ fn enc<T: Serialize>(v: &T) -> Vec<u8> {
 impl ConnectorStore for SledConnectorStore {
     fn put_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
         self.clients.insert(c.id.as_bytes(), enc(c))?;
-        self.db.flush()?;
-        Ok(())
+        super::TerminalStore::flush(&self.store)
     }
 
     fn get_client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
@@ -150,7 +151,7 @@ impl ConnectorStore for SledConnectorStore {
 
     fn remove_client(&self, id: &str) -> Result<bool, StoreError> {
         let gone = self.clients.remove(id.as_bytes())?.is_some();
-        self.db.flush()?;
+        super::TerminalStore::flush(&self.store)?;
         Ok(gone)
     }
 
@@ -227,7 +228,7 @@ mod tests {
     fn clients_and_devices_survive_a_reopen_and_forget_node_only_touches_that_node() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = crate::store::SledStore::open(&dir.path().join("db")).unwrap();
             let s = SledConnectorStore::open(&db).unwrap();
             let c = ClientRecord {
                 id: "c1".into(),
@@ -250,9 +251,9 @@ mod tests {
                 .unwrap();
             }
             assert_eq!(s.forget_node("n1").unwrap(), 1);
-            db.flush().unwrap();
+            crate::store::TerminalStore::flush(&db).unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::store::tests::reopen(&dir.path().join("db"));
         let s = SledConnectorStore::open(&db).unwrap();
         assert_eq!(s.get_client("c1").unwrap().unwrap().domain, "test");
         assert!(!s.get_device("A").unwrap().unwrap().online);

@@ -30,6 +30,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
+pub mod copy;
+pub mod engine;
+pub mod health;
+pub mod lockout;
+pub mod postgres;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage engine: {0}")]
@@ -44,6 +50,14 @@ pub enum StoreError {
     Closed,
     #[error("stored profile is corrupt: {0}")]
     CorruptProfile(String),
+    #[error("database: {0}")]
+    Database(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database schema: {0}")]
+    Schema(String),
+    #[error("store configuration: {0}")]
+    Config(String),
 }
 
 /// The store key of a terminal: the first 16 bytes of SHA-256(serviceKey 0x1F serial).
@@ -150,6 +164,20 @@ pub trait TerminalStore: Send + Sync {
     }
     /// Block until every write made so far is on disk.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Hold the lease `name` as `holder` for `ttl` (taking it if free or lapsed, renewing it if
+    /// ours): jobs that should run on one node at a time. One process owns an embedded engine.
+    fn try_lease(
+        &self,
+        _name: &str,
+        _holder: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    /// One round trip to the engine, for readiness. An embedded engine is always there.
+    fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Read-modify-write one terminal: `f` sees the current record and returns the record to write

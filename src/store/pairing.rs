@@ -49,7 +49,7 @@ pub struct Denied {
 }
 
 impl Denied {
-    fn of(cert: &IssuedCert, reason: &str, now_ms: i64) -> Denied {
+    pub(crate) fn of(cert: &IssuedCert, reason: &str, now_ms: i64) -> Denied {
         Denied {
             pos_id: cert.pos_id.clone(),
             serial: cert.serial.clone(),

@@ -347,7 +347,7 @@ impl SledStore {
 
     /// Merchant and application profiles, in this database.
     pub fn profiles(&self) -> Result<super::SledProfiles, StoreError> {
-        super::SledProfiles::open(&self.db)
+        super::SledProfiles::open(self)
     }
 
     /// The sandbox's transactions, in this database.

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 #[derive(Clone)]
 pub struct SledProfiles {
-    db: sled::Db,
+    /// The node's store: its `flush` fdatasyncs sled's log (acknowledged = durable).
+    store: super::SledStore,
     merchants: sled::Tree,
     applications: sled::Tree,
 }
@@ -27,17 +28,17 @@ fn corrupt(e: serde_json::Error) -> StoreError {
 }
 
 impl SledProfiles {
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    pub fn open(store: &super::SledStore) -> Result<Self, StoreError> {
+        let db = store.db();
         Ok(SledProfiles {
-            db: db.clone(),
+            store: store.clone(),
             merchants: db.open_tree("merchant_profiles")?,
             applications: db.open_tree("application_profiles")?,
         })
     }
 
     fn durable(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        super::TerminalStore::flush(&self.store)
     }
 }
 
@@ -89,7 +90,7 @@ impl ProfileStore for SledProfiles {
         now_ms: i64,
     ) -> Result<String, StoreError> {
         // sled's id generator is monotonic across restarts; offset past the dev sample's id.
-        let id = (100_000 + self.db.generate_id()?).to_string();
+        let id = (100_000 + self.store.db().generate_id()?).to_string();
         self.put_application(&ApplicationProfile {
             application_profile_id: id.clone(),
             data,
@@ -120,7 +121,7 @@ mod tests {
     fn profiles_survive_a_reopen_and_are_scoped_by_service_key() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = crate::store::SledStore::open(&dir.path().join("db")).unwrap();
             let s = SledProfiles::open(&db).unwrap();
             super::super::profiles::seed_dev(&s, "SK1", 1).unwrap();
             let mut other = s.merchant("SK1", "MP1").unwrap().unwrap();
@@ -134,7 +135,7 @@ mod tests {
             assert!(s.delete_merchant("SK1", "MP2").unwrap());
             assert!(!s.delete_merchant("SK1", "MP2").unwrap());
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::store::tests::reopen(&dir.path().join("db"));
         let s = SledProfiles::open(&db).unwrap();
         let ids = |sk| {
             s.merchants(Some(sk))

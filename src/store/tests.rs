@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 /// Open the store at `path` again once an earlier handle is dropped. sled releases its file
 /// lock when its background threads notice the drop, a moment later: wait for that, bounded.
-fn reopen(path: &std::path::Path) -> SledStore {
+pub(crate) fn reopen(path: &std::path::Path) -> SledStore {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match SledStore::open(path) {

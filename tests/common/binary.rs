@@ -45,6 +45,7 @@ pub fn init(dir: &Path) -> PathBuf {
             c.server.admin_listen = Some(loopback(free_port()));
         }
     });
+    use_test_backend(&cfg);
     cfg
 }
 
@@ -62,13 +63,20 @@ pub fn keys_of(cfg: &Path) -> Arc<Keys> {
     Arc::new(Keys::load(&c.security.keys_file).unwrap())
 }
 
-/// Open the store of a stopped server (bounded wait for sled's lock to be free).
-pub fn open_store(cfg: &Path) -> SledStore {
-    let path = Config::load(cfg).unwrap().store.path;
+/// Open the store of a stopped server (bounded wait for sled's lock to be free), on the
+/// engine its config names.
+pub fn open_store(cfg: &Path) -> Arc<dyn snapgate::store::TerminalStore> {
+    let c = Config::load(cfg).unwrap();
+    if c.store.backend == snapgate::config::StoreBackend::Postgres {
+        return snapgate::store::engine::Engine::open(&c.store)
+            .unwrap()
+            .terminals();
+    }
+    let path = c.store.path;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match SledStore::open(&path) {
-            Ok(s) => return s,
+            Ok(s) => return Arc::new(s),
             Err(e) if Instant::now() > deadline => {
                 panic!("cannot open the store {}: {e}", path.display())
             }

@@ -23,6 +23,8 @@
 //! `swipe_envelope`, `keyed_envelope`, `follow_envelope`; `encrypt_as_terminal(keys, ..)`.
 //! Also: `Upstream` (a fake forward-mode upstream) with `forward_to(cfg, url)`, and
 //! `dev_keys()` (dev keys with token issue/verify, no server).
+//! PostgreSQL (`postgres.rs`): `fresh_database()` (a new database on a server shared by the
+//! test binary), `Postgres::start()` (a private server a test may stop and restart).
 //! Waiting: never sleep to synchronise; wait on a condition with a deadline (`wait_until`,
 //! `BinaryServer::wait_for_log`).
 #![allow(dead_code, unused_imports)]
@@ -30,11 +32,13 @@
 mod binary;
 pub mod capture;
 mod http;
+mod postgres;
 mod server;
 mod upstream;
 
 pub use binary::*;
 pub use http::*;
+pub use postgres::*;
 pub use server::*;
 pub use upstream::*;
 

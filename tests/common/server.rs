@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use snapgate::app::App;
 use snapgate::clock::{Clock, ManualClock};
 use snapgate::config::{self, Config, Keys};
+use snapgate::store::engine::Engine;
 use snapgate::store::SledStore;
 use snapgate::token::{self, Claims, TokenError};
 use std::net::SocketAddr;
@@ -37,14 +38,19 @@ impl TestServer {
         let cfg_path = dir.path().join("snapgate.toml");
         if !cfg_path.exists() {
             config::init_dev(dir.path(), "127.0.0.1:0".parse().unwrap()).unwrap();
+            use_test_backend(&cfg_path);
         }
         let mut cfg = Config::load(&cfg_path).unwrap();
         tweak(&mut cfg);
         let keys = Keys::load(&cfg.security.keys_file).unwrap();
-        // A stopped server's background tasks may hold sled's file lock for a moment.
-        let store = open_store_when_free(&cfg.store.path).await;
+        let engine = if cfg.store.backend == config::StoreBackend::Postgres {
+            Engine::open(&cfg.store).unwrap()
+        } else {
+            // A stopped server's background tasks may hold sled's file lock for a moment.
+            Engine::Sled(open_store_when_free(&cfg.store.path).await)
+        };
         let clock = ManualClock::new(t0());
-        let app = App::new(cfg, keys, store, Arc::new(clock.clone()))
+        let app = App::with_engine(cfg, keys, engine, Arc::new(clock.clone()))
             .unwrap()
             .with_config_path(cfg_path.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -74,8 +80,11 @@ impl TestServer {
         }
         let TestServer { app, dir, .. } = self;
         let db = app.config.store.path.clone();
+        let sled = app.config.store.backend == config::StoreBackend::Sled;
         drop(app);
-        drop(open_store_when_free(&db).await);
+        if sled {
+            drop(open_store_when_free(&db).await);
+        }
         dir
     }
 

@@ -166,7 +166,7 @@ pub fn run(args: ConnectorArgs) -> Result<(), String> {
     // Clients, written before the server opens the store.
     let creds = {
         let sled = snapgate::store::SledStore::open(&cfg.store.path).map_err(|e| e.to_string())?;
-        let store = SledConnectorStore::open(sled.db()).map_err(|e| e.to_string())?;
+        let store = SledConnectorStore::open(&sled).map_err(|e| e.to_string())?;
         let mk = |role| {
             let scope = Scope {
                 merchant: "bench".into(),
