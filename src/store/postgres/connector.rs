@@ -3,7 +3,7 @@
 //! POS on another. Client writes commit before they return; presence is soft state, as in the
 //! sled engine.
 
-use super::{dec, enc, prepared, PgStore, Pool};
+use super::{dec, enc, p, PgStore, Pool};
 use crate::store::connector::{ClientRecord, ConnectorStore, DeviceRecord};
 use crate::store::StoreError;
 use std::sync::Arc;
@@ -36,56 +36,37 @@ const D_OF_NODE: &str = "SELECT rec FROM connector_devices WHERE online AND node
 const D_OFFLINE: &str = "UPDATE connector_devices SET node = NULL, online = false, rec = $2 \
                          WHERE tsn = $1 AND rec = $3";
 
+fn rec<T: serde::de::DeserializeOwned>(r: &postgres::Row) -> Result<T, StoreError> {
+    dec(r.get::<_, &[u8]>(0))
+}
+
 impl ConnectorStore for PgConnector {
     fn put_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
-        let (id, rec) = (c.id.clone(), enc(c));
-        self.pool.call(move |c, s| {
-            let st = prepared(c, s, C_PUT)?;
-            c.execute(&st, &[&id, &rec]).map(|_| ())
-        })
+        let params = vec![p(c.id.clone()), p(enc(c))];
+        self.pool.execute(C_PUT, params).map(|_| ())
     }
 
     fn get_client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        let id = id.to_owned();
-        let row = self.pool.call(move |c, s| {
-            let st = prepared(c, s, C_GET)?;
-            c.query_opt(&st, &[&id])
-        })?;
-        row.map(|r| dec(r.get::<_, &[u8]>(0))).transpose()
+        let row = self.pool.query_opt(C_GET, vec![p(id.to_owned())])?;
+        row.as_ref().map(rec).transpose()
     }
 
     fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
-        let rows = self.pool.call(move |c, s| {
-            let st = prepared(c, s, C_ALL)?;
-            c.query(&st, &[])
-        })?;
-        rows.iter().map(|r| dec(r.get::<_, &[u8]>(0))).collect()
+        self.pool.query(C_ALL, vec![])?.iter().map(rec).collect()
     }
 
     fn remove_client(&self, id: &str) -> Result<bool, StoreError> {
-        let id = id.to_owned();
-        let n = self.pool.call(move |c, s| {
-            let st = prepared(c, s, C_DEL)?;
-            c.execute(&st, &[&id])
-        })?;
-        Ok(n > 0)
+        Ok(self.pool.execute(C_DEL, vec![p(id.to_owned())])? > 0)
     }
 
     fn put_device(&self, d: &DeviceRecord) -> Result<(), StoreError> {
-        let (tsn, node, online, rec) = (d.tsn.clone(), d.node.clone(), d.online, enc(d));
-        self.pool.call(move |c, s| {
-            let st = prepared(c, s, D_PUT)?;
-            c.execute(&st, &[&tsn, &node, &online, &rec]).map(|_| ())
-        })
+        let params = vec![p(d.tsn.clone()), p(d.node.clone()), p(d.online), p(enc(d))];
+        self.pool.execute(D_PUT, params).map(|_| ())
     }
 
     fn get_device(&self, tsn: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        let tsn = tsn.to_owned();
-        let row = self.pool.call(move |c, s| {
-            let st = prepared(c, s, D_GET)?;
-            c.query_opt(&st, &[&tsn])
-        })?;
-        row.map(|r| dec(r.get::<_, &[u8]>(0))).transpose()
+        let row = self.pool.query_opt(D_GET, vec![p(tsn.to_owned())])?;
+        row.as_ref().map(rec).transpose()
     }
 
     fn list_devices(
@@ -93,38 +74,23 @@ impl ConnectorStore for PgConnector {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeviceRecord>, StoreError> {
-        let after = after.map(str::to_owned);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self.pool.call(move |c, s| match after {
-            None => {
-                let st = prepared(c, s, D_FIRST)?;
-                c.query(&st, &[&limit])
-            }
-            Some(a) => {
-                let st = prepared(c, s, D_AFTER)?;
-                c.query(&st, &[&a, &limit])
-            }
-        })?;
-        rows.iter().map(|r| dec(r.get::<_, &[u8]>(0))).collect()
+        let rows = match after {
+            None => self.pool.query(D_FIRST, vec![p(limit)])?,
+            Some(a) => self.pool.query(D_AFTER, vec![p(a.to_owned()), p(limit)])?,
+        };
+        rows.iter().map(rec).collect()
     }
 
     fn forget_node(&self, node: &str) -> Result<usize, StoreError> {
-        let node = node.to_owned();
-        let rows = self.pool.call(move |c, s| {
-            let st = prepared(c, s, D_OF_NODE)?;
-            c.query(&st, &[&node])
-        })?;
         let mut n = 0;
-        for r in &rows {
+        for r in self.pool.query(D_OF_NODE, vec![p(node.to_owned())])? {
             let old: Vec<u8> = r.get(0);
             let mut d: DeviceRecord = dec(&old)?;
             d.online = false;
             d.node = None;
-            let (tsn, new) = (d.tsn.clone(), enc(&d));
-            self.pool.call(move |c, s| {
-                let st = prepared(c, s, D_OFFLINE)?;
-                c.execute(&st, &[&tsn, &new, &old]).map(|_| ())
-            })?;
+            let params = vec![p(d.tsn.clone()), p(enc(&d)), p(old)];
+            self.pool.execute(D_OFFLINE, params)?;
             n += 1;
         }
         Ok(n)

@@ -4,7 +4,7 @@
 //! under an advisory lock on the slot or POS, so two nodes cannot interleave them. Every
 //! statement commits synchronously, so `flush` has nothing left to do.
 
-use super::{dec, enc, prepared, PgStore, Pool};
+use super::{dec, enc, p, prepared, PgStore, Pool};
 use crate::store::pairing::{CodeRecord, Denied, IssuedCert, PairingStore};
 use crate::store::StoreError;
 use postgres::Row;
@@ -53,6 +53,10 @@ fn code(r: &Row) -> Result<CodeRecord, StoreError> {
     Ok(rec)
 }
 
+fn rec<T: serde::de::DeserializeOwned>(r: &Row) -> Result<T, StoreError> {
+    dec(r.get::<_, &[u8]>(0))
+}
+
 fn deny_row(old: &IssuedCert, reason: &str, now_ms: i64) -> (Vec<u8>, Vec<u8>) {
     (
         old.fingerprint.to_vec(),
@@ -83,11 +87,7 @@ impl PairingStore for PgPairing {
     }
 
     fn take_code(&self, hash: &[u8; 32]) -> Result<Option<CodeRecord>, StoreError> {
-        let hash = hash.to_vec();
-        let row = self.pool.call(move |c, s| {
-            let st = prepared(c, s, CODE_TAKE)?;
-            c.query_opt(&st, &[&hash])
-        })?;
+        let row = self.pool.query_opt(CODE_TAKE, vec![p(hash.to_vec())])?;
         row.as_ref().map(code).transpose()
     }
 
@@ -111,11 +111,7 @@ impl PairingStore for PgPairing {
     }
 
     fn codes(&self) -> Result<Vec<CodeRecord>, StoreError> {
-        let rows = self.pool.call(move |c, s| {
-            let st = prepared(c, s, CODES)?;
-            c.query(&st, &[])
-        })?;
-        rows.iter().map(code).collect()
+        self.pool.query(CODES, vec![])?.iter().map(code).collect()
     }
 
     fn record_issue(
@@ -181,37 +177,23 @@ impl PairingStore for PgPairing {
     }
 
     fn issued(&self, pos_id: &str) -> Result<Option<IssuedCert>, StoreError> {
-        let pos = pos_id.to_owned();
-        let row = self.pool.call(move |c, s| {
-            let st = prepared(c, s, CERT_GET)?;
-            c.query_opt(&st, &[&pos])
-        })?;
-        row.map(|r| dec(r.get::<_, &[u8]>(0))).transpose()
+        let row = self.pool.query_opt(CERT_GET, vec![p(pos_id.to_owned())])?;
+        row.as_ref().map(rec).transpose()
     }
 
     fn list_issued(&self) -> Result<Vec<IssuedCert>, StoreError> {
-        let rows = self.pool.call(move |c, s| {
-            let st = prepared(c, s, CERTS)?;
-            c.query(&st, &[])
-        })?;
-        rows.iter().map(|r| dec(r.get::<_, &[u8]>(0))).collect()
+        self.pool.query(CERTS, vec![])?.iter().map(rec).collect()
     }
 
     fn is_denied(&self, fingerprint: &[u8; 32]) -> Result<bool, StoreError> {
-        let fp = fingerprint.to_vec();
-        let row = self.pool.call(move |c, s| {
-            let st = prepared(c, s, IS_DENIED)?;
-            c.query_opt(&st, &[&fp])
-        })?;
+        let row = self
+            .pool
+            .query_opt(IS_DENIED, vec![p(fingerprint.to_vec())])?;
         Ok(row.is_some())
     }
 
     fn denied(&self) -> Result<Vec<Denied>, StoreError> {
-        let rows = self.pool.call(move |c, s| {
-            let st = prepared(c, s, DENIED)?;
-            c.query(&st, &[])
-        })?;
-        rows.iter().map(|r| dec(r.get::<_, &[u8]>(0))).collect()
+        self.pool.query(DENIED, vec![])?.iter().map(rec).collect()
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 //! Merchant and application profiles in PostgreSQL (`merchant_profiles`,
 //! `application_profiles`), as JSON like the sled engine. Every write commits before it returns.
 
-use super::{prepared, PgStore, Pool};
+use super::{p, PgStore, Pool};
 use crate::store::profiles::{ApplicationProfile, MerchantProfile, ProfileStore};
 use crate::store::StoreError;
 use std::collections::BTreeMap;
@@ -40,63 +40,45 @@ const A_PUT: &str = "INSERT INTO application_profiles (id, rec) VALUES ($1, $2) 
 const A_DEL: &str = "DELETE FROM application_profiles WHERE id = $1";
 const A_NEXT: &str = "SELECT nextval('application_profile_ids')";
 
+fn profile<T: serde::de::DeserializeOwned>(r: &postgres::Row) -> Result<T, StoreError> {
+    serde_json::from_slice(r.get::<_, &[u8]>(0)).map_err(corrupt)
+}
+
 impl ProfileStore for PgProfiles {
     fn merchant(&self, service_key: &str, id: &str) -> Result<Option<MerchantProfile>, StoreError> {
-        let (sk, id) = (service_key.to_owned(), id.to_owned());
-        let row = self.pool.call(move |c, s| {
-            let st = prepared(c, s, M_GET)?;
-            c.query_opt(&st, &[&sk, &id])
-        })?;
-        row.map(|r| serde_json::from_slice(r.get::<_, &[u8]>(0)).map_err(corrupt))
+        let params = vec![p(service_key.to_owned()), p(id.to_owned())];
+        self.pool
+            .query_opt(M_GET, params)?
+            .as_ref()
+            .map(profile)
             .transpose()
     }
 
-    fn put_merchant(&self, p: &MerchantProfile) -> Result<(), StoreError> {
-        let (sk, id, rec) = (
-            p.service_key.clone(),
-            p.merchant_profile_id.clone(),
-            json(p)?,
-        );
-        self.pool.call(move |c, s| {
-            let st = prepared(c, s, M_PUT)?;
-            c.execute(&st, &[&sk, &id, &rec]).map(|_| ())
-        })
+    fn put_merchant(&self, m: &MerchantProfile) -> Result<(), StoreError> {
+        let params = vec![
+            p(m.service_key.clone()),
+            p(m.merchant_profile_id.clone()),
+            p(json(m)?),
+        ];
+        self.pool.execute(M_PUT, params).map(|_| ())
     }
 
     fn delete_merchant(&self, service_key: &str, id: &str) -> Result<bool, StoreError> {
-        let (sk, id) = (service_key.to_owned(), id.to_owned());
-        let n = self.pool.call(move |c, s| {
-            let st = prepared(c, s, M_DEL)?;
-            c.execute(&st, &[&sk, &id])
-        })?;
-        Ok(n > 0)
+        let params = vec![p(service_key.to_owned()), p(id.to_owned())];
+        Ok(self.pool.execute(M_DEL, params)? > 0)
     }
 
     fn merchants(&self, service_key: Option<&str>) -> Result<Vec<MerchantProfile>, StoreError> {
-        let sk = service_key.map(str::to_owned);
-        let rows = self.pool.call(move |c, s| match sk {
-            None => {
-                let st = prepared(c, s, M_ALL)?;
-                c.query(&st, &[])
-            }
-            Some(sk) => {
-                let st = prepared(c, s, M_OF)?;
-                c.query(&st, &[&sk])
-            }
-        })?;
-        rows.iter()
-            .map(|r| serde_json::from_slice(r.get::<_, &[u8]>(0)).map_err(corrupt))
-            .collect()
+        let rows = match service_key {
+            None => self.pool.query(M_ALL, vec![])?,
+            Some(sk) => self.pool.query(M_OF, vec![p(sk.to_owned())])?,
+        };
+        rows.iter().map(profile).collect()
     }
 
     fn application(&self, id: &str) -> Result<Option<ApplicationProfile>, StoreError> {
-        let id = id.to_owned();
-        let row = self.pool.call(move |c, s| {
-            let st = prepared(c, s, A_GET)?;
-            c.query_opt(&st, &[&id])
-        })?;
-        row.map(|r| serde_json::from_slice(r.get::<_, &[u8]>(0)).map_err(corrupt))
-            .transpose()
+        let row = self.pool.query_opt(A_GET, vec![p(id.to_owned())])?;
+        row.as_ref().map(profile).transpose()
     }
 
     fn add_application(
@@ -105,10 +87,11 @@ impl ProfileStore for PgProfiles {
         now_ms: i64,
     ) -> Result<String, StoreError> {
         // A sequence is unique across nodes; a value lost to a failed insert is only a gap.
-        let n: i64 = self.pool.call(move |c, s| {
-            let st = prepared(c, s, A_NEXT)?;
-            Ok(c.query_one(&st, &[])?.get(0))
-        })?;
+        let rows = self.pool.query(A_NEXT, vec![])?;
+        let n: i64 = rows
+            .first()
+            .ok_or_else(|| StoreError::Database("nextval returned no row".into()))?
+            .get(0);
         let id = n.to_string();
         self.put_application(&ApplicationProfile {
             application_profile_id: id.clone(),
@@ -118,20 +101,12 @@ impl ProfileStore for PgProfiles {
         Ok(id)
     }
 
-    fn put_application(&self, p: &ApplicationProfile) -> Result<(), StoreError> {
-        let (id, rec) = (p.application_profile_id.clone(), json(p)?);
-        self.pool.call(move |c, s| {
-            let st = prepared(c, s, A_PUT)?;
-            c.execute(&st, &[&id, &rec]).map(|_| ())
-        })
+    fn put_application(&self, a: &ApplicationProfile) -> Result<(), StoreError> {
+        let params = vec![p(a.application_profile_id.clone()), p(json(a)?)];
+        self.pool.execute(A_PUT, params).map(|_| ())
     }
 
     fn delete_application(&self, id: &str) -> Result<bool, StoreError> {
-        let id = id.to_owned();
-        let n = self.pool.call(move |c, s| {
-            let st = prepared(c, s, A_DEL)?;
-            c.execute(&st, &[&id])
-        })?;
-        Ok(n > 0)
+        Ok(self.pool.execute(A_DEL, vec![p(id.to_owned())])? > 0)
     }
 }
