@@ -264,3 +264,34 @@ fn a_stalled_registration_write_does_not_stall_other_requests() {
     assert!(registered.text_of("RegisterTerminalResult").is_some());
     drop(srv.rt);
 }
+
+#[test]
+fn a_stalled_sale_write_does_not_stall_other_requests() {
+    let srv = OneWorker::start();
+    let c = client();
+    let body = srv.register_body(1, "OFF3");
+    let r = c
+        .block_on(try_soap(srv.addr, SIS_PATH, SIS_ACTION, &body))
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let token = r.text_of("RegisterTerminalResult").unwrap();
+    // The sale records its KSN counter with a compare-and-swap: stall it.
+    let (entered, release) = srv.arm(Call::CompareAndSwap);
+    let k = ksn(TDES_KSN_BASE, 2);
+    let track = encrypt_as_terminal(&srv.keys, &k, TRACK2, Usage::Track);
+    let sale = swipe_envelope("AuthorizeAndCapture", &token, &track, &k, "10.00", "R1");
+    let addr = srv.addr;
+    let sold = in_background(async move {
+        try_soap(addr, TPS_PATH, &tps_action("AuthorizeAndCapture"), &sale).await
+    });
+    entered
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the sale reached its write");
+    let (health, ping) = answers_while_stalled(&srv);
+    release.send(()).unwrap();
+    let sold = sold.join().unwrap();
+    assert_eq!(health, Ok(200), "/healthz while a sale's write is stalled");
+    assert_eq!(ping, Ok(200), "SOAP Ping while a sale's write is stalled");
+    let sold = sold.expect("the sale is answered once its write finishes");
+    assert!(sold.successful(), "{}", sold.body);
+}

@@ -323,8 +323,14 @@ impl<'a> Operation<'a> {
                     body: register_terminal::respond(ctx, &token),
                 })
             }
-            Operation::SignOnWithToken(s) => sign_on::apply(app, s, ctx.base),
-            Operation::CreatePairingCode(c) => create_pairing_code::apply(app, c, ctx.base),
+            // Synchronous, with store reads (and a pairing code's write and flush): off the
+            // async worker.
+            Operation::SignOnWithToken(s) => {
+                crate::store::blocking(|| sign_on::apply(app, s, ctx.base))
+            }
+            Operation::CreatePairingCode(c) => {
+                crate::store::blocking(|| create_pairing_code::apply(app, c, ctx.base))
+            }
             Operation::Authorize(t) => authorize::apply(app, ctx, t).await,
             Operation::AuthorizeAndCapture(t) => authorize_and_capture::apply(app, ctx, t).await,
             Operation::ReturnUnlinked(t) => return_unlinked::apply(app, ctx, t).await,

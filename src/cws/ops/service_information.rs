@@ -118,7 +118,7 @@ fn read_application_data(op: &Element) -> Result<BTreeMap<String, String>, Error
 }
 
 pub async fn apply(app: &App, r: SisRequest, base: Base) -> Result<Reply, Error> {
-    let s = session::authenticate(app, r.session_token.as_deref())?;
+    let s = crate::store::blocking(|| session::authenticate(app, r.session_token.as_deref()))?;
     if s.wrote {
         app.commit.durable().await?;
     }
@@ -152,16 +152,14 @@ pub async fn apply(app: &App, r: SisRequest, base: Base) -> Result<Reply, Error>
         OpName::SaveApplicationData => {
             let data = r.data?;
             let now = crate::store::to_ms(app.clock.now());
-            let id = app.profiles.add_application(data, now)?;
+            let id = crate::store::blocking(|| app.profiles.add_application(data, now))?;
             soap::text_element(&mut out, "SaveApplicationDataResult", Some(&id));
         }
         OpName::GetApplicationData => {
             let id = r
                 .application_profile_id
                 .ok_or_else(|| Error::validation(&id_path, "applicationProfileId is required"))?;
-            let p = app
-                .profiles
-                .application(&id)?
+            let p = crate::store::blocking(|| app.profiles.application(&id))?
                 .ok_or_else(|| Error::validation(&id_path, "No application profile has this id"))?;
             out.push_str("<GetApplicationDataResult>");
             for field in APPLICATION_FIELDS {
@@ -175,7 +173,7 @@ pub async fn apply(app: &App, r: SisRequest, base: Base) -> Result<Reply, Error>
             let id = r
                 .application_profile_id
                 .ok_or_else(|| Error::validation(&id_path, "applicationProfileId is required"))?;
-            if !app.profiles.delete_application(&id)? {
+            if !crate::store::blocking(|| app.profiles.delete_application(&id))? {
                 return Err(Error::validation(
                     &id_path,
                     "No application profile has this id",
