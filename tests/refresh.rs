@@ -290,7 +290,7 @@ async fn the_sweep_raises_due_flags_without_any_transaction() {
 
 #[tokio::test]
 async fn the_sweep_pages_past_1024_terminals_and_flags_only_the_due_ones() {
-    use snapgate::store::{to_ms, TerminalId, TerminalStore};
+    use snapgate::store::{to_ms, TerminalId};
     let srv = TestServer::start().await;
     let now = to_ms(srv.now());
     let day = 86_400_000;

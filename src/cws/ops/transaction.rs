@@ -612,8 +612,10 @@ async fn relay(
             st.text = tok;
         }
     }
-    let mut body = String::with_capacity(2048);
+    // Our copies of a keyed PAN are zeroized; the envelope handed to the client is not ours.
+    let mut body = zeroize::Zeroizing::new(String::with_capacity(2048));
     soap::write_element(&mut body, &op, None);
+    soap::wipe(&mut op);
     let up = fwd
         .send(
             &soap_action(Service::Tps, base, name.as_str()),
