@@ -483,9 +483,7 @@ fn connect(
     if claims.iat < c.boot_s {
         return Err(ConnectorError::InvalidToken);
     }
-    let client = c
-        .store
-        .get_client(&claims.client)?
+    let client = crate::store::blocking(|| c.store.get_client(&claims.client))?
         .ok_or(ConnectorError::InvalidToken)?;
     if !crate::ws::is_upgrade(&req) {
         return Err(ConnectorError::UpgradeRequired);
