@@ -348,3 +348,34 @@ async fn the_sweep_pages_past_1024_terminals_and_flags_only_the_due_ones() {
     // Nothing left to raise.
     assert_eq!(snapgate::cws::session::sweep(&srv.app).unwrap(), 0);
 }
+
+#[tokio::test]
+async fn a_renewed_token_first_used_on_sis_is_finished_not_abandoned_by_the_handler_timeout() {
+    // Using the pending token promotes it (a write: the old token dies). Its flush waits 100 ms
+    // (group commit window) and the handler timeout is 1 ms: the promotion is the commit point,
+    // so the request must finish, not answer a timeout for a write that stands.
+    let srv = TestServer::start_with(|c| {
+        c.token.clock_skew_seconds = 0;
+        c.limits.handler_timeout_ms = 1;
+        c.store.group_commit_window_us = 100_000;
+    })
+    .await;
+    let mut t = Terminal::register(&srv).await;
+    let renewed = t
+        .swipe_on(&srv, 30)
+        .await
+        .expect("a renewed token at day 30");
+    let body = format!(
+        "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
+         <GetServiceInformation xmlns=\"{SIS_NS}\"><sessionToken>{renewed}</sessionToken>\
+         </GetServiceInformation></s:Body></s:Envelope>"
+    );
+    let action = format!("{SIS_NS}/ICWSServiceInformation/GetServiceInformation");
+    let r = srv.soap(SIS_PATH, &action, &body).await;
+    r.assert_ok();
+    assert_eq!(
+        record(&srv).token_id,
+        claims(&srv, &renewed).token_id,
+        "the renewed token is current"
+    );
+}

@@ -339,7 +339,7 @@ impl<'a> Operation<'a> {
             Operation::Undo(f) => undo::apply(app, ctx, f).await,
             Operation::ReturnById(f) => return_by_id::apply(app, ctx, f).await,
             Operation::CaptureAll(f) => capture_all::apply(app, ctx, f).await,
-            Operation::Sis(r) => service_information::apply(app, r, ctx.base).await,
+            Operation::Sis(r) => service_information::apply(app, r, ctx).await,
             Operation::Merchants(r) => merchant_profiles::apply(app, r, ctx.base).await,
         }
     }

@@ -3,11 +3,11 @@
 //! (a stored application profile; `applicationProfileId` on transactions must name one). Each
 //! authenticates its `sessionToken` as a transaction would.
 
-use super::{OpName, Reply, SIS_PATH};
+use super::{Context, OpName, Reply, SIS_PATH};
 use crate::app::App;
 use crate::cws::error::Error;
 use crate::cws::session;
-use crate::cws::soap::{self, Base, Element};
+use crate::cws::soap::{self, Element};
 use crate::store::profiles::{MAX_APPLICATION_FIELDS, MAX_APPLICATION_VALUE};
 use std::collections::BTreeMap;
 
@@ -117,9 +117,13 @@ fn read_application_data(op: &Element) -> Result<BTreeMap<String, String>, Error
     Ok(out)
 }
 
-pub async fn apply(app: &App, r: SisRequest, base: Base) -> Result<Reply, Error> {
+pub async fn apply(app: &App, r: SisRequest, ctx: &Context) -> Result<Reply, Error> {
+    let base = ctx.base;
     let s = crate::store::blocking(|| session::authenticate(app, r.session_token.as_deref()))?;
     if s.wrote {
+        // A pending token became current (the old one is dead): past the commit point, the
+        // request finishes rather than time out.
+        ctx.commit.mark();
         app.commit.durable().await?;
     }
     let name = r.name.as_str();
