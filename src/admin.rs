@@ -126,17 +126,22 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
+    // Every operator action reads or writes a store, and revoke / refresh flush inline: all of
+    // it runs off the async worker, so a slow disk stalls this request only.
+    store::blocking(|| answer(app, method, &path, &query))
+}
+
+fn answer(app: &App, method: Method, path: &str, query: &str) -> Response<Full<Bytes>> {
     let store = &*app.store;
-    if let Some(r) = crate::pairing::admin::route(app, &method, &path, &query) {
+    if let Some(r) = crate::pairing::admin::route(app, &method, path, query) {
         return r;
     }
-    if let Some((status, v)) =
-        crate::connector::admin::route(&app.connector, &method, &path, &query)
+    if let Some((status, v)) = crate::connector::admin::route(&app.connector, &method, path, query)
     {
         return json_reply(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), &v);
     }
     let result: Result<Response<Full<Bytes>>, Error> = (|| {
-        Ok(match (method, path.as_str()) {
+        Ok(match (method, path) {
             (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
             (Method::GET, "/metrics") => reply(
                 StatusCode::OK,
@@ -187,7 +192,7 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
             (m, p) if p.starts_with("/admin/merchants") => {
                 use crate::cws::merchants::{self, MerchantError};
                 let now = crate::store::to_ms(app.clock.now());
-                let done = match merchants::from_request(&m, p, &query, now) {
+                let done = match merchants::from_request(&m, p, query, now) {
                     None => Err(MerchantError::NotFound),
                     Some(action) => action.and_then(|a| merchants::run(&*app.profiles, a)),
                 };

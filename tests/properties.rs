@@ -1,11 +1,14 @@
 //! Properties over arbitrary input: the envelope reader never panics and never returns a tree
-//! beyond its limits; every altered token is refused; DUKPT encryption round-trips for any
+//! beyond its limits; every altered token is refused, with the error its altered part calls
+//! for; DUKPT encryption matches an independent reference host (`reference/dukpt.rs`) for any
 //! counter, key and plaintext; KSN parsing never panics and accepts exactly the hex forms.
 //!
 //! Case counts are kept moderate (256, fewer for the costlier ones) so the suite stays fast on
 //! a 2-core machine.
 
 mod common;
+#[path = "reference/dukpt.rs"]
+mod dukpt_reference;
 
 use common::t0;
 
@@ -16,7 +19,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use snapgate::cws::soap::{self, Element, XmlLimits, MAX_NAMESPACE_BYTES};
 use snapgate::dukpt::{self, AesKeyType, AesUsage, Bdk, KeyUsage, Ksn, Scheme, TdesVariant};
-use snapgate::token::{self, Claims, KeyRing, SigningKey, TokenId};
+use snapgate::token::{self, Claims, KeyRing, SigningKey, TokenError, TokenId};
 
 // ---------------------------------------------------------------------------------------------
 // The envelope reader
@@ -263,16 +266,105 @@ fn genuine() -> (String, Vec<u8>) {
 
 const B64_CHARS: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=";
 
+/// Where the genuine token's signature trailer and its two variable parts (SignatureValue,
+/// KeyName) sit, found in the token's own text. Offsets count within the trailer, which
+/// `verify` reads from the end of the bytes.
+struct Layout {
+    trailer: usize,
+    sig: std::ops::Range<usize>,
+    kid: std::ops::Range<usize>,
+}
+
+fn layout(raw: &[u8]) -> Layout {
+    let text = std::str::from_utf8(raw).unwrap();
+    let start = text.rfind("<ds:Signature ").unwrap();
+    let t = &text[start..];
+    let after = |tag: &str| t.find(tag).unwrap() + tag.len();
+    let at = |tag: &str| t.find(tag).unwrap();
+    Layout {
+        trailer: text.len() - start,
+        sig: after("<ds:SignatureValue>")..at("</ds:SignatureValue>"),
+        kid: after("<ds:KeyName>")..at("</ds:KeyName>"),
+    }
+}
+
+/// The refusal a token decoding to `bytes` must get, from the order of checks the token
+/// module documents: the trailer's fixed template (Malformed), then its key name
+/// (UnknownKey: the ring holds one key), then the MAC over everything before the signature
+/// value (BadSignature). None: these are the genuine bytes.
+fn refusal_for_bytes(genuine: &[u8], bytes: &[u8]) -> Option<TokenError> {
+    let l = layout(genuine);
+    if bytes.len() <= l.trailer {
+        return Some(TokenError::Malformed);
+    }
+    let (signed, trailer) = bytes.split_at(bytes.len() - l.trailer);
+    let (g_signed, g_trailer) = genuine.split_at(genuine.len() - l.trailer);
+    let differs = |r: std::ops::Range<usize>| trailer[r.clone()] != g_trailer[r];
+    let template = [0..l.sig.start, l.sig.end..l.kid.start, l.kid.end..l.trailer];
+    if template.into_iter().any(differs) {
+        Some(TokenError::Malformed)
+    } else if differs(l.kid.clone()) {
+        Some(TokenError::UnknownKey)
+    } else if differs(l.sig.clone()) || signed != g_signed {
+        Some(TokenError::BadSignature)
+    } else {
+        None
+    }
+}
+
+/// The refusal for a token text: text that is not base64 (after trimming) is Malformed.
+fn refusal_for_text(genuine: &[u8], text: &str) -> Option<TokenError> {
+    let t = text.trim();
+    if t.is_empty() || t.len() > token::MAX_TOKEN_CHARS {
+        return Some(TokenError::Malformed);
+    }
+    match B64.decode(t) {
+        Ok(bytes) => refusal_for_bytes(genuine, &bytes),
+        Err(_) => Some(TokenError::Malformed),
+    }
+}
+
+/// `verify` refuses `text` with exactly the expected error.
+fn assert_refused(genuine: &[u8], text: &str) -> Result<(), TestCaseError> {
+    let want = refusal_for_text(genuine, text);
+    prop_assert!(want.is_some(), "the alteration changed nothing: {}", text);
+    prop_assert_eq!(verify(text).err(), want, "{}", text);
+    Ok(())
+}
+
+#[test]
+fn each_byte_of_the_token_is_refused_with_the_error_of_its_part() {
+    // Every position, not a sample: the key name is 8 bytes of ~900.
+    let (_, raw) = genuine();
+    let mut seen = Vec::new();
+    for i in 0..raw.len() {
+        let mut b = raw.clone();
+        b[i] ^= 0x01;
+        let want = refusal_for_bytes(&raw, &b).expect("a change");
+        assert_eq!(verify(&B64.encode(&b)).err(), Some(want), "byte {i}");
+        seen.push(want);
+    }
+    // The oracle is not trivially one answer: every part of the token was hit.
+    for e in [
+        TokenError::Malformed,
+        TokenError::UnknownKey,
+        TokenError::BadSignature,
+    ] {
+        assert!(seen.contains(&e), "no position gave {e:?}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn every_single_byte_change_of_the_token_is_refused(i in any::<Index>(), v in any::<u8>()) {
         let (_, mut raw) = genuine();
+        let genuine_raw = raw.clone();
         let i = i.index(raw.len());
         prop_assume!(raw[i] != v);
         raw[i] = v;
-        prop_assert!(verify(&B64.encode(&raw)).is_err(), "byte {} set to {:#04x}", i, v);
+        assert_refused(&genuine_raw, &B64.encode(&raw))?;
     }
 
     #[test]
@@ -280,22 +372,22 @@ proptest! {
         i in any::<Index>(),
         c in prop_oneof![prop::sample::select(B64_CHARS.chars().collect::<Vec<_>>()), any::<char>()],
     ) {
-        let (tok, _) = genuine();
+        let (tok, raw) = genuine();
         let mut chars: Vec<char> = tok.chars().collect();
         let i = i.index(chars.len());
         prop_assume!(chars[i] != c);
         chars[i] = c;
         let altered: String = chars.into_iter().collect();
-        prop_assert!(verify(&altered).is_err(), "char {} set to {:?}", i, c);
+        assert_refused(&raw, &altered)?;
     }
 
     #[test]
     fn every_truncation_of_the_token_is_refused(i in any::<Index>()) {
         let (tok, raw) = genuine();
         let n = i.index(raw.len());
-        prop_assert!(verify(&B64.encode(&raw[..n])).is_err(), "raw cut at {}", n);
+        prop_assert_eq!(verify(&B64.encode(&raw[..n])).err(), Some(TokenError::Malformed), "raw cut at {}", n);
         let n = i.index(tok.len());
-        prop_assert!(verify(&tok[..n]).is_err(), "base64 cut at {}", n);
+        prop_assert_eq!(verify(&tok[..n]).err(), Some(TokenError::Malformed), "base64 cut at {}", n);
     }
 
     #[test]
@@ -305,14 +397,14 @@ proptest! {
         text in "[A-Za-z0-9+/=]{1,16}",
     ) {
         let (tok, raw) = genuine();
+        // Bytes after the trailer move it: the template no longer matches.
         let longer = [raw.as_slice(), &suffix].concat();
-        prop_assert!(verify(&B64.encode(longer)).is_err());
+        prop_assert_eq!(verify(&B64.encode(longer)).err(), Some(TokenError::Malformed));
+        // Bytes before it are signed bytes the MAC did not cover.
         let longer = [prefix.as_slice(), &raw].concat();
-        prop_assert!(verify(&B64.encode(longer)).is_err());
-        let appended = format!("{tok}{text}");
-        let prepended = format!("{text}{tok}");
-        prop_assert!(verify(&appended).is_err(), "{}", appended);
-        prop_assert!(verify(&prepended).is_err(), "{}", prepended);
+        prop_assert_eq!(verify(&B64.encode(longer)).err(), Some(TokenError::BadSignature));
+        assert_refused(&raw, &format!("{tok}{text}"))?;
+        assert_refused(&raw, &format!("{text}{tok}"))?;
     }
 
     #[test]
@@ -374,17 +466,45 @@ fn plaintext() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
-fn round_trip(bdk: &Bdk, ksn: &Ksn, usage: &KeyUsage, plain: &[u8]) -> Result<(), TestCaseError> {
+/// The implementation's ciphertext is the independent reference's (`tests/reference/dukpt.rs`,
+/// written from X9.24-1 and X9.24-3) byte for byte, and decrypts back to the plaintext. The
+/// reference derives its own key: a derivation that ignored the counter, BDK or usage differs.
+fn round_trip(
+    bdk: &Bdk,
+    ksn: &Ksn,
+    usage: &KeyUsage,
+    reference: &[u8],
+    plain: &[u8],
+) -> Result<(), TestCaseError> {
     let key = dukpt::working_key(bdk, ksn, usage).expect("a working key");
     let bs = key.block_len();
     let ct = dukpt::encrypt_cbc(&key, plain);
     prop_assert_eq!(ct.len() % bs, 0);
     prop_assert_eq!(ct.len(), plain.len().div_ceil(bs).max(1) * bs);
-    // The host derives the same key from the KSN alone and recovers the plaintext.
-    let host = dukpt::working_key(bdk, ksn, usage).unwrap();
-    let back = dukpt::decrypt_cbc(&host, &ct).expect("decrypts");
+    prop_assert_eq!(hex::encode_upper(&ct), hex::encode_upper(reference));
+    let back = dukpt::decrypt_cbc(&key, &ct).expect("decrypts");
     prop_assert_eq!(dukpt::strip_zero_padding(&back), plain);
     Ok(())
+}
+
+/// What the reference host encrypts for (BDK bytes, KSN, usage).
+fn reference_ct(bdk: &[u8], ksn: &Ksn, u: &KeyUsage, plain: &[u8]) -> Vec<u8> {
+    match ksn {
+        Ksn::Tdes(k) => {
+            let bdk: [u8; 16] = bdk.try_into().unwrap();
+            let key = dukpt_reference::tdes_working_key(&bdk, k, u.tdes_variant, u.tdes_data_owf);
+            dukpt_reference::cbc_encrypt(8, dukpt_reference::tdes_block(key), plain)
+        }
+        Ksn::Aes(k) => {
+            let bytes = match u.aes_key_type {
+                AesKeyType::Aes128 => 16,
+                AesKeyType::Aes256 => 32,
+            };
+            let code = dukpt_reference::aes_usage_code(u.aes_usage);
+            let key = dukpt_reference::aes_working_key(bdk, k, code, bytes);
+            dukpt_reference::cbc_encrypt(16, dukpt_reference::aes_block(key), plain)
+        }
+    }
 }
 
 fn usage(tdes_variant: TdesVariant, owf: bool, aes: AesUsage, kt: AesKeyType) -> KeyUsage {
@@ -408,12 +528,15 @@ proptest! {
         owf in any::<bool>(),
         plain in plaintext(),
     ) {
+        let bdk_bytes = bdk;
         let bdk = Bdk::from_slice(Scheme::Tdes, &bdk).unwrap();
         let mut k = [0u8; 10];
         k[..8].copy_from_slice(&iksn);
         let ksn = Ksn::Tdes(k).with_counter(counter);
         prop_assert_eq!(ksn.counter(), counter);
-        round_trip(&bdk, &ksn, &usage(variant, owf, AesUsage::DataEncrypt, AesKeyType::Aes128), &plain)?;
+        let u = usage(variant, owf, AesUsage::DataEncrypt, AesKeyType::Aes128);
+        let reference = reference_ct(&bdk_bytes, &ksn, &u, &plain);
+        round_trip(&bdk, &ksn, &u, &reference, &plain)?;
     }
 
     #[test]
@@ -424,12 +547,15 @@ proptest! {
         aes in aes_usage(),
         plain in plaintext(),
     ) {
+        let bdk_bytes = bdk;
         let bdk = Bdk::from_slice(Scheme::Aes128, &bdk).unwrap();
         let mut k = [0u8; 12];
         k[..8].copy_from_slice(&iksn);
         let ksn = Ksn::Aes(k).with_counter(counter);
         prop_assert_eq!(ksn.counter(), counter);
-        round_trip(&bdk, &ksn, &usage(TdesVariant::Pin, false, aes, AesKeyType::Aes128), &plain)?;
+        let u = usage(TdesVariant::Pin, false, aes, AesKeyType::Aes128);
+        let reference = reference_ct(&bdk_bytes, &ksn, &u, &plain);
+        round_trip(&bdk, &ksn, &u, &reference, &plain)?;
         // An AES-256 working key cannot come from an AES-128 BDK.
         let too_strong = usage(TdesVariant::Pin, false, aes, AesKeyType::Aes256);
         prop_assert_eq!(
@@ -447,11 +573,14 @@ proptest! {
         key_type in prop::sample::select(vec![AesKeyType::Aes128, AesKeyType::Aes256]),
         plain in plaintext(),
     ) {
+        let bdk_bytes = bdk;
         let bdk = Bdk::from_slice(Scheme::Aes256, &bdk).unwrap();
         let mut k = [0u8; 12];
         k[..8].copy_from_slice(&iksn);
         let ksn = Ksn::Aes(k).with_counter(counter);
-        round_trip(&bdk, &ksn, &usage(TdesVariant::Pin, false, aes, key_type), &plain)?;
+        let u = usage(TdesVariant::Pin, false, aes, key_type);
+        let reference = reference_ct(&bdk_bytes, &ksn, &u, &plain);
+        round_trip(&bdk, &ksn, &u, &reference, &plain)?;
     }
 }
 

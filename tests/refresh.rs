@@ -287,3 +287,95 @@ async fn the_sweep_raises_due_flags_without_any_transaction() {
         "raised once"
     );
 }
+
+#[tokio::test]
+async fn the_sweep_pages_past_1024_terminals_and_flags_only_the_due_ones() {
+    use snapgate::store::{to_ms, TerminalId};
+    let srv = TestServer::start().await;
+    let now = to_ms(srv.now());
+    let day = 86_400_000;
+    // 1,100 due (a day past, not exactly at, their due date), 30 not yet due, 20 revoked and
+    // due, 10 already flagged: more than one 1,024-record page, mixed across pages by their
+    // hashed ids.
+    let kinds = [
+        (1100, "due"),
+        (30, "later"),
+        (20, "revoked"),
+        (10, "flagged"),
+    ];
+    for (n, kind) in kinds {
+        for i in 0..n {
+            let serial = format!("{kind}-{i}");
+            let r = TerminalRecord {
+                merchant_profile_id: "MP1".into(),
+                device_serial: serial.clone(),
+                service_key: SERVICE_KEY.into(),
+                vendor_id: VENDOR_ID.into(),
+                service_id: None,
+                bdk_id: "TDES".into(),
+                device_id: format!("D{i}"),
+                registered_at_ms: now - 40 * day,
+                token_id: snapgate::token::TokenId::random(),
+                issued_at_ms: now - 40 * day,
+                expires_at_ms: now + 50 * day,
+                refresh_due_at_ms: if kind == "later" {
+                    now + day
+                } else {
+                    now - day
+                },
+                refresh_flag: kind == "flagged",
+                pending: None,
+                last_counter: 1,
+                revoked: kind == "revoked",
+            };
+            let id = TerminalId::new(SERVICE_KEY, &serial);
+            assert!(srv.app.store.compare_and_swap(&id, None, &r).unwrap());
+        }
+    }
+    assert_eq!(srv.app.store.len(), 1160);
+    let raised = snapgate::cws::session::sweep(&srv.app).unwrap();
+    assert_eq!(
+        raised, 1100,
+        "every due terminal on every page, and only those"
+    );
+    let all = srv.app.store.list(None, 5000).unwrap();
+    assert_eq!(all.len(), 1160);
+    for (_, r) in &all {
+        let kind = r.device_serial.split('-').next().unwrap();
+        let flagged = matches!(kind, "due" | "flagged");
+        assert_eq!(r.refresh_flag, flagged, "{}", r.device_serial);
+    }
+    // Nothing left to raise.
+    assert_eq!(snapgate::cws::session::sweep(&srv.app).unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_renewed_token_first_used_on_sis_is_finished_not_abandoned_by_the_handler_timeout() {
+    // Using the pending token promotes it (a write: the old token dies). Its flush waits 100 ms
+    // (group commit window) and the handler timeout is 1 ms: the promotion is the commit point,
+    // so the request must finish, not answer a timeout for a write that stands.
+    let srv = TestServer::start_with(|c| {
+        c.token.clock_skew_seconds = 0;
+        c.limits.handler_timeout_ms = 1;
+        c.store.group_commit_window_us = 100_000;
+    })
+    .await;
+    let mut t = Terminal::register(&srv).await;
+    let renewed = t
+        .swipe_on(&srv, 30)
+        .await
+        .expect("a renewed token at day 30");
+    let body = format!(
+        "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
+         <GetServiceInformation xmlns=\"{SIS_NS}\"><sessionToken>{renewed}</sessionToken>\
+         </GetServiceInformation></s:Body></s:Envelope>"
+    );
+    let action = format!("{SIS_NS}/ICWSServiceInformation/GetServiceInformation");
+    let r = srv.soap(SIS_PATH, &action, &body).await;
+    r.assert_ok();
+    assert_eq!(
+        record(&srv).token_id,
+        claims(&srv, &renewed).token_id,
+        "the renewed token is current"
+    );
+}

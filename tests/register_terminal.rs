@@ -412,6 +412,34 @@ async fn soap_action_must_match_the_body_when_given() {
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
+/// The HTTP-level refusal: its status and a typed `CWSValidationResultFault` 225 naming the
+/// rule and what it applies to, with a message saying what was wrong.
+fn assert_http_refusal(r: &HttpReply, status: u16, rule: &str, location: &str, says: &str) {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert!(r.content_type.starts_with("text/xml"), "{}", r.content_type);
+    assert_eq!(
+        r.fault(),
+        Some(("CWSValidationResultFault".to_owned(), 225)),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        r.text_of("faultcode").as_deref(),
+        Some("s:Client"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.text_of("RuleKey").as_deref(), Some(rule), "{}", r.body);
+    assert_eq!(
+        r.text_of("RuleLocationKey").as_deref(),
+        Some(location),
+        "{}",
+        r.body
+    );
+    let message = r.text_of("RuleMessage").unwrap_or_default();
+    assert!(message.contains(says), "{message:?} in {}", r.body);
+}
+
 #[tokio::test]
 async fn http_level_limits_answer_with_soap_faults_and_proper_status() {
     let srv = TestServer::start_with(|c| c.limits.max_body_bytes = 2048).await;
@@ -421,25 +449,21 @@ async fn http_level_limits_answer_with_soap_faults_and_proper_status() {
         "text/xml-ish; charset=utf-8",
     ] {
         let r = srv.post("/SIS.svc", &[("content-type", ct)], "{}").await;
-        assert_eq!(r.status, 415, "{ct}");
+        assert_http_refusal(&r, 415, "UnsupportedMediaType", "Content-Type", "text/xml");
     }
-    let r = srv
-        .post("/SIS.svc", &[("content-type", "application/json")], "{}")
-        .await;
-    assert_eq!(r.status, 415);
-    assert!(r.fault().is_some(), "{}", r.body);
     let big = format!("<x>{}</x>", "a".repeat(4096));
     let r = srv
         .post("/SIS.svc", &[("content-type", "text/xml")], &big)
         .await;
-    assert_eq!(r.status, 413);
-    assert!(r.fault().is_some(), "{}", r.body);
+    assert_http_refusal(&r, 413, "RequestTooLarge", "Body", "larger than 2048 bytes");
     let r = srv.get("/nope").await;
-    assert_eq!(r.status, 404);
+    assert_http_refusal(&r, 404, "NotFound", "Path", "No service at this path");
     let r = srv
         .post("/2.1.32/SIS.svc?x", &[("content-type", "text/xml")], "")
         .await;
     r.assert_fault("CWSValidationResultFault", 225);
+    // Nothing got through to the store.
+    assert_eq!(srv.app.store.len(), 0);
 }
 
 #[tokio::test]

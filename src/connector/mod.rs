@@ -178,6 +178,11 @@ impl Connector {
 
     /// Mark `tsn` offline in presence (called under its slot lock, so in order).
     fn presence_offline(&self, tsn: &str) {
+        // Under the slot lock: the store I/O runs off the async worker.
+        crate::store::blocking(|| self.presence_offline_now(tsn))
+    }
+
+    fn presence_offline_now(&self, tsn: &str) {
         match self.store.get_device(tsn) {
             Ok(Some(mut d)) if d.node.as_deref() == Some(&self.node) => {
                 d.online = false;
@@ -404,7 +409,7 @@ fn register(
     if client.scope.tsn.as_deref().is_some_and(|t| t != m.tsn) {
         return Err(ConnectorError::OutOfScope);
     }
-    if let Some(d) = c.store.get_device(&m.tsn)? {
+    if let Some(d) = crate::store::blocking(|| c.store.get_device(&m.tsn))? {
         if d.owner.merchant != client.scope.merchant {
             return Err(ConnectorError::OutOfScope);
         }
@@ -421,9 +426,7 @@ fn claim(
     base: &str,
     m: &ListenerMessage,
 ) -> Result<serde_json::Value, ConnectorError> {
-    let d = c
-        .store
-        .get_device(&m.tsn)?
+    let d = crate::store::blocking(|| c.store.get_device(&m.tsn))?
         .filter(|d| client.scope.covers(&d.owner, &m.tsn))
         .ok_or(ConnectorError::UnknownDevice)?;
     let local = d.node.as_deref() == Some(&c.node) || c.registry.get(&m.tsn).is_some();
@@ -480,9 +483,7 @@ fn connect(
     if claims.iat < c.boot_s {
         return Err(ConnectorError::InvalidToken);
     }
-    let client = c
-        .store
-        .get_client(&claims.client)?
+    let client = crate::store::blocking(|| c.store.get_client(&claims.client))?
         .ok_or(ConnectorError::InvalidToken)?;
     if !crate::ws::is_upgrade(&req) {
         return Err(ConnectorError::UpgradeRequired);
@@ -519,7 +520,7 @@ fn connect(
                 let store = c.store.clone();
                 c.registry
                     .attach_device(&tsn, &client.id, now, out, move || {
-                        if let Err(e) = store.put_device(&record) {
+                        if let Err(e) = crate::store::blocking(|| store.put_device(&record)) {
                             tracing::warn!(error = %e, "could not record device presence");
                         }
                     })

@@ -280,7 +280,7 @@ async fn authenticate(
     secret: Zeroizing<String>,
 ) -> Result<Option<ClientRecord>, ConnectorError> {
     let record = if id.len() <= 128 {
-        c.store.get_client(id)?
+        crate::store::blocking(|| c.store.get_client(id))?
     } else {
         None
     };
@@ -313,9 +313,7 @@ pub fn authorize(
     let claims = c
         .keys
         .verify(&token, Kind::Access, jwt::ACCESS_AUDIENCE, &*c.clock)?;
-    let client = c
-        .store
-        .get_client(&claims.client)?
+    let client = crate::store::blocking(|| c.store.get_client(&claims.client))?
         .ok_or(ConnectorError::InvalidToken)?;
     let allowed = if device {
         client.role.device()

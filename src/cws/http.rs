@@ -127,6 +127,18 @@ impl From<BodyError> for Error {
     }
 }
 
+/// A parsed request whose texts are zeroized when it goes, whichever way the request ends.
+struct Wiped(soap::Envelope);
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        soap::wipe(&mut self.0.operation);
+        if let Some(h) = self.0.header.as_mut() {
+            soap::wipe(h);
+        }
+    }
+}
+
 async fn soap_request(
     app: &App,
     service: Service,
@@ -176,11 +188,15 @@ async fn soap_request(
         Ok(b) => b,
         Err(e) => return fault_response(&e.into(), service, "Unknown", Base::Evosnap),
     };
-    let envelope = match soap::parse_envelope(&body, &app.xml_limits) {
-        Ok(e) => e,
+    let parsed = soap::parse_envelope(&body, &app.xml_limits);
+    // The tree holds what the request needs: the raw bytes (a keyed PAN, track data) are
+    // zeroized now, the tree's texts once the request is answered (issue 13, point 6).
+    drop(body);
+    let envelope = match parsed {
+        Ok(e) => Wiped(e),
         Err(e) => return fault_response(&e.into(), service, "Unknown", Base::Evosnap),
     };
-    let op = &envelope.operation;
+    let op = &envelope.0.operation;
     let Some((name, base)) = OpName::identify(service, op) else {
         let e = Error::UnknownOperation(op.name.clone());
         return fault_response(&e, service, &op.name, Base::Evosnap);

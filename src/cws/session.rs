@@ -11,6 +11,8 @@
 //! append. There is at most one pending token per terminal, and re-sending it mints the same
 //! bytes, so concurrent transactions all hand out the same token and none can strand the
 //! terminal. Transactions without track data and without a due refresh write nothing.
+//!
+//! Their store calls run through `store::blocking`, off the async worker.
 
 use crate::app::App;
 use crate::cws::error::{AuthFailure, Error};
@@ -56,7 +58,7 @@ pub fn authenticate(app: &App, session_token: Option<&str>) -> Result<Session, E
         })?;
     let c = verified.claims();
     let id = TerminalId::new(&c.service_key, &c.device_serial);
-    let record = app.store.get(&id)?.ok_or(invalid("unknown terminal"))?;
+    let record = store::blocking(|| app.store.get(&id))?.ok_or(invalid("unknown terminal"))?;
     if record.revoked {
         return Err(invalid("terminal revoked"));
     }
@@ -73,7 +75,7 @@ pub fn authenticate(app: &App, session_token: Option<&str>) -> Result<Session, E
     }
     match record.pending {
         Some(p) if p.token_id == c.token_id => {
-            let record = promote(app, &id, c.token_id)?;
+            let record = store::blocking(|| promote(app, &id, c.token_id))?;
             tracing::info!(terminal = %id, token_id = %c.token_id, "renewed token received; now current");
             Ok(Session {
                 terminal_id: id,
@@ -150,7 +152,7 @@ pub fn settle(app: &App, s: &Session, track: Option<TrackKsn>) -> Result<Settled
         return Ok(Settled::default());
     }
     // The record authenticate just read is the first guess; CAS catches any change since.
-    let (pending, wrote) =
+    let (pending, wrote) = store::blocking(|| {
         store::update_from(&*app.store, &s.terminal_id, Some(s.record.clone()), |cur| {
             let cur = cur.ok_or(invalid("unknown terminal"))?;
             if cur.token_id != claims.token_id {
@@ -177,7 +179,8 @@ pub fn settle(app: &App, s: &Session, track: Option<TrackKsn>) -> Result<Settled
             let write = (r != *cur).then_some(r);
             let wrote = write.is_some();
             Ok((write, (pending, wrote)))
-        })?;
+        })
+    })?;
     let renewed = pending.map(|p| {
         tracing::info!(terminal = %s.terminal_id, token_id = %p.token_id, "renewed token appended");
         issue_pending(app, s, &p)
@@ -207,7 +210,8 @@ fn issue_pending(app: &App, s: &Session, p: &PendingToken) -> String {
 }
 
 /// Raise the RefreshToken flag of every terminal whose token is due, so the store shows it even
-/// before the terminal's next transaction. Returns how many flags were raised.
+/// before the terminal's next transaction. Returns how many flags were raised. Blocking: run it
+/// on a blocking thread (`snapgate serve` does).
 pub fn sweep(app: &App) -> Result<usize, Error> {
     let now_ms = to_ms(app.clock.now());
     let mut raised = 0;

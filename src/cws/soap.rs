@@ -495,6 +495,16 @@ pub fn write_element(out: &mut String, e: &Element, parent_ns: Option<&str>) {
     out.push('>');
 }
 
+/// Zeroize every text in the tree (card data lives in element text), then drop the children.
+pub fn wipe(e: &mut Element) {
+    use zeroize::Zeroize;
+    e.text.zeroize();
+    for c in &mut e.children {
+        wipe(c);
+    }
+    e.children.clear();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,8 +193,10 @@ impl Pairing {
             expires_ms: to_ms(expires),
             failures: 0,
         };
-        self.store.put_code(&rec)?;
-        self.store.flush()?;
+        crate::store::blocking(|| {
+            self.store.put_code(&rec)?;
+            self.store.flush()
+        })?;
         Ok(NewCode {
             code,
             expires,
@@ -223,8 +225,7 @@ impl Pairing {
         let claimed = match code::normalise(&req.setup_code) {
             Some(c) => {
                 let hash = code::hash(self.ca.code_key(), &c);
-                self.store
-                    .take_code(&hash)?
+                crate::store::blocking(|| self.store.take_code(&hash))?
                     .filter(|r| code::same(&r.hash, &hash))
             }
             None => None,
@@ -233,9 +234,10 @@ impl Pairing {
             Some(r) if now < from_ms(r.expires_ms) => r,
             _ => {
                 self.limiter.failed(peer, now);
-                let killed =
+                let killed = crate::store::blocking(|| {
                     self.store
-                        .charge_failure(scope, self.cfg.max_code_failures, to_ms(now))?;
+                        .charge_failure(scope, self.cfg.max_code_failures, to_ms(now))
+                })?;
                 if killed > 0 {
                     tracing::info!(killed, "setup codes removed after wrong tries");
                 }
@@ -280,7 +282,8 @@ impl Pairing {
         // Durable before the POS hears of it (the old certificate is denied in the same write,
         // the code was consumed before). The pairing trees share the node's sled database, so
         // the node's group commit makes them durable: concurrent pairings share one fsync.
-        let previous = self.store.record_issue(&record, reason, to_ms(now))?;
+        let previous =
+            crate::store::blocking(|| self.store.record_issue(&record, reason, to_ms(now)))?;
         app.commit
             .durable()
             .await
@@ -321,7 +324,7 @@ impl Pairing {
         use sha2::{Digest, Sha256};
         let fingerprint: [u8; 32] = Sha256::digest(cert_der).into();
         let pos_id = trust::pos_id_of(cert_der).ok_or(PairingError::NeedsCertificate)?;
-        let current = self.store.issued(&pos_id)?;
+        let current = crate::store::blocking(|| self.store.issued(&pos_id))?;
         let Some(current) = current.filter(|c| code::same(&c.fingerprint, &fingerprint)) else {
             return Err(PairingError::Unauthorized(
                 "this certificate is not its POS's current certificate",
@@ -341,8 +344,11 @@ impl Pairing {
 
     /// Operator revocation: the POS's certificate is denied from the next handshake on.
     pub fn revoke(&self, app: &App, pos_id: &str) -> Result<Option<IssuedCert>, PairingError> {
-        let out = self.store.revoke(pos_id, to_ms(app.clock.now()))?;
-        self.store.flush()?;
+        let out = crate::store::blocking(|| {
+            let out = self.store.revoke(pos_id, to_ms(app.clock.now()))?;
+            self.store.flush()?;
+            Ok::<_, crate::store::StoreError>(out)
+        })?;
         if out.is_some() {
             app.metrics.pairing_cert_revoked("revoked");
         }

@@ -52,7 +52,8 @@ impl ClientCertVerifier for DenyListVerifier {
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
         let fingerprint: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        match self.store.is_denied(&fingerprint) {
+        // A store read inside the handshake: off the async worker.
+        match crate::store::blocking(|| self.store.is_denied(&fingerprint)) {
             Ok(false) => Ok(verified),
             Ok(true) => Err(rustls::Error::InvalidCertificate(CertificateError::Revoked)),
             Err(e) => {

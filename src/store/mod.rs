@@ -2,11 +2,13 @@
 //! engine implements and the compare-and-swap helpers (`update`, `update_from`) the services
 //! write through; the sandbox's `TransactionStore`. Engines and parts, one file each:
 //! `codec` (the pure on-disk record layout), `sled` (the sled engine and its name table),
-//! `commit` (group commit: many writers, one fsync).
+//! `commit` (group commit: many writers, one fsync), `blocking` (store I/O off the async
+//! workers).
 //!
 //! A terminal is identified by (serviceKey, DeviceSerialNumber): the physical device under a
 //! service. Registering it again replaces its record, which is how the old token stops working.
 
+mod blocking;
 pub mod codec;
 mod commit;
 pub mod profiles;
@@ -15,6 +17,7 @@ mod sled_profiles;
 #[cfg(test)]
 mod tests;
 
+pub use self::blocking::blocking;
 pub use self::commit::GroupCommit;
 pub use self::profiles::ProfileStore;
 pub use self::sled::{SledStore, SledTransactions, DEFAULT_CACHE_BYTES};

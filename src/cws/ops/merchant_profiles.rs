@@ -95,6 +95,11 @@ fn write_profile(out: &mut String, element: &str, p: &MerchantProfile) {
 }
 
 pub async fn apply(app: &App, r: MerchantRequest, base: Base) -> Result<Reply, Error> {
+    // Profile reads and writes, off the async worker.
+    crate::store::blocking(|| run(app, r, base))
+}
+
+fn run(app: &App, r: MerchantRequest, base: Base) -> Result<Reply, Error> {
     let keys = app.keys();
     let operator = r
         .session_token

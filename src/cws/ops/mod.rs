@@ -323,8 +323,14 @@ impl<'a> Operation<'a> {
                     body: register_terminal::respond(ctx, &token),
                 })
             }
-            Operation::SignOnWithToken(s) => sign_on::apply(app, s, ctx.base),
-            Operation::CreatePairingCode(c) => create_pairing_code::apply(app, c, ctx.base),
+            // Synchronous, with store reads (and a pairing code's write and flush): off the
+            // async worker.
+            Operation::SignOnWithToken(s) => {
+                crate::store::blocking(|| sign_on::apply(app, s, ctx.base))
+            }
+            Operation::CreatePairingCode(c) => {
+                crate::store::blocking(|| create_pairing_code::apply(app, c, ctx.base))
+            }
             Operation::Authorize(t) => authorize::apply(app, ctx, t).await,
             Operation::AuthorizeAndCapture(t) => authorize_and_capture::apply(app, ctx, t).await,
             Operation::ReturnUnlinked(t) => return_unlinked::apply(app, ctx, t).await,
@@ -333,7 +339,7 @@ impl<'a> Operation<'a> {
             Operation::Undo(f) => undo::apply(app, ctx, f).await,
             Operation::ReturnById(f) => return_by_id::apply(app, ctx, f).await,
             Operation::CaptureAll(f) => capture_all::apply(app, ctx, f).await,
-            Operation::Sis(r) => service_information::apply(app, r, ctx.base).await,
+            Operation::Sis(r) => service_information::apply(app, r, ctx).await,
             Operation::Merchants(r) => merchant_profiles::apply(app, r, ctx.base).await,
         }
     }

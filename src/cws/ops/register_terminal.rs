@@ -201,9 +201,10 @@ async fn register(
     }
     // The platform knows its merchant profiles: a secret that decrypts to an undeclared one
     // (a wrong IV garbles only the first block, which holds the profile id) is refused.
-    let profile = app
-        .profiles
-        .merchant(&c.service_key, &auth.merchant_profile_id)?;
+    let profile = store::blocking(|| {
+        app.profiles
+            .merchant(&c.service_key, &auth.merchant_profile_id)
+    })?;
     if !profile.is_some_and(|p| p.admits(&auth.device_serial)) {
         return Err(Error::Authentication(AuthFailure::UnknownMerchantProfile));
     }
@@ -241,16 +242,19 @@ async fn register(
     let replay_protection = app.config.security.replay_protection;
     // From here on the old token may be dead: finish rather than abandon.
     ctx.commit.mark();
-    let stored = store::update(&*app.store, &id, |current| {
-        if let Some(cur) = current {
-            if replay_protection
-                && cur.device_id == device_id
-                && auth.ksn.counter() <= cur.last_counter
-            {
-                return Err(Error::Authentication(AuthFailure::Replay));
+    // Off the async worker: a new vendorId or BDK id is interned (and fsynced) in this write.
+    let stored = store::blocking(|| {
+        store::update(&*app.store, &id, |current| {
+            if let Some(cur) = current {
+                if replay_protection
+                    && cur.device_id == device_id
+                    && auth.ksn.counter() <= cur.last_counter
+                {
+                    return Err(Error::Authentication(AuthFailure::Replay));
+                }
             }
-        }
-        Ok((Some(record.clone()), ()))
+            Ok((Some(record.clone()), ()))
+        })
     });
     if let Err(Error::Authentication(AuthFailure::Replay)) = &stored {
         app.limiter.failed(&proven, now);

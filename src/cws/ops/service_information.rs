@@ -3,11 +3,11 @@
 //! (a stored application profile; `applicationProfileId` on transactions must name one). Each
 //! authenticates its `sessionToken` as a transaction would.
 
-use super::{OpName, Reply, SIS_PATH};
+use super::{Context, OpName, Reply, SIS_PATH};
 use crate::app::App;
 use crate::cws::error::Error;
 use crate::cws::session;
-use crate::cws::soap::{self, Base, Element};
+use crate::cws::soap::{self, Element};
 use crate::store::profiles::{MAX_APPLICATION_FIELDS, MAX_APPLICATION_VALUE};
 use std::collections::BTreeMap;
 
@@ -117,9 +117,13 @@ fn read_application_data(op: &Element) -> Result<BTreeMap<String, String>, Error
     Ok(out)
 }
 
-pub async fn apply(app: &App, r: SisRequest, base: Base) -> Result<Reply, Error> {
-    let s = session::authenticate(app, r.session_token.as_deref())?;
+pub async fn apply(app: &App, r: SisRequest, ctx: &Context) -> Result<Reply, Error> {
+    let base = ctx.base;
+    let s = crate::store::blocking(|| session::authenticate(app, r.session_token.as_deref()))?;
     if s.wrote {
+        // A pending token became current (the old one is dead): past the commit point, the
+        // request finishes rather than time out.
+        ctx.commit.mark();
         app.commit.durable().await?;
     }
     let name = r.name.as_str();
@@ -152,16 +156,14 @@ pub async fn apply(app: &App, r: SisRequest, base: Base) -> Result<Reply, Error>
         OpName::SaveApplicationData => {
             let data = r.data?;
             let now = crate::store::to_ms(app.clock.now());
-            let id = app.profiles.add_application(data, now)?;
+            let id = crate::store::blocking(|| app.profiles.add_application(data, now))?;
             soap::text_element(&mut out, "SaveApplicationDataResult", Some(&id));
         }
         OpName::GetApplicationData => {
             let id = r
                 .application_profile_id
                 .ok_or_else(|| Error::validation(&id_path, "applicationProfileId is required"))?;
-            let p = app
-                .profiles
-                .application(&id)?
+            let p = crate::store::blocking(|| app.profiles.application(&id))?
                 .ok_or_else(|| Error::validation(&id_path, "No application profile has this id"))?;
             out.push_str("<GetApplicationDataResult>");
             for field in APPLICATION_FIELDS {
@@ -175,7 +177,7 @@ pub async fn apply(app: &App, r: SisRequest, base: Base) -> Result<Reply, Error>
             let id = r
                 .application_profile_id
                 .ok_or_else(|| Error::validation(&id_path, "applicationProfileId is required"))?;
-            if !app.profiles.delete_application(&id)? {
+            if !crate::store::blocking(|| app.profiles.delete_application(&id))? {
                 return Err(Error::validation(
                     &id_path,
                     "No application profile has this id",

@@ -4,7 +4,8 @@
 //! its processor step; `run` does the rest in one order for all: authenticate the
 //! `sessionToken`, read the card from encrypted track data, settle the refresh flow, run the
 //! processor (or relay upstream), make it durable, and append a renewed TerminalAccessToken as
-//! a SOAP header when one is due.
+//! a SOAP header when one is due. Store reads and writes go off the async worker
+//! (`store::blocking`) in two trips: everything read before the card, then settle + process.
 
 use super::{soap_action, Context, OpName, Reply, SIS_PATH, TPS_PATH};
 use crate::app::App;
@@ -12,14 +13,14 @@ use crate::cws::card::{self, Card, CardError};
 use crate::cws::error::{Error, Service};
 use crate::cws::limiter::Subject;
 use crate::cws::processor::forward::Forward;
-use crate::cws::processor::sandbox::{Follow, NewTxn, Sandbox, State};
+use crate::cws::processor::sandbox::{Follow, NewTxn, Sandbox, State, Txn};
 use crate::cws::processor::{
     amount_in_range, format_amount, parse_amount, parse_signed_amount, Outcome,
 };
 use crate::cws::session::{self, Session, TrackKsn};
 use crate::cws::soap::{self, Base, Element, XSI_NS};
 use crate::dukpt::Ksn;
-use crate::store::{TerminalId, TxnId};
+use crate::store::{self, TerminalId, TxnId};
 use chrono::{DateTime, Utc};
 
 const T_PATH: &str = "CWS/v2.0/Transactions";
@@ -341,32 +342,41 @@ pub async fn run_new(
     step: impl FnOnce(&Sandbox, &TerminalId, &NewTxn, DateTime<Utc>) -> Result<Outcome, Error>,
 ) -> Result<Reply, Error> {
     let name = t.name;
-    let session = session::authenticate(app, t.session_token.as_deref())?;
-    if let Some(mp) = &t.merchant_profile_id {
-        let declared = app
-            .profiles
-            .merchant(&session.record.service_key, mp)?
-            .is_some_and(|p| p.active);
-        if *mp != session.record.merchant_profile_id || !declared {
-            return Err(Error::validation(
-                format!("{}/merchantProfileId", name.as_str()),
-                "merchantProfileId is not the terminal's declared, active merchant profile",
-            ));
-        }
-    }
-    check_application(app, name, t.application_profile_id.as_deref())?;
-    let n = t.request?;
     let forward = app.forward.is_some();
+    // What the request reads from the stores before its card, in one go off the async worker:
+    // the caller, its profiles, and what its idempotency key already holds.
+    let (session, n, idem, mut stored) = store::blocking(|| -> Result<_, Error> {
+        let session = session::authenticate(app, t.session_token.as_deref())?;
+        if let Some(mp) = &t.merchant_profile_id {
+            let declared = app
+                .profiles
+                .merchant(&session.record.service_key, mp)?
+                .is_some_and(|p| p.active);
+            if *mp != session.record.merchant_profile_id || !declared {
+                return Err(Error::validation(
+                    format!("{}/merchantProfileId", name.as_str()),
+                    "merchantProfileId is not the terminal's declared, active merchant profile",
+                ));
+            }
+        }
+        check_application(app, name, t.application_profile_id.as_deref())?;
+        let n = t.request?;
+        let idem = if forward {
+            None
+        } else {
+            idempotency_id(&session.terminal_id, &n)
+        };
+        let stored = match &idem {
+            Some(id) => app.sandbox.stored(&session.terminal_id, id)?,
+            None => None,
+        };
+        Ok((session, n, idem, stored))
+    })?;
     // A retry of a swipe carries its spent KSN counter: find its stored answer before the
     // counter check would call it a replay.
-    let idem = if forward {
-        None
-    } else {
-        idempotency_id(&session.terminal_id, &n)
-    };
     let mut found = None;
-    if let (Some(id), Some(_)) = (idem, &n.secure) {
-        match retried(app, ctx, name, &session, &n, None, &id).await? {
+    if let (Some(_), Some(_)) = (idem, &n.secure) {
+        match retried(app, ctx, name, &session, &n, None, stored.take()).await? {
             Retry::Answer(reply) => return Ok(reply),
             other => found = Some(other),
         }
@@ -392,7 +402,10 @@ pub async fn run_new(
     let id = match idem {
         Some(id) => match match found {
             Some(f) => f,
-            None => retried(app, ctx, name, &session, &n, card.as_ref(), &id).await?,
+            None => {
+                let stored = stored.take();
+                retried(app, ctx, name, &session, &n, card.as_ref(), stored).await?
+            }
         } {
             Retry::Answer(reply) => return Ok(reply),
             Retry::Free => Some(id),
@@ -458,8 +471,8 @@ enum Retry {
     Taken,
 }
 
-/// Whether the sale stored under `id` is this very request again (same operation, amount,
-/// reference and card); if so its answer, once durable.
+/// Whether `stored`, the sale under the request's idempotency key, is this very request again
+/// (same operation, amount, reference and card); if so its answer, once durable.
 async fn retried(
     app: &App,
     ctx: &Context,
@@ -467,9 +480,9 @@ async fn retried(
     session: &Session,
     n: &NewRequest,
     card: Option<&Card>,
-    id: &TxnId,
+    stored: Option<(Txn, Outcome)>,
 ) -> Result<Retry, Error> {
-    let Some((txn, outcome)) = app.sandbox.stored(&session.terminal_id, id)? else {
+    let Some((txn, outcome)) = stored else {
         return Ok(Retry::Free);
     };
     let read;
@@ -525,8 +538,11 @@ pub async fn run_follow<F>(
     f: FollowUp<'_, F>,
     step: impl FnOnce(&Sandbox, &TerminalId, &F, DateTime<Utc>) -> Result<Vec<Outcome>, Error>,
 ) -> Result<Reply, Error> {
-    let session = session::authenticate(app, f.session_token.as_deref())?;
-    check_application(app, f.name, f.application_profile_id.as_deref())?;
+    let session = store::blocking(|| -> Result<_, Error> {
+        let session = session::authenticate(app, f.session_token.as_deref())?;
+        check_application(app, f.name, f.application_profile_id.as_deref())?;
+        Ok(session)
+    })?;
     let follow = f.follow?;
     finish(
         app,
@@ -553,9 +569,9 @@ async fn finish(
     let now = app.clock.now();
     // The commit point: from the first write on, the request is finished, not abandoned.
     ctx.commit.mark();
-    let settled = session::settle(app, session, track)?;
-    let header = settled.renewed.map(|t| renewed_header(ctx, &t));
     if let Some(fwd) = app.forward.as_ref() {
+        let settled = store::blocking(|| session::settle(app, session, track))?;
+        let header = settled.renewed.map(|t| renewed_header(ctx, &t));
         // What authenticate and settle recorded (counter, flag, pending or promoted token) is
         // durable before the answer, as the sandbox path's single flush makes it there.
         if session.wrote || settled.wrote {
@@ -564,7 +580,12 @@ async fn finish(
         let body = relay(app, fwd, name, element, ctx.base).await?;
         return Ok(Reply { header, body });
     }
-    let outcomes = process(&app.sandbox, &session.terminal_id, now)?;
+    // Settling and processing are both store writes: one trip off the async worker.
+    let (settled, outcomes) = store::blocking(|| -> Result<_, Error> {
+        let settled = session::settle(app, session, track)?;
+        Ok((settled, process(&app.sandbox, &session.terminal_id, now)?))
+    })?;
+    let header = settled.renewed.map(|t| renewed_header(ctx, &t));
     app.commit.durable().await.map_err(outcome_unknown)?;
     Ok(Reply {
         header,
@@ -591,8 +612,10 @@ async fn relay(
             st.text = tok;
         }
     }
-    let mut body = String::with_capacity(2048);
+    // Our copies of a keyed PAN are zeroized; the envelope handed to the client is not ours.
+    let mut body = zeroize::Zeroizing::new(String::with_capacity(2048));
     soap::write_element(&mut body, &op, None);
+    soap::wipe(&mut op);
     let up = fwd
         .send(
             &soap_action(Service::Tps, base, name.as_str()),
