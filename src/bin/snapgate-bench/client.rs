@@ -190,6 +190,9 @@ pub struct PhaseOutcome {
 pub struct Target {
     pub addr: SocketAddr,
     pub host: String,
+    /// Further nodes of the same cluster: connection j goes to the j-th address of
+    /// `addr, more...` (round robin), as a load balancer spreading connections would.
+    pub more: Vec<SocketAddr>,
 }
 
 impl Target {
@@ -197,6 +200,15 @@ impl Target {
         Target {
             addr,
             host: addr.to_string(),
+            more: Vec::new(),
+        }
+    }
+
+    /// The node connection `j` talks to.
+    pub fn addr_for(&self, j: usize) -> SocketAddr {
+        match j % (self.more.len() + 1) {
+            0 => self.addr,
+            k => self.more[k - 1],
         }
     }
 }
@@ -415,7 +427,7 @@ async fn drive(shared: Arc<Shared>, j: usize, mut conn: Conn) -> (Conn, Vec<OpSt
         };
         build_time += built.elapsed();
         if sender.is_none() {
-            match connect(shared.target.addr).await {
+            match connect(shared.target.addr_for(j)).await {
                 Ok(s) => sender = Some(s),
                 Err(e) => {
                     stats[req.op.index()].error(e);

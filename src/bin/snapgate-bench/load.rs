@@ -42,7 +42,8 @@ const CLIENT_THREADS: &str = "bench-client";
 
 #[derive(clap::Args, Serialize, Clone)]
 pub struct LoadArgs {
-    /// An already running snapgate, e.g. http://127.0.0.1:8080 (loopback addresses only).
+    /// An already running snapgate, e.g. http://127.0.0.1:8080 (loopback addresses only), or
+    /// several nodes of one cluster separated by commas (connections spread round robin).
     /// Without it, snapgate runs in this process with a dev config in a scratch folder.
     #[arg(long)]
     pub target: Option<String>,
@@ -146,6 +147,8 @@ type ServerHandle = (
 /// Where snapgate runs for this load run.
 struct Server {
     addr: SocketAddr,
+    /// Further nodes (`--target A,B`).
+    more: Vec<SocketAddr>,
     keys: Keys,
     /// Set when snapgate runs in this process: stop it with this.
     stop: Option<ServerHandle>,
@@ -191,13 +194,21 @@ pub fn run(args: LoadArgs) -> Result<(), String> {
     );
     let Server {
         addr,
+        more,
         keys,
         stop,
         local,
         _scratch,
     } = server;
     let fleet = Arc::new(Fleet::new(keys)?);
-    let result = client_rt.block_on(measure(&args, &server_rt, fleet, addr, local.as_ref()));
+    let result = client_rt.block_on(measure(
+        &args,
+        &server_rt,
+        fleet,
+        addr,
+        more,
+        local.as_ref(),
+    ));
     if let Some((tx, task)) = stop {
         let _ = tx.send(());
         server_rt
@@ -269,7 +280,9 @@ fn external(
     keys: Option<PathBuf>,
     scratch: Option<&std::path::Path>,
 ) -> Result<Server, String> {
-    let addr = loopback_target(url)?;
+    let mut addrs = url.split(',').map(|u| loopback_target(u.trim()));
+    let addr = addrs.next().ok_or("--target is empty")??;
+    let more = addrs.collect::<Result<Vec<_>, _>>()?;
     let dir = ScratchDir::new(scratch, "snapgate-bench")?;
     let keys = match keys {
         Some(p) => Keys::load(&p).map_err(|e| e.to_string())?,
@@ -282,6 +295,7 @@ fn external(
     };
     Ok(Server {
         addr,
+        more,
         keys,
         stop: None,
         local: None,
@@ -336,6 +350,7 @@ fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String> {
     };
     Ok(Server {
         addr,
+        more: Vec::new(),
         keys,
         stop: Some((tx, task)),
         local: Some(local),
@@ -362,9 +377,13 @@ async fn measure(
     server_rt: &Runtime,
     fleet: Arc<Fleet>,
     addr: SocketAddr,
+    more: Vec<SocketAddr>,
     local: Option<&Local>,
 ) -> Result<LoadResult, String> {
-    let snapgate = Target::new(addr);
+    let snapgate = Target {
+        more,
+        ..Target::new(addr)
+    };
     let progress = !args.no_progress && std::io::stderr().is_terminal();
     let measured = match args.requests {
         Some(n) => Stop::Requests(n),
