@@ -461,3 +461,148 @@ async fn failures_spread_over_nodes_lock_the_device_on_every_node() {
     let r = other.register(b, keys, 1).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// The Cloud Connector across two processes on one PostgreSQL (issue 12): a device connected
+/// to node A, a POS claiming it at node B is sent to node A (presence in the shared store, the
+/// session URL names the owning node), and frames flow both ways. Clients are added with the
+/// real `snapgate connector clients add` against the database; both nodes share the connector
+/// key file, as docs/CONNECTOR.md says they must.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pos_on_one_node_reaches_a_device_held_by_another() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let url = fresh_database();
+    let shared = tempfile::tempdir().unwrap();
+    let key = shared.path().join("connector.key");
+    let c = Cluster::start(2, &url, |c| {
+        c.connector.public_url = Some(format!("ws://{}", c.server.listen));
+        c.connector.secret_file = Some(key.clone());
+        c.connector.hash_memory_kib = 256;
+        c.connector.hash_iterations = 1;
+    })
+    .await;
+    let (a, b) = (c.addr(0), c.addr(1));
+    let add = |role: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_snapgate"))
+            .args(["connector", "clients", "add", "--role", role])
+            .args([
+                "--merchant",
+                "M1",
+                "--store",
+                "S1",
+                "--domain",
+                "test",
+                "-c",
+            ])
+            .arg(&c.cfgs[1])
+            .env("SNAPGATE_STORE_URL", &url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            v["client_id"].as_str().unwrap().to_owned(),
+            v["client_secret"].as_str().unwrap().to_owned(),
+        )
+    };
+    let token = |node: SocketAddr, (id, secret): (String, String)| async move {
+        let body = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}");
+        let r = send(
+            node,
+            "POST",
+            "/oauth2/v1/test/token",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            body.into(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["access_token"].as_str().unwrap().to_owned()
+    };
+    let ws = |node: SocketAddr, url: String, bearer: String| async move {
+        let mut req = url.as_str().into_client_request().unwrap();
+        let auth = format!("Bearer {bearer}").parse().unwrap();
+        req.headers_mut().insert("authorization", auth);
+        let tcp = tokio::net::TcpStream::connect(node).await.unwrap();
+        tokio_tungstenite::client_async(req, tcp).await.unwrap().0
+    };
+    let answer = |mut l: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+                  msg: serde_json::Value| async move {
+        l.send(Message::text(msg.to_string())).await.unwrap();
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), l.next()).await;
+            if let Ok(Some(Ok(Message::Text(t)))) = m {
+                return serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap();
+            }
+            assert!(matches!(m, Ok(Some(Ok(_)))), "listener ended: {m:?}");
+        }
+    };
+    // Tokens from either node verify on the other (one key file).
+    let dev = token(b, add("device")).await;
+    let pos = token(a, add("pos")).await;
+    // The device registers and connects at node A.
+    let listener = ws(
+        a,
+        format!("ws://{a}/cloud-connector/v1/device-listener"),
+        dev,
+    )
+    .await;
+    let reg = answer(
+        listener,
+        serde_json::json!({"type": "register", "tsn": "MN-T1"}),
+    )
+    .await;
+    assert_eq!(reg["type"], "connection", "{reg}");
+    let dev_url = reg["url"].as_str().unwrap().to_owned();
+    assert!(dev_url.starts_with(&format!("ws://{a}/")), "{dev_url}");
+    let mut device = ws(a, dev_url, reg["token"].as_str().unwrap().into()).await;
+    // The POS claims it at node B and is sent to node A.
+    let claim = serde_json::json!({"type": "claim", "tsn": "MN-T1", "takeover": false});
+    let mut session = None;
+    for _ in 0..50 {
+        // Presence is written as the device connects; give that write a moment, bounded.
+        let listener = ws(
+            b,
+            format!("ws://{b}/cloud-connector/v1/pos-listener"),
+            pos.clone(),
+        )
+        .await;
+        let s = answer(listener, claim.clone()).await;
+        if s["type"] == "session" {
+            session = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = session.expect("the claim at node B never found the device");
+    let pos_url = s["url"].as_str().unwrap().to_owned();
+    assert!(
+        pos_url.starts_with(&format!("ws://{a}/")),
+        "sent to node A: {pos_url}"
+    );
+    let mut pos_ws = ws(a, pos_url, s["token"].as_str().unwrap().into()).await;
+    // Opaque frames both ways, in order.
+    async fn next(w: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) -> Message {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+                Ok(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => return m,
+                Ok(Some(Ok(_))) => continue, // pings
+                other => panic!("expected a data frame, got {other:?}"),
+            }
+        }
+    }
+    for i in 0..20u8 {
+        pos_ws.send(Message::binary(vec![i; 100])).await.unwrap();
+        assert_eq!(next(&mut device).await, Message::binary(vec![i; 100]));
+        device
+            .send(Message::text(format!("ack {i}")))
+            .await
+            .unwrap();
+        assert_eq!(next(&mut pos_ws).await, Message::text(format!("ack {i}")));
+    }
+}
