@@ -16,7 +16,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -29,10 +29,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let limits = app.config.limits.clone();
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    // Our own graceful shutdown: hyper-util's only watches plain connections, and ours are
-    // upgradeable (WebSockets). Each connection holds a receiver; `closed()` waits for them all.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tls = match &app.config.tls {
         Some(cfg) => {
             let acceptor =
@@ -43,6 +39,57 @@ pub async fn run(
         }
         None => None,
     };
+    let serving = app.clone();
+    accept_loop(
+        listener,
+        limits.max_connections,
+        shutdown,
+        move |stream, peer, watcher| {
+            let (app, tls) = (serving.clone(), tls.clone());
+            async move {
+                match tls {
+                    None => serve_connection(app, peer, watcher, stream).await,
+                    Some(acceptor) => {
+                        let handshake = acceptor.accept(stream);
+                        match tokio::time::timeout(app.config.limits.header_timeout(), handshake)
+                            .await
+                        {
+                            Ok(Ok(stream)) => serve_connection(app, peer, watcher, stream).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .await;
+    // Relayed WebSocket connections get their close order, then every request has finished:
+    // answer any queued durability wait, stop the flusher.
+    app.connector.shutdown().await;
+    app.commit.close().await;
+    crate::store::blocking(|| app.store.flush()).map_err(std::io::Error::other)?;
+    Ok(())
+}
+
+/// Accept connections until `shutdown` resolves, at most `max` at once, handing each to
+/// `serve` with a receiver that turns true when the listener stops; then wait until every
+/// connection has ended. Our own graceful shutdown: hyper-util's only watches plain
+/// connections, and ours are upgradeable (WebSockets). The main and the pairing listener share
+/// it.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    max: usize,
+    shutdown: impl Future<Output = ()>,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr, tokio::sync::watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(max.max(1)));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -62,23 +109,10 @@ pub async fn run(
             },
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
         // Taken now, so a shutdown also waits for (and then closes) a connection mid-handshake.
-        let watcher = stop_rx.clone();
-        let tls = tls.clone();
+        let conn = serve(stream, peer, stop_rx.clone());
         tokio::spawn(async move {
-            match tls {
-                None => serve_connection(app, peer, watcher, stream).await,
-                Some(acceptor) => {
-                    let handshake = acceptor.accept(stream);
-                    match tokio::time::timeout(app.config.limits.header_timeout(), handshake).await
-                    {
-                        Ok(Ok(stream)) => serve_connection(app, peer, watcher, stream).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-            }
+            conn.await;
             drop(permit);
         });
     }
@@ -86,12 +120,6 @@ pub async fn run(
     let _ = stop_tx.send(true);
     drop(stop_rx);
     stop_tx.closed().await;
-    // Relayed WebSocket connections get their close order, then every request has finished:
-    // answer any queued durability wait, stop the flusher.
-    app.connector.shutdown().await;
-    app.commit.close().await;
-    crate::store::blocking(|| app.store.flush()).map_err(std::io::Error::other)?;
-    Ok(())
 }
 
 /// Serve HTTP/1.1 on one accepted connection, plain or TLS, until it closes.

@@ -16,7 +16,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 /// Serve pairing until `shutdown` resolves, then finish in-flight requests and return.
 pub async fn run(
@@ -28,30 +27,11 @@ pub async fn run(
         std::io::Error::other("pairing.listen needs a [tls] section: keys never travel in clear")
     })?;
     let acceptor = super::trust::pairing_acceptor(&app, tls_cfg).map_err(std::io::Error::other)?;
-    let permits = Arc::new(Semaphore::new(app.config.limits.max_connections.max(1)));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-        };
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "pairing accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    let max = app.config.limits.max_connections;
+    crate::server::accept_loop(listener, max, shutdown, move |stream, peer, mut stop| {
         let app = app.clone();
         let acceptor = acceptor.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
+        async move {
             let hs =
                 tokio::time::timeout(app.config.limits.header_timeout(), acceptor.accept(stream))
                     .await;
@@ -92,13 +72,9 @@ pub async fn run(
             if let Err(e) = r {
                 tracing::debug!(%peer, error = %e, "pairing connection ended with an error");
             }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    let _ = stop_tx.send(true);
-    drop(stop_rx);
-    stop_tx.closed().await;
+        }
+    })
+    .await;
     Ok(())
 }
 
