@@ -33,6 +33,7 @@ pub async fn run(
     // Our own graceful shutdown: hyper-util's only watches plain connections, and ours are
     // upgradeable (WebSockets). Each connection holds a receiver; `closed()` waits for them all.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    app.connector.start_heartbeat();
     let tls = match &app.config.tls {
         Some(cfg) => {
             let acceptor =
