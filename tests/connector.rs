@@ -1364,3 +1364,30 @@ async fn presence_older_than_its_lifetime_reads_offline_and_the_heartbeat_keeps_
     assert_eq!(live["online"], true, "{v}");
     assert_eq!(live["presence_expired"], false, "{v}");
 }
+
+#[tokio::test]
+async fn a_terminals_pending_renewed_token_at_the_device_listener_becomes_current() {
+    let srv = TestServer::start_with(fast).await;
+    let old = srv
+        .register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1234567")
+        .await;
+    // Day 30: a swipe raises the refresh flag and carries the renewed token, still pending.
+    srv.clock.set(day(30));
+    let renewed = srv
+        .swipe("AuthorizeAndCapture", &old, &ksn(TDES_KSN_BASE, 2), "10.00")
+        .await
+        .assert_ok()
+        .renewed_token()
+        .expect("a renewed token");
+    let pending = srv.record("B1234567").pending.expect("pending");
+    // The old token still works until the new one is used ...
+    register(&srv, &old, "B1234567").await;
+    // ... and using the new one at the connector is the terminal's proof of receipt: it is
+    // current (in the store) and the old one stops working, as after a transaction.
+    register(&srv, &renewed, "B1234567").await;
+    let r = srv.record("B1234567");
+    assert_eq!(r.token_id, pending.token_id);
+    assert!(r.pending.is_none());
+    assert_eq!(try_register(&srv, &old, "B1234567").await.err(), Some(401));
+    register(&srv, &renewed, "B1234567").await;
+}
