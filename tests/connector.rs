@@ -1363,6 +1363,16 @@ async fn presence_older_than_its_lifetime_reads_offline_and_the_heartbeat_keeps_
         .clone();
     assert_eq!(live["online"], true, "{v}");
     assert_eq!(live["presence_expired"], false, "{v}");
+    assert_eq!(srv.app.connector.refresh_presence(), 1);
+
+    // A row another node has taken since (the device reconnected there) is that node's to
+    // refresh: this node leaves it alone even while its old connection lingers here.
+    let mut moved = store.get_device("LIVE1").unwrap().unwrap();
+    moved.node = Some("ws://127.0.0.1:10".into());
+    store.put_device(&moved).unwrap();
+    srv.clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(srv.app.connector.refresh_presence(), 0);
+    assert_eq!(store.get_device("LIVE1").unwrap().unwrap(), moved);
 }
 
 #[tokio::test]

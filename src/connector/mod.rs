@@ -201,7 +201,8 @@ impl Connector {
     /// Refresh the presence of every device this node holds (connected or in its grace):
     /// `last_seen_ms` = now, so other nodes keep reading it as live. Under each slot's lock, so
     /// it is ordered with the connection's own presence writes; a record another node has taken
-    /// meanwhile is left alone. Returns how many it refreshed.
+    /// meanwhile is left alone (`touch_device` is conditional on the record naming this node).
+    /// Returns how many it refreshed.
     pub fn refresh_presence(&self) -> usize {
         let mut n = 0;
         for slot in self.registry.snapshot() {
@@ -209,17 +210,13 @@ impl Connector {
             if s.device.is_none() && s.grace.is_none() {
                 continue;
             }
-            match self.store.get_device(&slot.tsn) {
-                Ok(Some(mut d)) if d.node.as_deref() == Some(&self.node) => {
-                    d.online = true;
-                    d.last_seen_ms = self.now_ms();
-                    match self.store.put_device(&d) {
-                        Ok(()) => n += 1,
-                        Err(e) => tracing::warn!(error = %e, "could not refresh device presence"),
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "could not read device presence"),
+            match self
+                .store
+                .touch_device(&slot.tsn, &self.node, self.now_ms())
+            {
+                Ok(true) => n += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not refresh device presence"),
             }
         }
         n
@@ -496,14 +493,16 @@ fn register(
     Ok(connection_jwt(c, client, &url, &m.tsn, Kind::Device, false))
 }
 
-/// Most devices `resolve` looks at for one serial (and names in an ambiguity error).
-const MAX_SERIAL_MATCHES: usize = 8;
+/// Most devices `resolve` reads for one serial (every merchant's: the scope filter comes after),
+/// and most it names in an ambiguity error.
+const MAX_SERIAL_MATCHES: usize = 64;
+const MAX_NAMED: usize = 8;
 
 /// The device a claim for `tsn` means, among those the client's scope covers: the device
 /// registered under exactly `tsn`; else the one device whose tsn matches it (`tsn_matches`: a
 /// serial alone finds `make/model/serial`, and `make/model/serial` finds the serial alone);
 /// several: `ambiguous_device`; none: `unknown_device`.
-pub fn resolve(
+fn resolve(
     c: &Connector,
     client: &ClientRecord,
     tsn: &str,
@@ -521,13 +520,13 @@ pub fn resolve(
     match found.len() {
         0 => Err(ConnectorError::UnknownDevice),
         1 => Ok(found.remove(0)),
-        _ => Err(ConnectorError::AmbiguousDevice(
-            found
-                .iter()
-                .map(|d| d.tsn.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        )),
+        n => {
+            let mut names: Vec<&str> = found.iter().take(MAX_NAMED).map(|d| &*d.tsn).collect();
+            if n > MAX_NAMED {
+                names.push("…");
+            }
+            Err(ConnectorError::AmbiguousDevice(names.join(", ")))
+        }
     }
 }
 

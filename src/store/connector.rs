@@ -130,6 +130,22 @@ pub trait ConnectorStore: Send + Sync {
     ) -> Result<Vec<DeviceRecord>, StoreError>;
     /// Mark offline every device `node` held (the node restarted or left).
     fn forget_node(&self, node: &str) -> Result<usize, StoreError>;
+    /// The presence heartbeat: if `tsn`'s record still names `node`, set it online with
+    /// `last_seen_ms = now_ms` and return true; otherwise change nothing (another node took the
+    /// device). This default reads then writes, so another node's write in between can be
+    /// overwritten; an engine overrides it with one conditional write (sled: compare-and-swap;
+    /// SQL: `UPDATE … SET online = true, last_seen_ms = $3 WHERE tsn = $1 AND node = $2`).
+    fn touch_device(&self, tsn: &str, node: &str, now_ms: i64) -> Result<bool, StoreError> {
+        match self.get_device(tsn)? {
+            Some(mut d) if d.node.as_deref() == Some(node) => {
+                d.online = true;
+                d.last_seen_ms = now_ms;
+                self.put_device(&d)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
     /// Up to `limit` devices whose tsn's serial (`tsn_serial`) is `serial`, in tsn order: a
     /// claim by serial alone finds a device registered as make/model/serial. This default pages
     /// through `list_devices`; an engine with an index on the serial overrides it.
@@ -276,6 +292,30 @@ impl ConnectorStore for SledConnectorStore {
             }
         }
         Ok(n)
+    }
+
+    fn touch_device(&self, tsn: &str, node: &str, now_ms: i64) -> Result<bool, StoreError> {
+        // Retried while other writers get in between; each retry means someone else wrote, so
+        // the bound is only against a pathological storm.
+        for _ in 0..16 {
+            let Some(v) = self.devices.get(tsn.as_bytes())? else {
+                return Ok(false);
+            };
+            let mut d: DeviceRecord = dec(&v)?;
+            if d.node.as_deref() != Some(node) {
+                return Ok(false);
+            }
+            d.online = true;
+            d.last_seen_ms = now_ms;
+            if self
+                .devices
+                .compare_and_swap(tsn.as_bytes(), Some(v), Some(enc(&d)))?
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn devices_with_serial(
@@ -461,6 +501,34 @@ mod tests {
         }
         fn forget_node(&self, node: &str) -> Result<usize, StoreError> {
             self.0.forget_node(node)
+        }
+    }
+
+    #[test]
+    fn touch_device_refreshes_only_a_record_that_names_the_node_by_cas_and_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let sled_store = SledConnectorStore::open(&db).unwrap();
+        let by_default = Scanning(sled_store.clone());
+        let stores: [&dyn ConnectorStore; 2] = [&sled_store, &by_default];
+        for (i, s) in stores.into_iter().enumerate() {
+            let tsn = format!("T{i}");
+            let d = DeviceRecord {
+                tsn: tsn.clone(),
+                client_id: "c".into(),
+                owner: scope("M", None, None),
+                node: Some("n1".into()),
+                online: false,
+                last_seen_ms: 1,
+            };
+            s.put_device(&d).unwrap();
+            assert!(s.touch_device(&tsn, "n1", 50).unwrap());
+            let t = s.get_device(&tsn).unwrap().unwrap();
+            assert!(t.online && t.last_seen_ms == 50, "{t:?}");
+            assert!(!s.touch_device(&tsn, "n2", 60).unwrap());
+            assert_eq!(s.get_device(&tsn).unwrap().unwrap(), t);
+            assert!(!s.touch_device("nobody", "n1", 60).unwrap());
+            assert!(s.get_device("nobody").unwrap().is_none());
         }
     }
 
