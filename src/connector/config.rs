@@ -139,9 +139,10 @@ impl ConnectorConfig {
     pub fn max_session(&self) -> Duration {
         ms(self.max_session_ms.max(1))
     }
-    /// The presence lifetime in milliseconds, at least 3 (so the heartbeat period is not 0).
+    /// The presence lifetime in milliseconds, at least 300: the heartbeat walks every held
+    /// device each third of it, so a tiny value would keep a core busy.
     pub fn presence_ttl(&self) -> u64 {
-        self.presence_ttl_ms.max(3)
+        self.presence_ttl_ms.max(300)
     }
     pub fn presence_refresh(&self) -> Duration {
         ms(self.presence_ttl() / 3)
