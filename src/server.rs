@@ -29,6 +29,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let limits = app.config.limits.clone();
+    app.connector.start_heartbeat();
     let tls = match &app.config.tls {
         Some(cfg) => {
             let acceptor =

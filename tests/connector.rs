@@ -1074,3 +1074,332 @@ async fn the_cli_adds_lists_and_removes_clients_on_the_data_folder_and_through_t
     let (ok, _, err) = via(a(&["clients", "remove", "till-1"])).await.unwrap();
     assert!(!ok && err.contains("404"), "{err}");
 }
+
+/// The device listener's answer to `bearer` registering `tsn`: (the JSON, the close code), or
+/// the refused upgrade's HTTP status.
+async fn try_register(
+    srv: &TestServer,
+    bearer: &str,
+    tsn: &str,
+) -> Result<(serde_json::Value, Option<u16>), u16> {
+    let mut l = ws(
+        srv,
+        &format!("{}/cloud-connector/v1/device-listener", base(srv)),
+        bearer,
+    )
+    .await?;
+    l.send(Message::text(
+        serde_json::json!({"type": "register", "tsn": tsn}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let answer = json(&mut l).await;
+    Ok((answer, close_code(&mut l).await))
+}
+
+/// One text message each way through a session.
+async fn relays(dev: &mut Ws, pos: &mut Ws, what: &str) {
+    pos.send(Message::text(format!("to device: {what}")))
+        .await
+        .unwrap();
+    assert_eq!(data(dev).await, Message::text(format!("to device: {what}")));
+    dev.send(Message::text(format!("to pos: {what}")))
+        .await
+        .unwrap();
+    assert_eq!(data(pos).await, Message::text(format!("to pos: {what}")));
+}
+
+#[tokio::test]
+async fn a_registered_terminal_connects_with_its_terminal_access_token_for_its_own_serial_only() {
+    let srv = TestServer::start_with(fast).await;
+    // A real RegisterTerminal over SOAP: merchant profile MP1, serial B1234567.
+    let tat = srv
+        .register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1234567")
+        .await;
+    let other = srv.register_ok(&ksn(AES_KSN_BASE, 1), "MP1|C7654321").await;
+    // Its serial alone, or as make/model/serial; then the relay to a POS of its merchant profile.
+    let a = register(&srv, &tat, "PAX/A920/B1234567").await;
+    assert!(a["url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/cloud-connector/v1/devices/PAX/A920/B1234567"));
+    let a = register(&srv, &tat, "B1234567").await;
+    let mut dev = ws(
+        &srv,
+        a["url"].as_str().unwrap(),
+        a["token"].as_str().unwrap(),
+    )
+    .await
+    .unwrap();
+    let p = client(&srv, ClientRole::Pos, "MP1", None);
+    let pos_access = token(&srv, &p).await;
+    let mut pos = pos_session(&srv, &pos_access, "B1234567", false).await;
+    relays(&mut dev, &mut pos, "hello").await;
+    let d = srv
+        .app
+        .connector
+        .store
+        .get_device("B1234567")
+        .unwrap()
+        .unwrap();
+    assert!(d.client_id.starts_with("terminal:"), "{}", d.client_id);
+    assert_eq!(d.owner.merchant, "MP1");
+    // A POS of another merchant does not see it.
+    let q = client(&srv, ClientRole::Pos, "MP2", None);
+    let a = claim(&srv, &token(&srv, &q).await, "B1234567", false).await;
+    assert_eq!(a["error"], "unknown_device", "{a}");
+
+    // Another terminal's serial, or another serial under this one's make/model: 403 / 4403.
+    for tsn in ["C7654321", "PAX/A920/C7654321", "B12345678", "X1234567"] {
+        let (a, code) = try_register(&srv, &tat, tsn).await.unwrap();
+        assert_eq!(a["error"], "forbidden", "{tsn}: {a}");
+        assert_eq!(a["status"], 403);
+        assert_eq!(code, Some(4403), "{tsn}");
+    }
+    // A token that is not one (no dot, so not taken for a JWT) is 401 before the upgrade.
+    assert_eq!(
+        try_register(&srv, "bm90IGEgdG9rZW4=", "B1234567")
+            .await
+            .err(),
+        Some(401)
+    );
+
+    // Expired (90 days on the injected clock): 401; valid again when the clock comes back.
+    srv.clock.set(t0() + chrono::Duration::days(91));
+    assert_eq!(
+        try_register(&srv, &other, "C7654321").await.err(),
+        Some(401)
+    );
+    srv.clock.set(t0());
+    let pending = register(&srv, &other, "C7654321").await;
+
+    // Revoked by the operator: the token is refused, and so is a connection JWT handed out
+    // before the revocation.
+    let id = snapgate::store::TerminalId::new(SERVICE_KEY, "C7654321");
+    snapgate::admin::revoke(&*srv.app.store, &id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        try_register(&srv, &other, "C7654321").await.err(),
+        Some(401)
+    );
+    assert_eq!(
+        ws(
+            &srv,
+            pending["url"].as_str().unwrap(),
+            pending["token"].as_str().unwrap()
+        )
+        .await
+        .err(),
+        Some(401)
+    );
+    // The live session of the other terminal is untouched.
+    relays(&mut dev, &mut pos, "still here").await;
+    srv.stop().await;
+
+    // With `terminal_tokens = false` a TerminalAccessToken is not accepted.
+    let srv = TestServer::start_with(|c| {
+        fast(c);
+        c.connector.terminal_tokens = false;
+    })
+    .await;
+    let tat = srv
+        .register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1234567")
+        .await;
+    assert_eq!(try_register(&srv, &tat, "B1234567").await.err(), Some(401));
+}
+
+#[tokio::test]
+async fn a_claim_by_serial_alone_finds_the_fully_qualified_device_and_the_reverse_unless_ambiguous()
+{
+    let s = setup(|_| {}).await;
+    let srv = &s.srv;
+    let mut dev = device_online(srv, &s.dev, "PAX/A920/123").await;
+    // By serial alone: the session is on the registered tsn, which the answer names.
+    let a = claim(srv, &s.pos, "123", false).await;
+    assert_eq!(a["type"], "session", "{a}");
+    assert_eq!(a["tsn"], "PAX/A920/123");
+    assert!(a["url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/cloud-connector/v1/sessions/PAX/A920/123"));
+    let mut pos = ws(
+        srv,
+        a["url"].as_str().unwrap(),
+        a["token"].as_str().unwrap(),
+    )
+    .await
+    .unwrap();
+    relays(&mut dev, &mut pos, "by serial").await;
+    // (`pos` keeps that session: the later claims of it ask for a takeover by the same client.)
+
+    // The reverse: a device registered by serial alone, claimed as make/model/serial.
+    let mut dev2 = device_online(srv, &s.dev, "456").await;
+    let a = claim(srv, &s.pos, "VRF/P400/456", false).await;
+    assert_eq!(a["tsn"], "456", "{a}");
+    let mut pos2 = ws(
+        srv,
+        a["url"].as_str().unwrap(),
+        a["token"].as_str().unwrap(),
+    )
+    .await
+    .unwrap();
+    relays(&mut dev2, &mut pos2, "reverse").await;
+    // Two fully qualified tsns with the same serial are different terminals.
+    let a = claim(srv, &s.pos, "ING/M70/123", false).await;
+    assert_eq!(a["error"], "unknown_device", "{a}");
+
+    // A device of another merchant with the same serial is out of this POS's sight: no
+    // ambiguity, and its tsn is not named.
+    let n = client(srv, ClientRole::Device, "M2", None);
+    let _other = device_online(srv, &token(srv, &n).await, "ING/M70/123").await;
+    let a = claim(srv, &s.pos, "123", true).await;
+    assert_eq!(a["tsn"], "PAX/A920/123", "{a}");
+    // A second device of this merchant with serial 123: a claim by serial alone is ambiguous
+    // (409 / 4409, naming both), the fully qualified claims still work.
+    let _vrf = device_online(srv, &s.dev, "VRF/P400/123").await;
+    let mut l = ws(
+        srv,
+        &format!("{}/cloud-connector/v1/pos-listener", base(srv)),
+        &s.pos,
+    )
+    .await
+    .unwrap();
+    l.send(Message::text(r#"{"type":"claim","tsn":"123"}"#))
+        .await
+        .unwrap();
+    let a = json(&mut l).await;
+    assert_eq!(a["error"], "ambiguous_device", "{a}");
+    assert_eq!(a["status"], 409);
+    let text = a["error_description"].as_str().unwrap();
+    assert!(
+        text.contains("PAX/A920/123") && text.contains("VRF/P400/123"),
+        "{text}"
+    );
+    assert!(!text.contains("ING/M70/123"), "{text}");
+    assert_eq!(close_code(&mut l).await, Some(4409));
+    for tsn in ["PAX/A920/123", "VRF/P400/123"] {
+        let a = claim(srv, &s.pos, tsn, true).await;
+        assert_eq!(a["type"], "session", "{tsn}: {a}");
+        assert_eq!(a["tsn"], tsn);
+    }
+    // An exact registration of the serial alone wins over the fully qualified ones.
+    let _bare = device_online(srv, &s.dev, "123").await;
+    let a = claim(srv, &s.pos, "123", false).await;
+    assert_eq!(a["tsn"], "123", "{a}");
+}
+
+#[tokio::test]
+async fn presence_older_than_its_lifetime_reads_offline_and_the_heartbeat_keeps_live_devices_fresh()
+{
+    // A 300 ms presence lifetime on the injected clock; the heartbeat runs every 100 ms of real
+    // time and stamps the injected clock's time.
+    let s = setup(|c| c.connector.presence_ttl_ms = 300).await;
+    let srv = &s.srv;
+    let store = srv.app.connector.store.clone();
+    // What a node that crashed leaves behind: its device still "online" there.
+    let dead = snapgate::store::connector::DeviceRecord {
+        tsn: "DEAD1".into(),
+        client_id: "x".into(),
+        owner: Scope {
+            merchant: "M1".into(),
+            store: Some("S1".into()),
+            tsn: None,
+        },
+        node: Some("ws://127.0.0.1:9".into()),
+        online: true,
+        last_seen_ms: srv.now().timestamp_millis(),
+    };
+    store.put_device(&dead).unwrap();
+    // Fresh: the POS is sent to that node.
+    let a = claim(srv, &s.pos, "DEAD1", false).await;
+    assert!(
+        a["url"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("ws://127.0.0.1:9/"),
+        "{a}"
+    );
+    let _dev = device_online(srv, &s.dev, "LIVE1").await;
+
+    // 301 ms later on the injected clock: the dead node's row is past its lifetime.
+    srv.clock.advance(chrono::Duration::milliseconds(301));
+    let a = claim(srv, &s.pos, "DEAD1", false).await;
+    assert_eq!(a["error"], "device_offline", "{a}");
+    let admin = srv.start_admin().await;
+    let addr: std::net::SocketAddr = admin.trim_start_matches("http://").parse().unwrap();
+    let r = send(addr, "GET", "/admin/connector/devices", &[], Bytes::new()).await;
+    let v = r.json();
+    let row = |tsn: &str| {
+        v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["tsn"] == tsn)
+            .unwrap_or_else(|| panic!("{tsn} not listed: {v}"))
+            .clone()
+    };
+    assert_eq!(row("DEAD1")["online"], false, "{v}");
+    assert_eq!(row("DEAD1")["presence_expired"], true, "{v}");
+    assert_eq!(row("LIVE1")["connected_here"], true, "{v}");
+
+    // This node's heartbeat refreshes the device it holds to the (injected) time now.
+    let now = srv.now().timestamp_millis();
+    wait_until(
+        "the heartbeat refreshed LIVE1",
+        Duration::from_secs(10),
+        || store.get_device("LIVE1").unwrap().unwrap().last_seen_ms == now,
+    )
+    .await;
+    assert!(store.get_device("LIVE1").unwrap().unwrap().live(now, 300));
+    // ... and leaves the dead node's row alone.
+    assert_eq!(store.get_device("DEAD1").unwrap().unwrap(), dead);
+    let r = send(addr, "GET", "/admin/connector/devices", &[], Bytes::new()).await;
+    let v = r.json();
+    let live = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["tsn"] == "LIVE1")
+        .unwrap()
+        .clone();
+    assert_eq!(live["online"], true, "{v}");
+    assert_eq!(live["presence_expired"], false, "{v}");
+    assert_eq!(srv.app.connector.refresh_presence(), 1);
+
+    // A row another node has taken since (the device reconnected there) is that node's to
+    // refresh: this node leaves it alone even while its old connection lingers here.
+    let mut moved = store.get_device("LIVE1").unwrap().unwrap();
+    moved.node = Some("ws://127.0.0.1:10".into());
+    store.put_device(&moved).unwrap();
+    srv.clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(srv.app.connector.refresh_presence(), 0);
+    assert_eq!(store.get_device("LIVE1").unwrap().unwrap(), moved);
+}
+
+#[tokio::test]
+async fn a_terminals_pending_renewed_token_at_the_device_listener_becomes_current() {
+    let srv = TestServer::start_with(fast).await;
+    let old = srv
+        .register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1234567")
+        .await;
+    // Day 30: a swipe raises the refresh flag and carries the renewed token, still pending.
+    srv.clock.set(day(30));
+    let renewed = srv
+        .swipe("AuthorizeAndCapture", &old, &ksn(TDES_KSN_BASE, 2), "10.00")
+        .await
+        .assert_ok()
+        .renewed_token()
+        .expect("a renewed token");
+    let pending = srv.record("B1234567").pending.expect("pending");
+    // The old token still works until the new one is used ...
+    register(&srv, &old, "B1234567").await;
+    // ... and using the new one at the connector is the terminal's proof of receipt: it is
+    // current (in the store) and the old one stops working, as after a transaction.
+    register(&srv, &renewed, "B1234567").await;
+    let r = srv.record("B1234567");
+    assert_eq!(r.token_id, pending.token_id);
+    assert!(r.pending.is_none());
+    assert_eq!(try_register(&srv, &old, "B1234567").await.err(), Some(401));
+    register(&srv, &renewed, "B1234567").await;
+}

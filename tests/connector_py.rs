@@ -29,6 +29,12 @@ fn secs(ms: u64) -> String {
 }
 
 async fn run_case(case: &str, tls: bool, tweak: impl FnOnce(&mut Config)) {
+    run_case_as(case, tls, tweak, false).await
+}
+
+/// `terminal`: the clients are merchant-wide for merchant profile MP1, and a terminal of MP1
+/// registered with RegisterTerminal is passed as `--terminal TOKEN:SERIAL`.
+async fn run_case_as(case: &str, tls: bool, tweak: impl FnOnce(&mut Config), terminal: bool) {
     let pki_dir = tempfile::tempdir().unwrap();
     let pki = tls.then(|| snapgate::tls::write_dev_pki(&pki_dir.path().join("tls")).unwrap());
     let tls_cfg = pki.as_ref().map(|p| p.tls_config(false));
@@ -57,10 +63,18 @@ async fn run_case(case: &str, tls: bool, tweak: impl FnOnce(&mut Config)) {
             None,
             "test",
             role,
-            Scope {
-                merchant: "M1".into(),
-                store: Some("S1".into()),
-                tsn: None,
+            if terminal {
+                Scope {
+                    merchant: "MP1".into(),
+                    store: None,
+                    tsn: None,
+                }
+            } else {
+                Scope {
+                    merchant: "M1".into(),
+                    store: Some("S1".into()),
+                    tsn: None,
+                }
             },
             256,
             1,
@@ -101,6 +115,13 @@ async fn run_case(case: &str, tls: bool, tweak: impl FnOnce(&mut Config)) {
         "--pong".into(),
         secs(k.pong_timeout_ms),
     ];
+    if terminal {
+        let tat = srv
+            .register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1234567")
+            .await;
+        args.push("--terminal".into());
+        args.push(format!("{tat}:B1234567"));
+    }
     if let Some(p) = &pki {
         args.push("--cafile".into());
         args.push(p.ca_cert.display().to_string());
@@ -179,4 +200,9 @@ async fn r7_oversize_is_1009_and_a_non_reading_peer_is_1008() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r8_rapid_reconnects_leave_the_live_session_alone() {
     run_case("rapid", false, |c| c.connector.reconnect_grace_ms = 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_token_device_and_claims_by_serial_alone() {
+    run_case_as("terminal", false, |_| {}, true).await;
 }

@@ -329,3 +329,43 @@ fn db_copy_brings_the_other_services_records_and_can_run_again() {
     assert!(dpair.is_denied(&[1; 32]).unwrap());
     assert!(dst.connector().unwrap().get_client("c1").unwrap().is_some());
 }
+
+/// The presence heartbeat's write and the serial lookup a claim by serial alone uses.
+#[test]
+fn touch_device_is_conditional_and_devices_with_serial_finds_every_tsn_of_a_serial() {
+    for (name, e, _dir) in engines() {
+        let s = e.connector().unwrap();
+        for (tsn, node) in [
+            ("PAX/A920/123", "n1"),
+            ("123", "n2"),
+            ("VRF/P400/123", "n1"),
+            ("PAX/A920/1234", "n1"),
+        ] {
+            let mut d = device(tsn, node);
+            d.online = false;
+            s.put_device(&d).unwrap();
+        }
+        assert!(s.touch_device("PAX/A920/123", "n1", 50).unwrap(), "{name}");
+        let d = s.get_device("PAX/A920/123").unwrap().unwrap();
+        assert!(d.online && d.last_seen_ms == 50, "{name}: {d:?}");
+        // Another node's device, or none: nothing changes.
+        assert!(!s.touch_device("123", "n1", 60).unwrap(), "{name}");
+        assert!(!s.get_device("123").unwrap().unwrap().online, "{name}");
+        assert!(!s.touch_device("nobody", "n1", 60).unwrap(), "{name}");
+        let tsns = |serial: &str, limit| -> Vec<String> {
+            s.devices_with_serial(serial, limit)
+                .unwrap()
+                .into_iter()
+                .map(|d| d.tsn)
+                .collect()
+        };
+        assert_eq!(
+            tsns("123", 10),
+            ["123", "PAX/A920/123", "VRF/P400/123"],
+            "{name}"
+        );
+        assert_eq!(tsns("123", 2), ["123", "PAX/A920/123"], "{name}");
+        assert_eq!(tsns("1234", 10), ["PAX/A920/1234"], "{name}");
+        assert!(tsns("12", 10).is_empty(), "{name}");
+    }
+}

@@ -14,7 +14,10 @@ pub fn device_json(c: &Connector, d: &DeviceRecord) -> Value {
         "client_id": d.client_id,
         "merchant": d.owner.merchant,
         "store": d.owner.store,
-        "online": d.online,
+        // Online and its node's heartbeat recent; `presence_expired`: the store still says
+        // online but the node stopped refreshing it (it died without marking it offline).
+        "online": d.live(c.now_ms(), c.config.presence_ttl()),
+        "presence_expired": d.online && !d.live(c.now_ms(), c.config.presence_ttl()),
         "node": d.node,
         "last_seen": crate::store::from_ms(d.last_seen_ms).to_rfc3339(),
         "connected_here": false,

@@ -54,6 +54,13 @@ pub struct ConnectorConfig {
     pub max_sessions: usize,
     /// Most connected devices on this node (connections beyond get 503 too_many_devices).
     pub max_devices: usize,
+    /// A device's presence in the store reads as offline once its node's heartbeat is this old
+    /// (a node that died cannot mark its devices offline). The node refreshes the presence of
+    /// the devices it holds every third of it.
+    pub presence_ttl_ms: u64,
+    /// A terminal registered with RegisterTerminal may present its TerminalAccessToken at the
+    /// device listener instead of an OAuth2 access token (issue 12's option beyond the seed).
+    pub terminal_tokens: bool,
 }
 
 impl Default for ConnectorConfig {
@@ -82,6 +89,8 @@ impl Default for ConnectorConfig {
             max_session_ms: 12 * 3600 * 1000,
             max_sessions: 10_000,
             max_devices: 100_000,
+            presence_ttl_ms: 90_000,
+            terminal_tokens: true,
         }
     }
 }
@@ -129,6 +138,14 @@ impl ConnectorConfig {
     }
     pub fn max_session(&self) -> Duration {
         ms(self.max_session_ms.max(1))
+    }
+    /// The presence lifetime in milliseconds, at least 300: the heartbeat walks every held
+    /// device each third of it, so a tiny value would keep a core busy.
+    pub fn presence_ttl(&self) -> u64 {
+        self.presence_ttl_ms.max(300)
+    }
+    pub fn presence_refresh(&self) -> Duration {
+        ms(self.presence_ttl() / 3)
     }
 
     /// tungstenite's limits, every one set here rather than left to its defaults.

@@ -74,8 +74,13 @@ pub enum ConnectorError {
     MethodNotAllowed,
     #[error("a WebSocket upgrade is required here")]
     UpgradeRequired,
+    #[error("several devices match this serial ({0}); claim one by its make/model/serial")]
+    AmbiguousDevice(String),
     #[error("storage: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// Another failure behind the connector (the terminal store's checks); detail only logged.
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 impl ConnectorError {
@@ -88,14 +93,14 @@ impl ConnectorError {
             UnsupportedGrantType | InvalidRequest(_) => StatusCode::BAD_REQUEST,
             WrongAudience | WrongRole | OutOfScope => StatusCode::FORBIDDEN,
             UnknownDevice | NotFound => StatusCode::NOT_FOUND,
-            DeviceOffline | SessionBusy => StatusCode::CONFLICT,
+            DeviceOffline | SessionBusy | AmbiguousDevice(_) => StatusCode::CONFLICT,
             ListenerTimeout => StatusCode::REQUEST_TIMEOUT,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             TemporarilyUnavailable | TooManySessions | TooManyDevices => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Store(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -120,14 +125,17 @@ impl ConnectorError {
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             UpgradeRequired => "upgrade_required",
-            Store(_) => "server_error",
+            AmbiguousDevice(_) => "ambiguous_device",
+            Store(_) | Internal(_) => "server_error",
         }
     }
 
     /// The description sent to the client: never the storage detail.
     pub fn description(&self) -> String {
         match self {
-            ConnectorError::Store(_) => "internal error; see the server log".into(),
+            ConnectorError::Store(_) | ConnectorError::Internal(_) => {
+                "internal error; see the server log".into()
+            }
             e => e.to_string(),
         }
     }
@@ -152,7 +160,7 @@ impl ConnectorError {
 
     /// The HTTP answer. No caching; a 401 says how to authenticate.
     pub fn response(&self) -> Response<Full<Bytes>> {
-        if matches!(self, ConnectorError::Store(_)) {
+        if matches!(self, ConnectorError::Store(_) | ConnectorError::Internal(_)) {
             tracing::error!(error = %self, "connector request failed");
         } else {
             tracing::debug!(error = %self, "connector request refused");

@@ -20,11 +20,14 @@ pub mod jwt;
 pub mod oauth;
 pub mod registry;
 pub mod relay;
+pub mod terminal;
 
 use crate::app::App;
 use crate::clock::Clock;
 use crate::metrics::RelayMetrics;
-use crate::store::connector::{ClientRecord, ConnectorStore, DeviceRecord, Scope};
+use crate::store::connector::{
+    tsn_matches, tsn_serial, ClientRecord, ConnectorStore, DeviceRecord, Scope,
+};
 use bytes::Bytes;
 use error::{close, ConnectorError};
 use futures_util::{SinkExt, StreamExt};
@@ -71,6 +74,8 @@ pub struct Connector {
     stopping: std::sync::atomic::AtomicBool,
     /// Relay connections still running.
     live: std::sync::atomic::AtomicUsize,
+    /// The presence heartbeat was started (once per Connector, by the first `server::run`).
+    heartbeat: std::sync::atomic::AtomicBool,
     gone: tokio::sync::Notify,
 }
 
@@ -132,6 +137,7 @@ impl Connector {
             used: Mutex::default(),
             stopping: Default::default(),
             live: Default::default(),
+            heartbeat: Default::default(),
             gone: tokio::sync::Notify::new(),
             config: c.clone(),
         }))
@@ -197,6 +203,54 @@ impl Connector {
         }
     }
 
+    /// Refresh the presence of every device this node holds (connected or in its grace):
+    /// `last_seen_ms` = now, so other nodes keep reading it as live. Under each slot's lock, so
+    /// it is ordered with the connection's own presence writes; a record another node has taken
+    /// meanwhile is left alone (`touch_device` is conditional on the record naming this node).
+    /// Returns how many it refreshed.
+    pub fn refresh_presence(&self) -> usize {
+        let mut n = 0;
+        for slot in self.registry.snapshot() {
+            let s = slot.lock();
+            if s.device.is_none() && s.grace.is_none() {
+                continue;
+            }
+            match self
+                .store
+                .touch_device(&slot.tsn, &self.node, self.now_ms())
+            {
+                Ok(true) => n += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not refresh device presence"),
+            }
+        }
+        n
+    }
+
+    /// Start the presence heartbeat (once; later calls do nothing). It stops at shutdown or
+    /// when the Connector is dropped.
+    pub fn start_heartbeat(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !self.config.enabled || self.heartbeat.swap(true, SeqCst) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let every = self.config.presence_refresh();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(c) = weak.upgrade() else { return };
+                if c.stopping.load(SeqCst) {
+                    return;
+                }
+                // Store I/O (a network round trip on a shared engine): off the async workers.
+                if let Err(e) = tokio::task::spawn_blocking(move || c.refresh_presence()).await {
+                    tracing::error!(error = %e, "presence heartbeat panicked");
+                }
+            }
+        });
+    }
+
     /// Record a connection JWT's id as used; false if it was already.
     fn consume(&self, jti: &str, exp: i64) -> bool {
         let now = self.clock.now().timestamp();
@@ -252,15 +306,18 @@ pub async fn route(app: &App, _peer: SocketAddr, req: Request<Incoming>) -> Resp
     let result = if req.method() != hyper::Method::GET {
         Err(ConnectorError::MethodNotAllowed)
     } else if rest == "device-listener" {
-        listener(c, req, Role::Device)
+        match device_client(app, &c, &req).await {
+            Ok(client) => listener(c, req, Role::Device, client),
+            Err(e) => Err(e),
+        }
     } else if rest == "pos-listener" {
-        listener(c, req, Role::Pos)
+        oauth::authorize(&c, &req, false).and_then(|client| listener(c, req, Role::Pos, client))
     } else if let Some(tsn) = rest.strip_prefix(DEVICES) {
         let tsn = tsn.to_owned();
-        connect(c, req, Role::Device, &tsn)
+        connect(app, c, req, Role::Device, &tsn)
     } else if let Some(tsn) = rest.strip_prefix(SESSIONS) {
         let tsn = tsn.to_owned();
-        connect(c, req, Role::Pos, &tsn)
+        connect(app, c, req, Role::Pos, &tsn)
     } else {
         Err(ConnectorError::NotFound)
     };
@@ -289,14 +346,31 @@ struct ListenerMessage {
     takeover: bool,
 }
 
-/// A listener: check the access token, upgrade, read one register or claim message, answer
-/// with a URL and a single-use JWT, close.
+/// Who opens the device listener: an OAuth2 device client, or (with `terminal_tokens`) a
+/// terminal presenting its TerminalAccessToken.
+async fn device_client(
+    app: &App,
+    c: &Connector,
+    req: &Request<Incoming>,
+) -> Result<ClientRecord, ConnectorError> {
+    let token = oauth::bearer(req)?;
+    if c.config.terminal_tokens && terminal::is_terminal_token(&token) {
+        if token.len() > crate::token::MAX_TOKEN_CHARS {
+            return Err(ConnectorError::InvalidToken);
+        }
+        return terminal::authorize(app, &token).await;
+    }
+    oauth::authorize(c, req, true)
+}
+
+/// A listener (its client already authorized): upgrade, read one register or claim message,
+/// answer with a URL and a single-use JWT, close.
 fn listener(
     c: Arc<Connector>,
     req: Request<Incoming>,
     role: Role,
+    client: ClientRecord,
 ) -> Result<Response<Full<Bytes>>, ConnectorError> {
-    let client = oauth::authorize(&c, &req, role == Role::Device)?;
     if !crate::ws::is_upgrade(&req) {
         return Err(ConnectorError::UpgradeRequired);
     }
@@ -399,14 +473,20 @@ fn connection_jwt(
 }
 
 /// A device registers its tsn: a device client may register any terminal of its merchant that
-/// no other merchant holds (and only its own, if its scope names one).
+/// no other merchant holds (and only its own, if its scope names one: a terminal's token names
+/// its serial, so it may register that serial alone or as make/model/serial).
 fn register(
     c: &Connector,
     client: &ClientRecord,
     base: &str,
     m: &ListenerMessage,
 ) -> Result<serde_json::Value, ConnectorError> {
-    if client.scope.tsn.as_deref().is_some_and(|t| t != m.tsn) {
+    if client
+        .scope
+        .tsn
+        .as_deref()
+        .is_some_and(|t| !tsn_matches(t, &m.tsn))
+    {
         return Err(ConnectorError::OutOfScope);
     }
     if let Some(d) = crate::store::blocking(|| c.store.get_device(&m.tsn))? {
@@ -418,23 +498,60 @@ fn register(
     Ok(connection_jwt(c, client, &url, &m.tsn, Kind::Device, false))
 }
 
-/// A POS claims a tsn: unknown or out of its scope is 404, offline 409, busy 409; a device on
-/// another node gets a session URL on that node.
+/// Most devices `resolve` reads for one serial (every merchant's: the scope filter comes after),
+/// and most it names in an ambiguity error.
+const MAX_SERIAL_MATCHES: usize = 64;
+const MAX_NAMED: usize = 8;
+
+/// The device a claim for `tsn` means, among those the client's scope covers: the device
+/// registered under exactly `tsn`; else the one device whose tsn matches it (`tsn_matches`: a
+/// serial alone finds `make/model/serial`, and `make/model/serial` finds the serial alone);
+/// several: `ambiguous_device`; none: `unknown_device`.
+fn resolve(
+    c: &Connector,
+    client: &ClientRecord,
+    tsn: &str,
+) -> Result<DeviceRecord, ConnectorError> {
+    let covered = |d: &DeviceRecord| client.scope.covers(&d.owner, &d.tsn);
+    if let Some(d) = c.store.get_device(tsn)?.filter(covered) {
+        return Ok(d);
+    }
+    let mut found: Vec<DeviceRecord> = c
+        .store
+        .devices_with_serial(tsn_serial(tsn), MAX_SERIAL_MATCHES)?
+        .into_iter()
+        .filter(|d| d.tsn != tsn && tsn_matches(tsn, &d.tsn) && covered(d))
+        .collect();
+    match found.len() {
+        0 => Err(ConnectorError::UnknownDevice),
+        1 => Ok(found.remove(0)),
+        n => {
+            let mut names: Vec<&str> = found.iter().take(MAX_NAMED).map(|d| &*d.tsn).collect();
+            if n > MAX_NAMED {
+                names.push("…");
+            }
+            Err(ConnectorError::AmbiguousDevice(names.join(", ")))
+        }
+    }
+}
+
+/// A POS claims a tsn: unknown or out of its scope is 404, ambiguous 409, offline 409, busy
+/// 409; a device on another node gets a session URL on that node, if that node's presence
+/// heartbeat is recent (`presence_ttl_ms`). The answer names the tsn the device registered.
 fn claim(
     c: &Connector,
     client: &ClientRecord,
     base: &str,
     m: &ListenerMessage,
 ) -> Result<serde_json::Value, ConnectorError> {
-    let d = crate::store::blocking(|| c.store.get_device(&m.tsn))?
-        .filter(|d| client.scope.covers(&d.owner, &m.tsn))
-        .ok_or(ConnectorError::UnknownDevice)?;
-    let local = d.node.as_deref() == Some(&c.node) || c.registry.get(&m.tsn).is_some();
+    let d = crate::store::blocking(|| resolve(c, client, &m.tsn))?;
+    let tsn = d.tsn.as_str();
+    let local = d.node.as_deref() == Some(&c.node) || c.registry.get(tsn).is_some();
     let base = if local {
-        if c.registry.get(&m.tsn).is_none() {
+        if c.registry.get(tsn).is_none() {
             return Err(ConnectorError::DeviceOffline);
         }
-        if let Some(e) = c.registry.check_claim(&m.tsn, &client.id, m.takeover) {
+        if let Some(e) = c.registry.check_claim(tsn, &client.id, m.takeover) {
             return Err(e);
         }
         if c.registry.sessions() >= c.config.max_sessions {
@@ -442,25 +559,22 @@ fn claim(
         }
         base.to_owned()
     } else {
-        match d.node.filter(|n| d.online && n.starts_with("ws")) {
-            Some(node) => node, // the node that holds the device
+        let live = d.live(c.now_ms(), c.config.presence_ttl());
+        match d.node.as_deref().filter(|n| live && n.starts_with("ws")) {
+            Some(node) => node.to_owned(), // the node that holds the device
             None => return Err(ConnectorError::DeviceOffline),
         }
     };
-    let url = format!("{base}{PREFIX}{SESSIONS}{}", m.tsn);
-    Ok(connection_jwt(
-        c,
-        client,
-        &url,
-        &m.tsn,
-        Kind::Session,
-        m.takeover,
-    ))
+    let url = format!("{base}{PREFIX}{SESSIONS}{tsn}");
+    let mut answer = connection_jwt(c, client, &url, tsn, Kind::Session, m.takeover);
+    answer["tsn"] = tsn.into();
+    Ok(answer)
 }
 
 /// A device's connection URL or a POS's session URL: check the single-use JWT, upgrade, attach,
 /// relay.
 fn connect(
+    app: &App,
     c: Arc<Connector>,
     req: Request<Incoming>,
     role: Role,
@@ -483,8 +597,12 @@ fn connect(
     if claims.iat < c.boot_s {
         return Err(ConnectorError::InvalidToken);
     }
-    let client = crate::store::blocking(|| c.store.get_client(&claims.client))?
-        .ok_or(ConnectorError::InvalidToken)?;
+    // A removed client, or a terminal since revoked, may not connect with a JWT issued before.
+    let client = crate::store::blocking(|| match terminal::lookup(app, &claims.client)? {
+        Some(t) => Ok::<_, ConnectorError>(t),
+        None => Ok(c.store.get_client(&claims.client)?),
+    })?
+    .ok_or(ConnectorError::InvalidToken)?;
     if !crate::ws::is_upgrade(&req) {
         return Err(ConnectorError::UpgradeRequired);
     }

@@ -3,7 +3,7 @@ against a snapgate server that tests/connector_py.rs starts on loopback. One cas
 
     relay.py CASE --base ws://127.0.0.1:P --http http://127.0.0.1:P --admin http://127.0.0.1:A
              --device ID:SECRET --pos ID:SECRET [--pos2 ID:SECRET] [--cafile ca.pem]
-             [--grace S] [--ping S] [--pong S]
+             [--grace S] [--ping S] [--pong S] [--terminal TOKEN:SERIAL]
 
 Prints "ok CASE" and exits 0 when every check holds; any failed check raises. Every wait is
 bounded by a timeout; nothing here sleeps to synchronise.
@@ -394,6 +394,43 @@ async def case_rapid(c):
     check(d["connected_here"] and d["session"] is not None and not d["in_grace"], f"status {d}")
 
 
+# --- Beyond R: a terminal with its TerminalAccessToken; claims by serial alone ----------------
+
+async def case_terminal(c):
+    """--terminal TOKEN:SERIAL (a RegisterTerminal token, merchant profile = --pos's merchant)."""
+    tat, serial = c.a.terminal.rsplit(":", 1)
+    fq = "PAX/A920/" + serial
+    # Its own serial as make/model/serial; another serial is 403 / 4403.
+    a, code = await c.listen("/cloud-connector/v1/device-listener", tat,
+                             {"type": "register", "tsn": "PAX/A920/NOT" + serial})
+    check(a.get("error") == "forbidden" and a.get("status") == 403 and code == 4403,
+          f"another serial: {a} {code}")
+    check(await status_of(c.ws(c.a.base + "/cloud-connector/v1/device-listener", "bm90IGEgdG9rZW4="))
+          == 401, "a token that is not one is 401")
+    dev = await c.device(tat, fq)
+    # The POS claims by serial alone and is given the registered tsn.
+    pos_access = c.token(c.a.pos)
+    a, code = await c.claim(pos_access, serial)
+    check(a.get("type") == "session" and a.get("tsn") == fq, f"claim by serial: {a} {code}")
+    pos = await c.ws(a["url"], a["token"])
+    for i in range(50):
+        await pos.send(message(i))
+        check(await asyncio.wait_for(dev.recv(), T) == message(i), "POS to device")
+        await dev.send(message(i))
+        check(await asyncio.wait_for(pos.recv(), T) == message(i), "device to POS")
+    await pos.close()
+    # A second device with the same serial under another make: a claim by serial alone is
+    # ambiguous (409 / 4409); the fully qualified claim works.
+    other = await c.device(c.token(c.a.device), "VRF/P400/" + serial)
+    a, code = await c.claim(pos_access, serial)
+    check(a.get("error") == "ambiguous_device" and a.get("status") == 409 and code == 4409,
+          f"ambiguous: {a} {code}")
+    a, code = await c.claim(pos_access, fq, takeover=True)
+    check(a.get("type") == "session" and a.get("tsn") == fq, f"fully qualified: {a} {code}")
+    await other.close()
+    await dev.close()
+
+
 CASES = {name[5:]: f for name, f in globals().items() if name.startswith("case_")}
 
 
@@ -403,6 +440,7 @@ def main():
     for k in ("base", "http", "admin", "device", "pos"):
         p.add_argument("--" + k, required=True)
     p.add_argument("--pos2")
+    p.add_argument("--terminal")
     p.add_argument("--cafile")
     p.add_argument("--domain", default="test")
     p.add_argument("--grace", type=float, default=1.0)

@@ -40,6 +40,13 @@ fn rec<T: serde::de::DeserializeOwned>(r: &postgres::Row) -> Result<T, StoreErro
     dec(r.get::<_, &[u8]>(0))
 }
 
+const D_OF_SERIAL: &str = "SELECT rec FROM connector_devices \
+                           WHERE regexp_replace(tsn, '^.*/', '') = $1 ORDER BY tsn LIMIT $2";
+const D_NODE_ROW: &str = "SELECT rec FROM connector_devices WHERE tsn = $1 AND node = $2";
+/// The heartbeat's write: only if the row is still the one read (so still this node's).
+const D_TOUCH: &str = "UPDATE connector_devices SET online = true, rec = $2 \
+                       WHERE tsn = $1 AND rec = $3";
+
 impl ConnectorStore for PgConnector {
     fn put_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
         let params = vec![p(c.id.clone()), p(enc(c))];
@@ -94,5 +101,38 @@ impl ConnectorStore for PgConnector {
             n += 1;
         }
         Ok(n)
+    }
+
+    fn touch_device(&self, tsn: &str, node: &str, now_ms: i64) -> Result<bool, StoreError> {
+        // Retried only while other writers get in between (each retry means someone wrote).
+        for _ in 0..16 {
+            let params = vec![p(tsn.to_owned()), p(node.to_owned())];
+            let Some(row) = self.pool.query_opt(D_NODE_ROW, params)? else {
+                return Ok(false); // gone, or another node holds it now
+            };
+            let old: Vec<u8> = row.get(0);
+            let mut d: DeviceRecord = dec(&old)?;
+            d.online = true;
+            d.last_seen_ms = now_ms;
+            let params = vec![p(tsn.to_owned()), p(enc(&d)), p(old)];
+            if self.pool.execute(D_TOUCH, params)? == 1 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn devices_with_serial(
+        &self,
+        serial: &str,
+        limit: usize,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let params = vec![p(serial.to_owned()), p(limit)];
+        self.pool
+            .query(D_OF_SERIAL, params)?
+            .iter()
+            .map(rec)
+            .collect()
     }
 }

@@ -48,3 +48,5 @@ CREATE TABLE connector_devices (
     rec    bytea NOT NULL
 );
 CREATE INDEX connector_devices_node ON connector_devices (node) WHERE online;
+-- A claim by serial alone finds make/model/serial: the tsn after its last '/' (tsn_serial).
+CREATE INDEX connector_devices_serial ON connector_devices ((regexp_replace(tsn, '^.*/', '')), tsn);
