@@ -481,6 +481,8 @@ async fn a_pos_on_one_node_reaches_a_device_held_by_another() {
         c.connector.secret_file = Some(key.clone());
         c.connector.hash_memory_kib = 256;
         c.connector.hash_iterations = 1;
+        // Heartbeat every 0.5 s: a dead node's presence reads offline 1.5 s after its last.
+        c.connector.presence_ttl_ms = 1_500;
     })
     .await;
     let (a, b) = (c.addr(0), c.addr(1));
@@ -605,4 +607,31 @@ async fn a_pos_on_one_node_reaches_a_device_held_by_another() {
             .unwrap();
         assert_eq!(next(&mut pos_ws).await, Message::text(format!("ack {i}")));
     }
+    // Node A dies holding the device. Its presence row still names it until the heartbeat
+    // lapses; then a claim at node B says the device is offline instead of sending the POS to a
+    // dead node. Polled, bounded: separate processes cannot share an injected clock.
+    let mut c = c;
+    c.nodes[0].take().unwrap().kill9();
+    drop((device, pos_ws));
+    let mut last = serde_json::Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let listener = ws(
+            b,
+            format!("ws://{b}/cloud-connector/v1/pos-listener"),
+            pos.clone(),
+        )
+        .await;
+        last = answer(listener, claim.clone()).await;
+        if last["error"] == "device_offline" {
+            break;
+        }
+        assert_eq!(
+            last["type"], "session",
+            "before the lapse: sent to A; {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(last["error"], "device_offline", "{last}");
+    assert_eq!(last["status"], 409, "{last}");
 }
