@@ -81,7 +81,12 @@ pub fn basic_credentials<B>(req: &Request<B>) -> Option<String> {
         .get(hyper::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
-    let (scheme, b64) = v.trim().split_once(' ')?;
+    decode_basic(v)
+}
+
+/// The decoded `user:password` of a `Basic` Authorization value (at most 8 KiB of base64).
+pub fn decode_basic(value: &str) -> Option<String> {
+    let (scheme, b64) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") || b64.len() > 8192 {
         return None;
     }

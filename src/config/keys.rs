@@ -391,7 +391,14 @@ pub fn rotate_signing_key(path: &Path) -> Result<String, ConfigError> {
         key: Zeroizing::new(sk.key_hex().to_string()),
     });
     file.active_signing_key = sk.kid().to_owned();
-    let out = Zeroizing::new(toml::to_string_pretty(&file).map_err(|e| keys_err(path, e))?);
+    replace_key_file(path, &file)?;
+    Ok(sk.kid().to_owned())
+}
+
+/// Write `file` over the key file at `path`: checked to load first, then replaced atomically
+/// (mode 600 from the start), so a failure leaves the old file as it was.
+fn replace_key_file(path: &Path, file: &KeyFile) -> Result<(), ConfigError> {
+    let out = Zeroizing::new(toml::to_string_pretty(file).map_err(|e| keys_err(path, e))?);
     // Check the result loads before it replaces anything.
     let reparsed: KeyFile = toml::from_str(&out).map_err(|e| keys_err(path, e))?;
     Keys::from_file(path, reparsed)?;
@@ -402,7 +409,7 @@ pub fn rotate_signing_key(path: &Path) -> Result<String, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    Ok(sk.kid().to_owned())
+    Ok(())
 }
 
 /// Add an operator for `service_key`'s merchant profiles; returns its token (printed once,
@@ -421,16 +428,7 @@ pub fn add_operator(path: &Path, id: &str, service_key: &str) -> Result<String, 
         service_key: service_key.to_owned(),
         token_sha256: hex::encode(sha256(&token)),
     });
-    let out = Zeroizing::new(toml::to_string_pretty(&file).map_err(|e| keys_err(path, e))?);
-    let reparsed: KeyFile = toml::from_str(&out).map_err(|e| keys_err(path, e))?;
-    Keys::from_file(path, reparsed)?;
-    let tmp = path.with_extension("toml.new");
-    let _ = std::fs::remove_file(&tmp);
-    write_private(&tmp, &out)?;
-    std::fs::rename(&tmp, path).map_err(|source| ConfigError::Write {
-        path: path.to_owned(),
-        source,
-    })?;
+    replace_key_file(path, &file)?;
     Ok(token)
 }
 

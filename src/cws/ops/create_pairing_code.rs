@@ -80,17 +80,9 @@ pub fn apply(app: &App, req: CreatePairingCode, base: Base) -> Result<Reply, Err
 /// ErrorResponse (401 for token problems).
 pub fn rest(app: &App, authorization: Option<&str>) -> (hyper::StatusCode, serde_json::Value) {
     use crate::cws::error::Service;
-    use base64::Engine;
-    let token = authorization.and_then(|v| {
-        let (scheme, b64) = v.trim().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") || b64.len() > 8192 {
-            return None;
-        }
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .ok()?;
-        let text = String::from_utf8(raw).ok()?;
-        Some(text.split(':').next().unwrap_or("").to_owned())
+    let token = authorization.and_then(crate::http::decode_basic).map(|text| {
+        // The token is the username; base64 text has no ':'.
+        text.split(':').next().unwrap_or("").to_owned()
     });
     match make(app, token.as_deref().filter(|t| !t.is_empty())) {
         Ok(c) => (
