@@ -18,24 +18,21 @@
 
 use crate::client::{self, Conn, Mode, PhaseOutcome, Plan, Stop, Target};
 use crate::fleet::{self, Fleet, Op, Terminal};
+use crate::plot;
 use crate::report::{self, Cpu, Goal, PhaseReport};
-use crate::sys::{self, ScratchDir};
-use crate::{baseline, plot};
+use crate::sys::{self};
 use hyper::header::HeaderValue;
 use serde::Serialize;
-use snapgate::app::App;
-use snapgate::clock::SystemClock;
-use snapgate::config::{self, Config, Keys};
-use snapgate::cws::card::Card;
-use snapgate::cws::processor::sandbox::{NewTxn, Sandbox};
-use snapgate::store::{SledStore, TerminalId, TerminalStore};
 use std::io::IsTerminal;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Runtime;
-use tokio::sync::oneshot;
+
+mod servers;
+
+use servers::*;
 
 /// Name prefix of the client's threads, to split CPU time between client and server.
 const CLIENT_THREADS: &str = "bench-client";
@@ -138,31 +135,6 @@ pub fn machine() -> Machine {
     }
 }
 
-/// Stops the in-process snapgate, and its task (which flushes the store on the way out).
-type ServerHandle = (
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), String>>,
-);
-
-/// Where snapgate runs for this load run.
-struct Server {
-    addr: SocketAddr,
-    /// Further nodes (`--target A,B`).
-    more: Vec<SocketAddr>,
-    keys: Keys,
-    /// Set when snapgate runs in this process: stop it with this.
-    stop: Option<ServerHandle>,
-    /// Set when snapgate runs in this process: its store and config, for the prefill and the
-    /// forward-mode server.
-    local: Option<Local>,
-    _scratch: ScratchDir,
-}
-
-struct Local {
-    store: SledStore,
-    cfg_path: PathBuf,
-}
-
 pub fn run(args: LoadArgs) -> Result<(), String> {
     check(&args)?;
     let server_rt = tokio::runtime::Builder::new_multi_thread()
@@ -246,116 +218,6 @@ fn check(args: &LoadArgs) -> Result<(), String> {
         return Err("--requests / --duration must be positive".into());
     }
     Ok(())
-}
-
-/// Parse `--target` and refuse anything that is not a loopback address.
-pub fn loopback_target(url: &str) -> Result<SocketAddr, String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("--target {url}: {e}"))?;
-    match uri.scheme_str() {
-        None | Some("http") => {}
-        Some(s) => {
-            return Err(format!(
-                "--target {url}: scheme {s} is not supported (http only)"
-            ))
-        }
-    }
-    let host = uri.host().ok_or(format!("--target {url}: no host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    } else {
-        host.parse()
-            .map_err(|_| format!("--target {url}: the host must be an IP address or localhost"))?
-    };
-    if !ip.is_loopback() {
-        return Err(format!(
-            "--target {url}: only loopback targets (127.0.0.0/8, ::1, localhost) are allowed"
-        ));
-    }
-    Ok(SocketAddr::new(ip, uri.port_u16().unwrap_or(80)))
-}
-
-fn external(
-    url: &str,
-    keys: Option<PathBuf>,
-    scratch: Option<&std::path::Path>,
-) -> Result<Server, String> {
-    let mut addrs = url.split(',').map(|u| loopback_target(u.trim()));
-    let addr = addrs.next().ok_or("--target is empty")??;
-    let more = addrs.collect::<Result<Vec<_>, _>>()?;
-    let dir = ScratchDir::new(scratch, "snapgate-bench")?;
-    let keys = match keys {
-        Some(p) => Keys::load(&p).map_err(|e| e.to_string())?,
-        None => {
-            // The dev key file's BDKs are the public test ones; its signing key is not needed.
-            let p = dir.path().join("keys.toml");
-            config::write_private(&p, &config::dev_key_file()).map_err(|e| e.to_string())?;
-            Keys::load(&p).map_err(|e| e.to_string())?
-        }
-    };
-    Ok(Server {
-        addr,
-        more,
-        keys,
-        stop: None,
-        local: None,
-        _scratch: dir,
-    })
-}
-
-fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String> {
-    let dir = ScratchDir::new(args.scratch.as_deref(), "snapgate-bench")?;
-    let cfg_path = config::init_dev(dir.path(), "127.0.0.1:0".parse().expect("literal"))
-        .map_err(|e| e.to_string())?;
-    let cfg = Config::load(&cfg_path).map_err(|e| e.to_string())?;
-    if args.server_log != "off" {
-        let file =
-            std::fs::File::create(dir.path().join("server.log")).map_err(|e| e.to_string())?;
-        let filter = tracing_subscriber::EnvFilter::try_new(&args.server_log)
-            .map_err(|e| format!("--server-log: {e}"))?;
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::sync::Mutex::new(file))
-            .try_init();
-    }
-    let server_keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
-    let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
-    let store = SledStore::open(&cfg.store.path).map_err(|e| e.to_string())?;
-    let local = Local {
-        store: store.clone(),
-        cfg_path,
-    };
-    let (tx, rx) = oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let task = rt.spawn(async move {
-        let app = App::new(cfg, server_keys, store, Arc::new(SystemClock))?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
-        let _ = addr_tx.send(listener.local_addr().map_err(|e| e.to_string()));
-        snapgate::server::run(app, listener, async move {
-            let _ = rx.await;
-        })
-        .await
-        .map_err(|e| e.to_string())
-    });
-    let addr = match addr_rx.recv() {
-        Ok(a) => a?,
-        Err(_) => {
-            return Err(match rt.block_on(task) {
-                Ok(Err(e)) => format!("snapgate did not start: {e}"),
-                _ => "snapgate did not start".into(),
-            })
-        }
-    };
-    Ok(Server {
-        addr,
-        more: Vec::new(),
-        keys,
-        stop: Some((tx, task)),
-        local: Some(local),
-        _scratch: dir,
-    })
 }
 
 /// Split the terminals over the connections: terminal i goes to connection i mod C.
@@ -606,84 +468,6 @@ async fn measure(
     })
 }
 
-/// Write `n` captured sandbox transactions, shaped like the bench's sales, from 2 threads,
-/// through the sandbox itself (time-ordered ids, real records), then flush.
-fn prefill(store: &SledStore, n: u64) -> Result<(), String> {
-    let txns = store.transactions().map_err(|e| e.to_string())?;
-    let sandbox = Sandbox::new(Arc::new(txns));
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (0..2u64)
-            .map(|w| {
-                let sandbox = sandbox.clone();
-                s.spawn(move || -> Result<(), String> {
-                    for i in (w..n).step_by(2) {
-                        let term = TerminalId::new("bench", &format!("PREFILL{}", i % 50_000));
-                        let req = NewTxn {
-                            amount_cents: 1000,
-                            card: Card {
-                                masked_pan: "476173XXXXXX0010".into(),
-                                card_type: "Visa",
-                                expire: "2512".into(),
-                            },
-                            reference: Some(format!("prefill-{i}")),
-                            id: None,
-                        };
-                        sandbox
-                            .authorize(&term, &req, true, chrono::Utc::now())
-                            .map_err(|e| e.to_string())?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .try_for_each(|w| w.join().map_err(|_| "prefill panicked".to_string())?)
-    })?;
-    store.flush().map_err(|e| e.to_string())
-}
-
-/// A second snapgate on the same store (same terminals, keys and tokens) in forward mode,
-/// relaying to `upstream`, on the server runtime.
-async fn start_forward(
-    rt: &Runtime,
-    l: &Local,
-    upstream: SocketAddr,
-) -> Result<BaselineHandle, String> {
-    let mut cfg = Config::load(&l.cfg_path).map_err(|e| e.to_string())?;
-    cfg.processor.mode = config::ProcessorMode::Forward;
-    cfg.processor.upstream_url = Some(format!("http://{upstream}/"));
-    let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
-    let store = l.store.clone();
-    let (tx, rx) = oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = oneshot::channel();
-    let task = rt.spawn(async move {
-        let app = match App::new(cfg, keys, store, Arc::new(SystemClock)) {
-            Ok(a) => a,
-            Err(e) => {
-                let _ = addr_tx.send(Err(e));
-                return;
-            }
-        };
-        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = addr_tx.send(Err(e.to_string()));
-                return;
-            }
-        };
-        let _ = addr_tx.send(listener.local_addr().map_err(|e| e.to_string()));
-        let _ = snapgate::server::run(app, listener, async move {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    let addr = addr_rx
-        .await
-        .map_err(|_| "the forward-mode snapgate did not start".to_string())??;
-    Ok((tx, task, addr))
-}
-
 /// Run one phase and measure the CPU the client and everything else used meanwhile.
 async fn phase(
     name: &str,
@@ -733,36 +517,6 @@ async fn probe(
     }
     let ctype = HeaderValue::from_str(&ctype).map_err(|e| e.to_string())?;
     Ok((body, ctype))
-}
-
-type BaselineHandle = (oneshot::Sender<()>, tokio::task::JoinHandle<()>, SocketAddr);
-
-/// Start the baseline server on the server runtime, on 127.0.0.1:0.
-async fn start_baseline(
-    rt: &Runtime,
-    body: bytes::Bytes,
-    ctype: HeaderValue,
-) -> Result<BaselineHandle, String> {
-    let (tx, rx) = oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = oneshot::channel();
-    let task = rt.spawn(async move {
-        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = addr_tx.send(Err(e.to_string()));
-                return;
-            }
-        };
-        let _ = addr_tx.send(listener.local_addr().map_err(|e| e.to_string()));
-        baseline::serve(listener, body, ctype, async move {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    let addr = addr_rx
-        .await
-        .map_err(|_| "the baseline server did not start".to_string())??;
-    Ok((tx, task, addr))
 }
 
 fn write_outputs(args: &LoadArgs, r: &LoadResult) -> Result<(), String> {
