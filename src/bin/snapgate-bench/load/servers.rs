@@ -200,6 +200,10 @@ pub(super) async fn start_forward(
     let mut cfg = Config::load(&l.cfg_path).map_err(|e| e.to_string())?;
     cfg.processor.mode = config::ProcessorMode::Forward;
     cfg.processor.upstream_url = Some(format!("http://{upstream}/"));
+    // A loopback upstream in this process: plain HTTP is allowed for it alone (issue 13
+    // refuses it otherwise), and it gets its own session token, never the terminal's.
+    cfg.processor.allow_insecure_upstream = true;
+    cfg.processor.upstream_session_token = Some("snapgate-bench-upstream".into());
     let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
     let store = l.store.clone();
     let (tx, rx) = oneshot::channel::<()>();
