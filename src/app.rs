@@ -70,6 +70,7 @@ impl App {
                 Some(Forward::new(
                     url,
                     std::time::Duration::from_millis(config.processor.upstream_timeout_ms),
+                    config.processor.upstream_ca_file.as_deref(),
                 )?)
             }
         };

@@ -101,3 +101,51 @@ async fn upstream_faults_get_our_fault_and_an_unreachable_upstream_is_a_connecti
         .await
         .assert_fault("CWSConnectionFault", 328);
 }
+
+/// Production forward mode: an HTTPS upstream, verified against the configured CA (the dev
+/// PKI's); plain HTTP no longer allowed. The same upstream with a CA that did not sign it is a
+/// connection fault, never a relayed card.
+#[tokio::test]
+async fn an_https_upstream_is_verified_against_the_configured_ca() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = snapgate::tls::write_dev_pki(&pki_dir.path().join("pki")).unwrap();
+    let acceptor = snapgate::tls::acceptor(&pki.tls_config(false)).unwrap();
+    let up = Upstream::start_tls(200, UPSTREAM_OK, acceptor).await;
+    let ca = pki.ca_cert.clone();
+    let srv = TestServer::start_with(|c| {
+        forward_to(c, up.url(TPS_PATH));
+        c.processor.allow_insecure_upstream = false;
+        c.processor.upstream_ca_file = Some(ca.clone());
+    })
+    .await;
+    let tok = srv
+        .register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1234567")
+        .await;
+    let r = srv
+        .swipe("AuthorizeAndCapture", &tok, &ksn(TDES_KSN_BASE, 2), "10.00")
+        .await;
+    r.assert_ok();
+    assert_eq!(
+        r.text_of("TransactionId").as_deref(),
+        Some("CCED01ACF1F44E5A8DAE8E956EFD1DE5")
+    );
+    assert_eq!(up.requests().len(), 1);
+    // Another CA: the TLS handshake fails, the terminal gets a fault, nothing was sent.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = snapgate::tls::write_dev_pki(&other_dir.path().join("pki")).unwrap();
+    let other_ca = other.ca_cert.clone();
+    let wrong = TestServer::start_with(|c| {
+        forward_to(c, up.url(TPS_PATH));
+        c.processor.allow_insecure_upstream = false;
+        c.processor.upstream_ca_file = Some(other_ca.clone());
+    })
+    .await;
+    let tok = wrong
+        .register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1234567")
+        .await;
+    let r = wrong
+        .swipe("AuthorizeAndCapture", &tok, &ksn(TDES_KSN_BASE, 2), "10.00")
+        .await;
+    assert!(!r.successful() && r.fault().is_some(), "{}", r.body);
+    assert_eq!(up.requests().len(), 1, "nothing reached the upstream");
+}

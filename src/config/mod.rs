@@ -330,6 +330,9 @@ pub struct ProcessorConfig {
     /// Allow a plain `http://` upstream (development only): card data and the upstream token
     /// would cross the network in clear.
     pub allow_insecure_upstream: bool,
+    /// PEM file of the CA(s) the upstream's certificate must chain to, instead of Mozilla's
+    /// root set (a private upstream, or a test).
+    pub upstream_ca_file: Option<PathBuf>,
     /// Sandbox transactions older than this are deleted in the background (0: kept forever).
     pub sandbox_retention_days: u32,
     /// At most this many old sandbox transactions looked at per retention step.
@@ -344,6 +347,7 @@ impl Default for ProcessorConfig {
             upstream_timeout_ms: 10_000,
             upstream_session_token: None,
             allow_insecure_upstream: false,
+            upstream_ca_file: None,
             sandbox_retention_days: 30,
             sandbox_prune_per_tick: 2_000,
         }
@@ -395,6 +399,9 @@ impl Config {
         cfg.security.keys_file = base.join(&cfg.security.keys_file);
         cfg.connector.resolve_paths(base);
         if let Some(ca) = cfg.store.tls_ca_file.as_mut() {
+            *ca = base.join(&*ca);
+        }
+        if let Some(ca) = cfg.processor.upstream_ca_file.as_mut() {
             *ca = base.join(&*ca);
         }
         if let Some(tls) = cfg.tls.as_mut() {

@@ -13,6 +13,8 @@ pub const UPSTREAM_OK: &str = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org
 
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// Serving HTTPS (`start_tls`).
+    pub tls: bool,
     /// (SOAPAction header, body) of every request, in order.
     pub seen: Arc<Mutex<Vec<(String, String)>>>,
 }
@@ -20,6 +22,24 @@ pub struct Upstream {
 impl Upstream {
     /// Listen on a fresh loopback port and answer every request with `status` and `reply`.
     pub async fn start(status: u16, reply: &'static str) -> Upstream {
+        Self::start_with(status, reply, None).await
+    }
+
+    /// The same over HTTPS with `acceptor`'s certificate (e.g. the dev PKI's, for localhost).
+    pub async fn start_tls(
+        status: u16,
+        reply: &'static str,
+        acceptor: tokio_rustls::TlsAcceptor,
+    ) -> Upstream {
+        Self::start_with(status, reply, Some(acceptor)).await
+    }
+
+    async fn start_with(
+        status: u16,
+        reply: &'static str,
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Upstream {
+        let tls = acceptor.is_some();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -50,19 +70,32 @@ impl Upstream {
                         }
                     },
                 );
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(a) => {
+                            if let Ok(s) = a.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });
-        Upstream { addr, seen }
+        Upstream { addr, tls, seen }
     }
 
     /// The upstream TPS URL to put in `processor.upstream_url`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        match self.tls {
+            false => format!("http://{}{path}", self.addr),
+            // The dev certificate names localhost.
+            true => format!("https://localhost:{}{path}", self.addr.port()),
+        }
     }
 
     pub fn requests(&self) -> Vec<(String, String)> {

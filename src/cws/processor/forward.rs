@@ -1,13 +1,16 @@
-//! The forward processor: relays a transaction to an upstream CWS endpoint over HTTP and hands
+//! The forward processor: relays a transaction to an upstream CWS endpoint over HTTPS (plain
+//! HTTP only when `processor.allow_insecure_upstream` allows it, for development) and hands
 //! back the upstream's answer. snapgate still authenticates the terminal and runs the refresh
 //! flow; the upstream sees its own session token (if configured) instead of the terminal's.
 
 use crate::cws::error::Error;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use std::path::Path;
 use std::time::Duration;
 
 /// Largest upstream response accepted.
@@ -17,7 +20,7 @@ pub const MAX_UPSTREAM_BODY: usize = 1 << 20;
 pub struct Forward {
     url: hyper::Uri,
     timeout: Duration,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 /// What the upstream answered.
@@ -28,20 +31,30 @@ pub struct Upstream {
 }
 
 impl Forward {
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+    /// `ca_file`: the CA(s) the upstream's certificate must chain to (PEM); None: Mozilla's
+    /// root set. Whether plain http:// is allowed is config validation's call.
+    pub fn new(url: &str, timeout: Duration, ca_file: Option<&Path>) -> Result<Self, String> {
         let url: hyper::Uri = url
             .parse()
             .map_err(|e| format!("processor.upstream_url {url:?}: {e}"))?;
-        if url.scheme_str() != Some("http") {
-            // No TLS client here yet: an https:// upstream is refused rather than downgraded,
-            // and plain http:// needs processor.allow_insecure_upstream (config validation).
-            return Err(
-                "processor.upstream_url: only http:// (with allow_insecure_upstream, for \
-                 development) is supported; an HTTPS upstream client is not built yet"
-                    .into(),
-            );
+        if !matches!(url.scheme_str(), Some("https" | "http")) || url.host().is_none() {
+            return Err("processor.upstream_url must be an https:// URL with a host".into());
         }
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = match ca_file {
+            Some(path) => builder.with_tls_config(
+                rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .with_root_certificates(roots_from(path)?)
+                    .with_no_client_auth(),
+            ),
+            None => builder
+                .with_provider_and_webpki_roots(crate::tls::provider())
+                .map_err(|e| e.to_string())?,
+        };
+        let connector = builder.https_or_http().enable_http1().build();
+        let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Forward {
             url,
             timeout,
@@ -74,4 +87,22 @@ impl Forward {
             .await
             .map_err(|_| Error::Upstream("timed out".into()))?
     }
+}
+
+/// The CA certificates of a PEM file, as the roots to trust.
+fn roots_from(path: &Path) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::pem::PemObject;
+    let what =
+        |e: &dyn std::fmt::Display| format!("processor.upstream_ca_file {}: {e}", path.display());
+    let pem = std::fs::read(path).map_err(|e| what(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots
+            .add(cert.map_err(|e| what(&e))?)
+            .map_err(|e| what(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(what(&"no certificate in it"));
+    }
+    Ok(roots)
 }
