@@ -184,13 +184,23 @@ async fn register(srv: &TestServer, access: &str, tsn: &str) -> serde_json::Valu
 
 async fn device_online(srv: &TestServer, access: &str, tsn: &str) -> Ws {
     let a = register(srv, access, tsn).await;
-    ws(
+    let w = ws(
         srv,
         a["url"].as_str().unwrap(),
         a["token"].as_str().unwrap(),
     )
     .await
-    .unwrap()
+    .unwrap();
+    // The server attaches the connection (and writes its presence) just after the handshake:
+    // wait for that (bounded), so that a claim which follows finds the device.
+    let store = srv.app.connector.store.clone();
+    for _ in 0..1_000 {
+        if store.get_device(tsn).unwrap().is_some_and(|d| d.online) {
+            return w;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{tsn} never attached")
 }
 
 async fn claim(srv: &TestServer, access: &str, tsn: &str, takeover: bool) -> serde_json::Value {

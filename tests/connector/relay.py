@@ -106,7 +106,12 @@ class Ctx:
 
     async def device(self, bearer, tsn, base=None, **kw):
         a = await self.register(bearer, tsn, base)
-        return await self.ws(a["url"], a["token"], **kw)
+        d = await self.ws(a["url"], a["token"], **kw)
+        # The server attaches the connection (and writes its presence) just after the
+        # handshake: wait for that, so that a claim which follows finds the device.
+        key = "online" if base else "connected_here"
+        await self.until(lambda: (self.admin_device(tsn) or {}).get(key), f"{tsn} attached")
+        return d
 
     async def pos(self, bearer, tsn, takeover=False):
         a, code = await self.claim(bearer, tsn, takeover)
