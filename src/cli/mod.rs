@@ -91,3 +91,13 @@ pub fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, String> {
 pub fn admin_url(flag: Option<String>, cfg: Option<&Config>) -> Option<String> {
     flag.or_else(|| cfg?.server.admin_listen.map(|a| format!("http://{a}")))
 }
+
+/// The admin listener's base URL when a running server holds the data folder: `--admin`, else
+/// the config's `server.admin_listen`, else an error saying so.
+pub fn admin_base(flag: Option<String>, cfg: Option<&Config>) -> Result<String, String> {
+    admin_url(flag, cfg).ok_or_else(|| NO_ADMIN.to_owned())
+}
+
+/// Why an operator command cannot reach the store: say what to do instead.
+pub const NO_ADMIN: &str = "the data folder is in use (is the server running?) and no admin \
+                            listener is configured: give --admin URL or set server.admin_listen";

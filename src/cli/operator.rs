@@ -1,7 +1,7 @@
 //! Operator commands: terminals, merchant profiles, POS pairing, encrypt-secret (keys and
 //! reload are a few lines each in `src/main.rs`).
 
-use super::{admin_url, block_on, config_unless_admin, existing_config};
+use super::{admin_base, block_on, config_unless_admin, existing_config};
 use crate::config::Keys;
 use crate::dukpt::{self, Ksn};
 use crate::store::engine::Engine;
@@ -111,10 +111,7 @@ pub fn terminals(
         _ => None,
     };
     let Some(store) = local else {
-        let base = admin_url(admin, cfg.as_ref()).ok_or(
-            "the data folder is in use (is the server running?) and no admin listener is \
-             configured: give --admin URL or set server.admin_listen",
-        )?;
+        let base = admin_base(admin, cfg.as_ref())?;
         let one = |t: &String, action: &str| -> Result<String, String> {
             Ok(format!("/admin/terminals/{}{action}", which(t)?.to_hex()))
         };
@@ -215,10 +212,7 @@ pub fn merchants(
         _ => None,
     };
     let Some(store) = local else {
-        let base = admin_url(admin, cfg.as_ref()).ok_or(
-            "the data folder is in use (is the server running?) and no admin listener is \
-             configured: give --admin URL or set server.admin_listen",
-        )?;
+        let base = admin_base(admin, cfg.as_ref())?;
         let (method, path) = merchants::to_request(&action);
         let (status, body) = block_on(crate::admin::call(&base, method, &path))??;
         print!("{body}");
@@ -254,10 +248,7 @@ pub fn pairing(
         None => Engine::open_local(&cfg.store)?,
     };
     let Some(store) = local else {
-        let base = admin_url(admin, Some(&cfg)).ok_or(
-            "the data folder is in use (is the server running?) and no admin listener is \
-             configured: give --admin URL or set server.admin_listen",
-        )?;
+        let base = admin_base(admin, Some(&cfg))?;
         let enc = crate::pairing::ca::urn_part;
         let (method, path) = match &action {
             PairingAction::Code { terminal } => (

@@ -73,10 +73,7 @@ pub fn run(
         _ => Engine::open_local(&cfg.store)?,
     };
     let Some(engine) = local else {
-        let base = admin_base.ok_or(
-            "the data folder is in use (is the server running?) and no admin listener is \
-             configured: give --admin URL or set server.admin_listen",
-        )?;
+        let base = admin_base.ok_or(crate::cli::NO_ADMIN)?;
         let (method, path) = match &action {
             ConnectorAction::Devices => (hyper::Method::GET, "/admin/connector/devices".into()),
             ConnectorAction::Clients(ClientAction::List) => {
