@@ -161,7 +161,8 @@ impl Limiter {
             return local;
         };
         let keys: Vec<String> = subjects.iter().map(Subject::shared_key).collect();
-        match shared.locked(&keys, now.timestamp_millis()) {
+        // A network round trip on a shared engine: off the async worker (`store::blocking`).
+        match crate::store::blocking(|| shared.locked(&keys, now.timestamp_millis())) {
             Ok(locked) => !locked,
             Err(e) => {
                 tracing::warn!(error = %e, "shared lockout unreachable; local counts only");
@@ -176,13 +177,15 @@ impl Limiter {
         let window = self.window();
         if let Some(shared) = &self.shared {
             for s in subjects {
-                let r = shared.failed(
-                    &s.shared_key(),
-                    self.threshold(s),
-                    window.num_milliseconds(),
-                    lockout.num_milliseconds(),
-                    now.timestamp_millis(),
-                );
+                let r = crate::store::blocking(|| {
+                    shared.failed(
+                        &s.shared_key(),
+                        self.threshold(s),
+                        window.num_milliseconds(),
+                        lockout.num_milliseconds(),
+                        now.timestamp_millis(),
+                    )
+                });
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "shared lockout unreachable; counted locally");
                 }
@@ -236,7 +239,7 @@ impl Limiter {
                 .map(Subject::shared_key)
                 .collect();
             if !devices.is_empty() {
-                if let Err(e) = shared.clear(&devices) {
+                if let Err(e) = crate::store::blocking(|| shared.clear(&devices)) {
                     tracing::warn!(error = %e, "shared lockout unreachable; not cleared");
                 }
             }
