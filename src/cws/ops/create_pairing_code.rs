@@ -80,10 +80,12 @@ pub fn apply(app: &App, req: CreatePairingCode, base: Base) -> Result<Reply, Err
 /// ErrorResponse (401 for token problems).
 pub fn rest(app: &App, authorization: Option<&str>) -> (hyper::StatusCode, serde_json::Value) {
     use crate::cws::error::Service;
-    let token = authorization.and_then(crate::http::decode_basic).map(|text| {
-        // The token is the username; base64 text has no ':'.
-        text.split(':').next().unwrap_or("").to_owned()
-    });
+    let token = authorization
+        .and_then(crate::http::decode_basic)
+        .map(|text| {
+            // The token is the username; base64 text has no ':'.
+            text.split(':').next().unwrap_or("").to_owned()
+        });
     match make(app, token.as_deref().filter(|t| !t.is_empty())) {
         Ok(c) => (
             hyper::StatusCode::OK,
