@@ -108,7 +108,26 @@ pub struct Metrics {
 /// Register `metric` under `name` (a counter's without `_total`: the encoder appends it), with
 /// `help` as written here (the encoder ends it with its own full stop).
 fn register(registry: &mut Registry, name: &str, help: &str, metric: impl Metric) {
-    registry.register(name, help.trim_end_matches('.'), metric);
+    registry.register(name, help.trim_end_matches('.'), Declared(metric));
+}
+
+/// A metric whose HELP and TYPE are written even before its first series (the crate skips an
+/// empty family), so every scrape lists every metric snapgate has.
+#[derive(Debug)]
+struct Declared<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Declared<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 impl Default for Metrics {
@@ -473,6 +492,7 @@ mod tests {
             "snapgate_connector_drops_total{reason=\"no_pong\"} 0",
             "snapgate_connector_sessions 1",
             "snapgate_store_flushes_total 7",
+            "# TYPE snapgate_pairings counter",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
