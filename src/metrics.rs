@@ -1,9 +1,9 @@
 //! Counters, gauges and latency histograms, exposed on `/metrics` in the OpenMetrics text format
 //! by the Prometheus project's Rust client (`prometheus-client`). Counting never takes a global
-//! lock: counters and gauges are atomics, a labelled series is found under its family's read
-//! lock, and the latency histogram is ours, with atomic buckets (the crate's histogram takes a
-//! mutex per observation). Label values come from fixed sets (operations, fault kinds, reasons),
-//! never from requests.
+//! lock: counters and gauges are atomics, the latency histogram is ours, with atomic buckets
+//! (the crate's histogram takes a mutex per observation), each operation's series are resolved
+//! once (`Metrics::hot`), and other labelled series are found under their family's read lock.
+//! Label values come from fixed sets (operations, fault kinds, reasons), never from requests.
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Metric, Registry};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// The content type of `render`'s output (OpenMetrics 1.0 text).
@@ -29,11 +29,14 @@ type Labels1 = [(&'static str, &'static str); 1];
 type Labels2 = [(&'static str, &'static str); 2];
 
 /// A latency histogram without a lock: one atomic per bucket (not cumulative; the encoder sums
-/// them), the count, and the sum in nanoseconds (exact, and an integer add).
+/// them; their total is the count) and the sum in nanoseconds (exact, and an integer add). A
+/// clone is a handle on the same histogram.
+#[derive(Debug, Default, Clone)]
+pub struct LatencyHistogram(Arc<HistogramCells>);
+
 #[derive(Debug, Default)]
-pub struct LatencyHistogram {
+struct HistogramCells {
     buckets: [AtomicU64; BUCKETS.len() + 1],
-    count: AtomicU64,
     sum_nanos: AtomicU64,
 }
 
@@ -44,10 +47,10 @@ impl LatencyHistogram {
             .iter()
             .position(|b| secs <= *b)
             .unwrap_or(BUCKETS.len());
-        self.buckets[i].fetch_add(1, Relaxed);
-        self.sum_nanos
+        self.0.buckets[i].fetch_add(1, Relaxed);
+        self.0
+            .sum_nanos
             .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
-        self.count.fetch_add(1, Relaxed);
     }
 }
 
@@ -61,12 +64,12 @@ impl EncodeMetric for LatencyHistogram {
         for (i, b) in buckets.iter_mut().enumerate() {
             *b = (
                 BUCKETS.get(i).copied().unwrap_or(f64::INFINITY),
-                self.buckets[i].load(Relaxed),
+                self.0.buckets[i].load(Relaxed),
             );
         }
         // The count is the buckets' total, so a scrape during an observation stays consistent.
         let count = buckets.iter().map(|(_, c)| c).sum();
-        let sum = self.sum_nanos.load(Relaxed) as f64 / 1e9;
+        let sum = self.0.sum_nanos.load(Relaxed) as f64 / 1e9;
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 
@@ -89,6 +92,20 @@ pub enum ScrapedKind {
     Gauge(i64),
 }
 
+/// The series every answered request touches, for one operation: its latency histogram and,
+/// once it is a transaction, its `outcome="ok"` counter; handles on the families' own series.
+struct HotOp {
+    /// The name's address and length: a `&'static str` is found by identity, without hashing
+    /// its text (equal text elsewhere in memory just takes another slot, or the family path).
+    key: (usize, usize),
+    latency: LatencyHistogram,
+    ok: OnceLock<Counter>,
+}
+
+/// Slots for `HotOp`s (there are a few dozen operation names), and how many are probed.
+const HOT_SLOTS: usize = 128;
+const HOT_PROBES: usize = 4;
+
 pub struct Metrics {
     registry: Registry,
     registrations: Family<Labels1, Counter>,
@@ -101,6 +118,8 @@ pub struct Metrics {
     pairings: Family<Labels2, Counter>,
     pairing_certs_revoked: Family<Labels1, Counter>,
     latency: Family<Labels1, LatencyHistogram>,
+    /// Every request's series, resolved once per operation name (`hot`).
+    hot: Box<[OnceLock<HotOp>]>,
     /// The Cloud Connector's gauges and counters (shared with its connection tasks).
     pub relay: Arc<RelayMetrics>,
 }
@@ -217,6 +236,7 @@ impl Default for Metrics {
             pairings,
             pairing_certs_revoked,
             latency,
+            hot: (0..HOT_SLOTS).map(|_| OnceLock::new()).collect(),
             relay,
         }
     }
@@ -230,6 +250,16 @@ impl Metrics {
     }
 
     pub fn transaction(&self, operation: &'static str, outcome: &'static str) {
+        if outcome == "ok" {
+            if let Some(h) = self.hot(operation) {
+                let ok = h.ok.get_or_init(|| {
+                    self.transactions
+                        .get_or_create_owned(&[("operation", operation), ("outcome", "ok")])
+                });
+                ok.inc();
+                return;
+            }
+        }
         self.transactions
             .get_or_create(&[("operation", operation), ("outcome", outcome)])
             .inc();
@@ -274,9 +304,31 @@ impl Metrics {
     }
 
     pub fn observe(&self, operation: &'static str, took: Duration) {
-        self.latency
-            .get_or_create(&[("operation", operation)])
-            .observe(took);
+        match self.hot(operation) {
+            Some(h) => h.latency.observe(took),
+            None => self
+                .latency
+                .get_or_create(&[("operation", operation)])
+                .observe(took),
+        }
+    }
+
+    /// The resolved series of `operation`: found with one atomic load once resolved (the
+    /// family's lookup hashes the label text under its read lock: twice the cost per request).
+    /// None when every probed slot holds another name; the caller then uses the family.
+    fn hot(&self, operation: &'static str) -> Option<&HotOp> {
+        let key = (operation.as_ptr() as usize, operation.len());
+        let start = ((key.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 57) as usize;
+        (0..HOT_PROBES).find_map(|i| {
+            let h = self.hot[(start + i) % HOT_SLOTS].get_or_init(|| HotOp {
+                key,
+                latency: self
+                    .latency
+                    .get_or_create_owned(&[("operation", operation)]),
+                ok: OnceLock::new(),
+            });
+            (h.key == key).then_some(h)
+        })
     }
 
     /// The OpenMetrics exposition of this process's metrics (ends with `# EOF`).
@@ -498,5 +550,44 @@ mod tests {
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert_eq!(text.matches("# EOF").count(), 1);
+    }
+
+    #[test]
+    fn the_per_operation_cache_counts_into_the_families_series() {
+        let m = Metrics::default();
+        // The same name at another address: another cache slot (or the family), one series.
+        let copy: &'static str = Box::leak(String::from("Authorize").into_boxed_str());
+        for op in ["Authorize", copy, "Authorize"] {
+            m.observe(op, Duration::from_micros(300));
+            m.transaction(op, "ok");
+        }
+        m.transaction("Authorize", "declined");
+        m.observe("RegisterTerminal", Duration::from_micros(300));
+        let text = m.render();
+        for line in [
+            "snapgate_transactions_total{operation=\"Authorize\",outcome=\"ok\"} 3",
+            "snapgate_transactions_total{operation=\"Authorize\",outcome=\"declined\"} 1",
+            "snapgate_request_duration_seconds_count{operation=\"Authorize\"} 3",
+            "snapgate_request_duration_seconds_count{operation=\"RegisterTerminal\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        // Only a transaction gets a transactions series.
+        assert!(
+            !text.contains("operation=\"RegisterTerminal\",outcome"),
+            "{text}"
+        );
+        // More names than slots: the rest go through the family, counted all the same.
+        let names: Vec<&'static str> = (0..HOT_SLOTS * 2)
+            .map(|i| &*Box::leak(format!("Op{i}").into_boxed_str()))
+            .collect();
+        for n in &names {
+            m.observe(n, Duration::from_millis(2));
+        }
+        let text = m.render();
+        for n in &names {
+            let line = format!("snapgate_request_duration_seconds_count{{operation=\"{n}\"}} 1");
+            assert!(text.lines().any(|l| l == line), "{line} missing");
+        }
     }
 }
