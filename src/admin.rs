@@ -118,6 +118,25 @@ fn json_reply(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
     reply(status, "application/json", format!("{v}\n"))
 }
 
+/// `/metrics`: the registry's metrics, then the store's, read now: its group-commit counters,
+/// the writes queued for the next flush, and whether a store round trip answers (the same ping
+/// as `/readyz`; this runs off the async workers like every admin answer).
+fn render_metrics(app: &App) -> String {
+    use crate::metrics::{Scraped, ScrapedKind::Gauge};
+    let mut scraped = Vec::from(app.commit.scraped(app.engine.fdatasyncs()));
+    scraped.push(Scraped {
+        name: "snapgate_store_up",
+        help: "1 when a store round trip answered at this scrape, else 0 (as /readyz).",
+        kind: Gauge(i64::from(app.store.ping().is_ok())),
+    });
+    scraped.push(Scraped {
+        name: "snapgate_store_flush_queue",
+        help: "Durable writes waiting for the next group-commit flush.",
+        kind: Gauge(app.commit.queued() as i64),
+    });
+    app.metrics.render_with(&scraped)
+}
+
 fn error_reply(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json_reply(status, &json!({ "error": message }))
 }
@@ -145,8 +164,8 @@ fn answer(app: &App, method: Method, path: &str, query: &str) -> Response<Full<B
             (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
             (Method::GET, "/metrics") => reply(
                 StatusCode::OK,
-                "text/plain; version=0.0.4",
-                app.metrics.render() + &app.commit.prometheus(app.engine.fdatasyncs()),
+                crate::metrics::CONTENT_TYPE,
+                render_metrics(app),
             ),
             (Method::POST, "/admin/reload") => match app.reload() {
                 Ok(()) => json_reply(StatusCode::OK, &json!({ "reloaded": true })),

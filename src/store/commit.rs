@@ -134,32 +134,27 @@ impl GroupCommit {
         self.h.shared.lock().waiters.len()
     }
 
-    /// The group commit's counters and `fdatasyncs` (the store's count) in the Prometheus text
-    /// format, appended to `/metrics`.
-    pub fn prometheus(&self, fdatasyncs: u64) -> String {
-        let mut out = String::new();
-        for (name, help, v) in [
-            (
-                "snapgate_store_flushes_total",
-                "Group-commit flushes (one fdatasync each on sled).",
-                self.flushes(),
-            ),
-            (
-                "snapgate_store_flush_waiters_total",
-                "Durable writes answered by group commit (over flushes: the mean batch).",
-                self.served(),
-            ),
-            (
-                "snapgate_store_fdatasync_total",
-                "fdatasync calls on sled's log file since the store opened.",
-                fdatasyncs,
-            ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-            ));
-        }
-        out
+    /// The group commit's counters and `fdatasyncs` (the store's count), read when `/metrics`
+    /// is scraped (names without `_total`: the OpenMetrics encoder appends it).
+    pub fn scraped(&self, fdatasyncs: u64) -> [crate::metrics::Scraped; 3] {
+        use crate::metrics::{Scraped, ScrapedKind::Counter};
+        [
+            Scraped {
+                name: "snapgate_store_flushes",
+                help: "Group-commit flushes (one fdatasync each on sled).",
+                kind: Counter(self.flushes()),
+            },
+            Scraped {
+                name: "snapgate_store_flush_waiters",
+                help: "Durable writes answered by group commit (over flushes: the mean batch).",
+                kind: Counter(self.served()),
+            },
+            Scraped {
+                name: "snapgate_store_fdatasync",
+                help: "fdatasync calls on sled's log file since the store opened.",
+                kind: Counter(fdatasyncs),
+            },
+        ]
     }
 
     /// Stop the flusher once it has answered every waiter queued so far, and wait for it.
