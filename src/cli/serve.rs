@@ -65,6 +65,7 @@ pub fn serve(
     let store = crate::store::engine::Engine::open(&cfg.store)?;
     let store_at = store.describe(&cfg.store);
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(cfg.limits.max_blocking_threads)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;

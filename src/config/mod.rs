@@ -130,6 +130,10 @@ pub struct Limits {
     pub commit_timeout_ms: u64,
     /// Most open client connections; more wait in the accept queue.
     pub max_connections: usize,
+    /// Most threads the runtime keeps for blocking work (store I/O through `store::blocking`,
+    /// key generation, slow hashes). Each store call hands its worker's queue to one of these;
+    /// unbounded, a connection storm left hundreds of threads (and their memory) behind.
+    pub max_blocking_threads: usize,
 }
 
 impl Default for Limits {
@@ -145,6 +149,7 @@ impl Default for Limits {
             handler_timeout_ms: 15_000,
             commit_timeout_ms: 30_000,
             max_connections: 4_096,
+            max_blocking_threads: 64,
         }
     }
 }

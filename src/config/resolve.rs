@@ -95,6 +95,11 @@ impl Config {
             1..=10 * MINUTE_MS,
         )?;
         bounded("limits.max_connections", l.max_connections, 1..=1_000_000)?;
+        bounded(
+            "limits.max_blocking_threads",
+            l.max_blocking_threads,
+            4..=4096,
+        )?;
         let st = &self.store;
         bounded(
             "store.group_commit_window_us",
@@ -252,6 +257,9 @@ mod bounds_tests {
                 c.limits.max_header_bytes = 100
             }),
             ("limits.max_connections", |c| c.limits.max_connections = 0),
+            ("limits.max_blocking_threads", |c| {
+                c.limits.max_blocking_threads = 0
+            }),
             ("limits.handler_timeout_ms", |c| {
                 c.limits.handler_timeout_ms = 0
             }),

@@ -94,6 +94,7 @@ pub fn serve_child(dir: &Path, threads: usize) -> Result<(), String> {
     let store = snapgate::store::SledStore::open(&cfg.store.path).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
+        .max_blocking_threads(cfg.limits.max_blocking_threads)
         .thread_name("snapgate-server")
         .enable_all()
         .build()

@@ -139,6 +139,7 @@ pub fn run(args: LoadArgs) -> Result<(), String> {
     check(&args)?;
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.server_threads.max(1))
+        .max_blocking_threads(snapgate::config::Limits::default().max_blocking_threads)
         .thread_name("snapgate-server")
         .enable_all()
         .build()
