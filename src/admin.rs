@@ -147,7 +147,7 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     // Every operator action reads or writes a store, and revoke / refresh flush inline: all of
     // it runs off the async worker, so a slow disk stalls this request only.
-    store::blocking(|| answer(app, method, &path, &query))
+    store::blocking_io(|| answer(app, method, &path, &query))
 }
 
 fn answer(app: &App, method: Method, path: &str, query: &str) -> Response<Full<Bytes>> {

@@ -74,6 +74,11 @@ impl App {
                 )?)
             }
         };
+        // `store.offload = "network"`: sled's in-memory calls stay on the worker.
+        crate::store::set_inline(
+            config.store.offload == crate::config::StoreOffload::Network
+                && matches!(engine, Engine::Sled(_)),
+        );
         let store: Arc<dyn TerminalStore> = engine.terminals();
         let profiles = engine.profiles()?;
         let commit = GroupCommit::start(

@@ -71,7 +71,7 @@ pub async fn run(
     // answer any queued durability wait, stop the flusher.
     app.connector.shutdown().await;
     app.commit.close().await;
-    crate::store::blocking(|| app.store.flush()).map_err(std::io::Error::other)?;
+    crate::store::blocking_io(|| app.store.flush()).map_err(std::io::Error::other)?;
     Ok(())
 }
 

@@ -387,3 +387,28 @@ async fn sign_on_with_the_terminal_token_returns_it_as_the_session_token() {
         .await
         .assert_fault("ExpiredTokenFault", 5000);
 }
+
+/// `store.offload = "network"` (sled's in-memory calls on the worker, on a multi-threaded
+/// runtime like `serve`'s) serves registrations and sales the same way; the default, `always`,
+/// is what every other test runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_store_offload_network_serves_sales_the_same() {
+    let srv = TestServer::start_with(|c| {
+        c.store.offload = snapgate::config::StoreOffload::Network;
+    })
+    .await;
+    let tok = registered(&srv).await;
+    for counter in 2..6 {
+        let r = srv
+            .swipe(
+                "AuthorizeAndCapture",
+                &tok,
+                &ksn(TDES_KSN_BASE, counter),
+                "10.00",
+            )
+            .await;
+        r.assert_ok();
+    }
+    // The setting is process-wide: put it back for anything else in this binary.
+    snapgate::store::set_inline(false);
+}

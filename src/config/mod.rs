@@ -192,6 +192,21 @@ pub struct StoreConfig {
     pub tls_ca_file: Option<PathBuf>,
     /// `serve` applies pending schema migrations at start (else `snapgate db migrate` must).
     pub migrate: bool,
+    /// `always` (default): every store call of the request path runs off the async worker
+    /// (`block_in_place`), so a slow store stalls only the request that waits for it.
+    /// `network`: only when the store is across a network (PostgreSQL) or the call waits on the
+    /// disk (a flush, an fsync); sled's in-memory calls run on the worker, which saves the
+    /// hand-off (about a third of sled's sale throughput, docs/BENCHMARKS.md).
+    pub offload: StoreOffload,
+}
+
+/// Which store calls run off the async worker (`StoreConfig::offload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreOffload {
+    #[default]
+    Always,
+    Network,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -214,6 +229,7 @@ impl Default for StoreConfig {
             statement_timeout_ms: 2_000,
             tls_ca_file: None,
             migrate: false,
+            offload: StoreOffload::Always,
         }
     }
 }

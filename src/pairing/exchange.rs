@@ -175,7 +175,7 @@ pub async fn handle(app: &App, conn: &Conn, req: Request<Incoming>) -> Response<
                 .and_then(|v| v.to_str().ok());
             // Token check, code write and flush: off the async worker.
             let (status, v) =
-                crate::store::blocking(|| crate::cws::ops::create_pairing_code::rest(app, auth));
+                crate::store::blocking_io(|| crate::cws::ops::create_pairing_code::rest(app, auth));
             Ok(json_response(status, v.to_string()))
         }
         (_, REST_CODE | REST_CODE_VERSIONED) => Err(PairingError::MethodNotAllowed),

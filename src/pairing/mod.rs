@@ -193,7 +193,7 @@ impl Pairing {
             expires_ms: to_ms(expires),
             failures: 0,
         };
-        crate::store::blocking(|| {
+        crate::store::blocking_io(|| {
             self.store.put_code(&rec)?;
             self.store.flush()
         })?;
@@ -225,7 +225,7 @@ impl Pairing {
         let claimed = match code::normalise(&req.setup_code) {
             Some(c) => {
                 let hash = code::hash(self.ca.code_key(), &c);
-                crate::store::blocking(|| self.store.take_code(&hash))?
+                crate::store::blocking_io(|| self.store.take_code(&hash))?
                     .filter(|r| code::same(&r.hash, &hash))
             }
             None => None,
@@ -234,7 +234,7 @@ impl Pairing {
             Some(r) if now < from_ms(r.expires_ms) => r,
             _ => {
                 self.limiter.failed(peer, now);
-                let killed = crate::store::blocking(|| {
+                let killed = crate::store::blocking_io(|| {
                     self.store
                         .charge_failure(scope, self.cfg.max_code_failures, to_ms(now))
                 })?;
@@ -283,7 +283,7 @@ impl Pairing {
         // the code was consumed before). The pairing trees share the node's sled database, so
         // the node's group commit makes them durable: concurrent pairings share one fsync.
         let previous =
-            crate::store::blocking(|| self.store.record_issue(&record, reason, to_ms(now)))?;
+            crate::store::blocking_io(|| self.store.record_issue(&record, reason, to_ms(now)))?;
         app.commit
             .durable()
             .await
@@ -324,7 +324,7 @@ impl Pairing {
         use sha2::{Digest, Sha256};
         let fingerprint: [u8; 32] = Sha256::digest(cert_der).into();
         let pos_id = trust::pos_id_of(cert_der).ok_or(PairingError::NeedsCertificate)?;
-        let current = crate::store::blocking(|| self.store.issued(&pos_id))?;
+        let current = crate::store::blocking_io(|| self.store.issued(&pos_id))?;
         let Some(current) = current.filter(|c| code::same(&c.fingerprint, &fingerprint)) else {
             return Err(PairingError::Unauthorized(
                 "this certificate is not its POS's current certificate",
@@ -344,7 +344,7 @@ impl Pairing {
 
     /// Operator revocation: the POS's certificate is denied from the next handshake on.
     pub fn revoke(&self, app: &App, pos_id: &str) -> Result<Option<IssuedCert>, PairingError> {
-        let out = crate::store::blocking(|| {
+        let out = crate::store::blocking_io(|| {
             let out = self.store.revoke(pos_id, to_ms(app.clock.now()))?;
             self.store.flush()?;
             Ok::<_, crate::store::StoreError>(out)

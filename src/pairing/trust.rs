@@ -53,7 +53,7 @@ impl ClientCertVerifier for DenyListVerifier {
             .verify_client_cert(end_entity, intermediates, now)?;
         let fingerprint: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
         // A store read inside the handshake: off the async worker.
-        match crate::store::blocking(|| self.store.is_denied(&fingerprint)) {
+        match crate::store::blocking_io(|| self.store.is_denied(&fingerprint)) {
             Ok(false) => Ok(verified),
             Ok(true) => Err(rustls::Error::InvalidCertificate(CertificateError::Revoked)),
             Err(e) => {

@@ -9,10 +9,34 @@
 //! await point, so the handler timeout cannot abandon a store write half-way while it goes on
 //! in the background (the commit point in `cws::ops::execute` stays exact).
 
-/// Run `f` off the async worker. On a multi-threaded runtime's worker this is
-/// `block_in_place`; anywhere else (a current-thread runtime, as in `#[tokio::test]`, a
-/// blocking thread, a nested call, no runtime) `f` simply runs, as it would have before.
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by `set_inline`: `blocking` runs its store calls in place (`store.offload = "network"`
+/// on the embedded engine).
+static INLINE: AtomicBool = AtomicBool::new(false);
+
+/// `store.offload = "network"` with sled: the request path's store calls (in-memory sled work,
+/// microseconds) run on the worker, saving the hand-off `block_in_place` costs per call; calls
+/// that wait on the disk go through `blocking_io`, which always hands off. Process-wide: a node
+/// runs one engine.
+pub fn set_inline(inline: bool) {
+    INLINE.store(inline, Ordering::Relaxed);
+}
+
+/// Run a request path's store calls off the async worker (see the module text), unless
+/// `set_inline` chose to run them in place.
 pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    if INLINE.load(Ordering::Relaxed) {
+        return f();
+    }
+    blocking_io(f)
+}
+
+/// Run `f`, which may wait on the disk or the network (a flush, an fsync, an operator's
+/// action), off the async worker whatever the setting. On a multi-threaded runtime's worker
+/// this is `block_in_place`; anywhere else (a current-thread runtime, as in `#[tokio::test]`,
+/// a blocking thread, a nested call, no runtime) `f` simply runs, as it would have before.
+pub fn blocking_io<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),

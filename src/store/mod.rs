@@ -17,7 +17,7 @@ mod sled_profiles;
 #[cfg(test)]
 mod tests;
 
-pub use self::blocking::blocking;
+pub use self::blocking::{blocking, blocking_io, set_inline};
 pub use self::commit::GroupCommit;
 pub use self::profiles::ProfileStore;
 pub use self::sled::{SledStore, SledTransactions, DEFAULT_CACHE_BYTES};

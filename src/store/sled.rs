@@ -134,11 +134,15 @@ impl Names {
             })?;
         match index {
             Some(i) => {
-                // Durable before the cache, and so any record, can use it. Once per name.
-                self.tree.flush()?;
-                if let Some(s) = self.sync.get() {
-                    s.sync()?;
-                }
+                // Durable before the cache, and so any record, can use it. Once per name; an
+                // fsync, so off the async worker whatever `store.offload` says.
+                super::blocking_io(|| -> Result<(), StoreError> {
+                    self.tree.flush()?;
+                    if let Some(s) = self.sync.get() {
+                        s.sync()?;
+                    }
+                    Ok(())
+                })?;
                 self.write().add(name.to_owned(), i);
             }
             None => self.write().full = true,

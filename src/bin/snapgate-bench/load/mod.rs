@@ -97,6 +97,9 @@ pub struct LoadArgs {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// In-process snapgate's `store.offload`: `always` (the default) or `network`.
+    #[arg(long, default_value = "always")]
+    pub offload: String,
     /// After the transactions phase, write this many sandbox transactions into the store and
     /// measure sales again (in-process only; 0 skips it).
     #[arg(long, default_value_t = 0)]

@@ -102,7 +102,12 @@ pub(super) fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String
     let dir = ScratchDir::new(args.scratch.as_deref(), "snapgate-bench")?;
     let cfg_path = config::init_dev(dir.path(), "127.0.0.1:0".parse().expect("literal"))
         .map_err(|e| e.to_string())?;
-    let cfg = Config::load(&cfg_path).map_err(|e| e.to_string())?;
+    let mut cfg = Config::load(&cfg_path).map_err(|e| e.to_string())?;
+    cfg.store.offload = match args.offload.as_str() {
+        "always" => config::StoreOffload::Always,
+        "network" => config::StoreOffload::Network,
+        o => return Err(format!("--offload {o}: always or network")),
+    };
     if args.server_log != "off" {
         let file =
             std::fs::File::create(dir.path().join("server.log")).map_err(|e| e.to_string())?;
