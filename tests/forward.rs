@@ -102,16 +102,8 @@ async fn upstream_faults_get_our_fault_and_an_unreachable_upstream_is_a_connecti
         .assert_fault("CWSConnectionFault", 328);
 }
 
-/// Production forward mode: an HTTPS upstream, verified against the configured CA (the dev
-/// PKI's); plain HTTP no longer allowed. The same upstream with a CA that did not sign it is a
-/// connection fault, never a relayed card.
-#[tokio::test]
-async fn an_https_upstream_is_verified_against_the_configured_ca() {
-    let pki_dir = tempfile::tempdir().unwrap();
-    let pki = snapgate::tls::write_dev_pki(&pki_dir.path().join("pki")).unwrap();
-    let acceptor = snapgate::tls::acceptor(&pki.tls_config(false)).unwrap();
-    let up = Upstream::start_tls(200, UPSTREAM_OK, acceptor).await;
-    let ca = pki.ca_cert.clone();
+/// A swipe through a node forwarding over HTTPS to `up`, trusting only `ca`.
+async fn swipe_via_https(up: &Upstream, ca: std::path::PathBuf) -> HttpReply {
     let srv = TestServer::start_with(|c| {
         forward_to(c, up.url(TPS_PATH));
         c.processor.allow_insecure_upstream = false;
@@ -121,9 +113,20 @@ async fn an_https_upstream_is_verified_against_the_configured_ca() {
     let tok = srv
         .register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1234567")
         .await;
-    let r = srv
-        .swipe("AuthorizeAndCapture", &tok, &ksn(TDES_KSN_BASE, 2), "10.00")
-        .await;
+    srv.swipe("AuthorizeAndCapture", &tok, &ksn(TDES_KSN_BASE, 2), "10.00")
+        .await
+}
+
+/// Production forward mode: an HTTPS upstream, verified against the configured CA (the dev
+/// PKI's); plain HTTP no longer allowed. The same upstream with a CA that did not sign it is a
+/// connection fault, never a relayed card.
+#[tokio::test]
+async fn an_https_upstream_is_verified_against_the_configured_ca() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = snapgate::tls::write_dev_pki(&pki_dir.path().join("pki")).unwrap();
+    let acceptor = snapgate::tls::acceptor(&pki.tls_config(false)).unwrap();
+    let up = Upstream::start_tls(200, UPSTREAM_OK, acceptor).await;
+    let r = swipe_via_https(&up, pki.ca_cert.clone()).await;
     r.assert_ok();
     assert_eq!(
         r.text_of("TransactionId").as_deref(),
@@ -133,19 +136,7 @@ async fn an_https_upstream_is_verified_against_the_configured_ca() {
     // Another CA: the TLS handshake fails, the terminal gets a fault, nothing was sent.
     let other_dir = tempfile::tempdir().unwrap();
     let other = snapgate::tls::write_dev_pki(&other_dir.path().join("pki")).unwrap();
-    let other_ca = other.ca_cert.clone();
-    let wrong = TestServer::start_with(|c| {
-        forward_to(c, up.url(TPS_PATH));
-        c.processor.allow_insecure_upstream = false;
-        c.processor.upstream_ca_file = Some(other_ca.clone());
-    })
-    .await;
-    let tok = wrong
-        .register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1234567")
-        .await;
-    let r = wrong
-        .swipe("AuthorizeAndCapture", &tok, &ksn(TDES_KSN_BASE, 2), "10.00")
-        .await;
+    let r = swipe_via_https(&up, other.ca_cert.clone()).await;
     assert!(!r.successful() && r.fault().is_some(), "{}", r.body);
     assert_eq!(up.requests().len(), 1, "nothing reached the upstream");
 }
