@@ -93,7 +93,9 @@ impl Engine {
     /// PostgreSQL is shared by every node, so it is always opened directly.
     pub fn open_local(cfg: &StoreConfig) -> Result<Option<Engine>, String> {
         match cfg.backend {
-            StoreBackend::Sled => Ok(SledStore::open(&cfg.path).ok().map(Engine::Sled)),
+            StoreBackend::Sled => Ok(SledStore::open_now(&cfg.path, cfg.cache_bytes())
+                .ok()
+                .map(Engine::Sled)),
             StoreBackend::Postgres => Engine::open(cfg).map(Some),
         }
     }

@@ -283,6 +283,9 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::Engine(sled::Error::Io(e)))
 }
 
+/// How long `open` waits for a lock this process may just have released.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl SledStore {
     /// Open with the default page cache (`DEFAULT_CACHE_BYTES`).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -290,7 +293,29 @@ impl SledStore {
     }
 
     /// Open with a page cache of `cache_bytes` (sled's own cache; the OS page cache is extra).
+    ///
+    /// A folder this process let go of a moment ago may still be locked: sled's threads release
+    /// the lock once they notice the drop (`snapgate serve` writing the dev setup, then opening
+    /// it). So a held lock is retried for up to `LOCK_WAIT`; another process holding it is
+    /// reported after that.
     pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match Self::open_now(path, cache_bytes) {
+                Err(StoreError::Engine(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Open without waiting for a held lock: an operator command that goes through the admin
+    /// listener when the server holds the folder should not wait to find that out.
+    pub fn open_now(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
