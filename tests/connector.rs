@@ -191,12 +191,16 @@ async fn device_online(srv: &TestServer, access: &str, tsn: &str) -> Ws {
     )
     .await
     .unwrap();
-    // The server attaches the connection (and writes its presence) just after the handshake:
-    // wait for that (bounded), so that a claim which follows finds the device.
-    let store = srv.app.connector.store.clone();
+    until_online(&*srv.app.connector.store, tsn).await;
+    w
+}
+
+/// The server attaches a device's connection (and writes its presence) just after the
+/// handshake: wait for that (bounded), so that a claim which follows finds the device.
+async fn until_online(store: &dyn snapgate::store::connector::ConnectorStore, tsn: &str) {
     for _ in 0..1_000 {
         if store.get_device(tsn).unwrap().is_some_and(|d| d.online) {
-            return w;
+            return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -817,6 +821,7 @@ async fn two_nodes_on_one_store_send_a_pos_to_the_node_that_holds_the_device() {
     )
     .await
     .unwrap();
+    until_online(store, "T1").await;
     let mut l = ws_at(
         *b_addr,
         None,
