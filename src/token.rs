@@ -465,6 +465,69 @@ mod tests {
         }
     }
 
+    /// A token over arbitrary assertion bytes, signed as `issue` signs: what an attacker who
+    /// held the key could not make, and what a bug in `parse_signed` would have to catch.
+    fn sign_raw(ring: &KeyRing, xml: &str) -> String {
+        let key = ring.active();
+        let mut mac = key.mac();
+        mac.update(xml.as_bytes());
+        mac.update(&key.kid);
+        let sig = mac.finalize().into_bytes();
+        let mut out = xml.to_owned();
+        out.push_str(TRAILER_HEAD);
+        B64.encode_string(sig, &mut out);
+        out.push_str(TRAILER_MID);
+        out.push_str(key.kid());
+        out.push_str(TRAILER_TAIL);
+        B64.encode(out.as_bytes())
+    }
+
+    /// The signed assertion of a genuine token (its bytes without the signature trailer).
+    fn genuine_xml() -> String {
+        let raw = B64.decode(issue(&ring(), &claims())).unwrap();
+        String::from_utf8(raw[..raw.len() - TRAILER_LEN].to_vec()).unwrap()
+    }
+
+    /// Defence in depth behind the signature (issue 13 point 9's surviving mutants in
+    /// `parse_signed`): correctly signed bytes that `issue` would never write are refused as
+    /// Malformed, each for its own reason; the unchanged bytes, re-signed, still verify.
+    #[test]
+    fn signed_but_not_as_issued_is_malformed() {
+        let now = t0() + Duration::days(1);
+        let skew = Duration::minutes(5);
+        let xml = genuine_xml();
+        assert!(verify(&ring(), &sign_raw(&ring(), &xml), now, skew).is_ok());
+        let issued = "2026-09-21T14:13:20.000Z";
+        assert!(xml.contains(issued), "{xml}");
+        let cases = [
+            ("trailing bytes", format!("{xml}<x/>")),
+            (
+                "NotBefore other than IssueInstant",
+                xml.replacen(
+                    &format!("NotBefore=\"{issued}\""),
+                    "NotBefore=\"2026-09-20T14:13:20.000Z\"",
+                    1,
+                ),
+            ),
+            (
+                "subject other than the service key",
+                xml.replacen(
+                    "<saml:NameIdentifier>6B2866C8FD500001<",
+                    "<saml:NameIdentifier>6B2866C8FD500002<",
+                    1,
+                ),
+            ),
+        ];
+        for (what, bad) in cases {
+            assert_ne!(bad, xml, "{what}: the edit applied");
+            assert_eq!(
+                verify(&ring(), &sign_raw(&ring(), &bad), now, skew).map(|_| ()),
+                Err(TokenError::Malformed),
+                "{what}"
+            );
+        }
+    }
+
     #[test]
     fn issued_token_is_base64_saml_assertion_and_round_trips() {
         let tok = issue(&ring(), &claims());
