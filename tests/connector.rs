@@ -195,6 +195,19 @@ async fn device_online(srv: &TestServer, access: &str, tsn: &str) -> Ws {
     w
 }
 
+/// Send one message to a listener of the node at `addr` and return its JSON answer.
+async fn ask_listener(
+    addr: std::net::SocketAddr,
+    listener: &str,
+    bearer: &str,
+    msg: &'static str,
+) -> serde_json::Value {
+    let url = format!("ws://{addr}/cloud-connector/v1/{listener}");
+    let mut l = ws_at(addr, None, &url, bearer).await.unwrap();
+    l.send(Message::text(msg)).await.unwrap();
+    json(&mut l).await
+}
+
 /// The server attaches a device's connection (and writes its presence) just after the
 /// handshake: wait for that (bounded), so that a claim which follows finds the device.
 async fn until_online(store: &dyn snapgate::store::connector::ConnectorStore, tsn: &str) {
@@ -801,18 +814,13 @@ async fn two_nodes_on_one_store_send_a_pos_to_the_node_that_holds_the_device() {
     // The device registers at A; the POS gets its token from B and claims at B.
     let dev_access = tok(*a_addr, &d).await;
     let pos_access = tok(*b_addr, &p).await;
-    let mut l = ws_at(
+    let reg = ask_listener(
         *a_addr,
-        None,
-        &format!("ws://{a_addr}/cloud-connector/v1/device-listener"),
+        "device-listener",
         &dev_access,
+        r#"{"type":"register","tsn":"T1"}"#,
     )
-    .await
-    .unwrap();
-    l.send(Message::text(r#"{"type":"register","tsn":"T1"}"#))
-        .await
-        .unwrap();
-    let reg = json(&mut l).await;
+    .await;
     let mut dev = ws_at(
         *a_addr,
         None,
@@ -822,18 +830,13 @@ async fn two_nodes_on_one_store_send_a_pos_to_the_node_that_holds_the_device() {
     .await
     .unwrap();
     until_online(store, "T1").await;
-    let mut l = ws_at(
+    let ses = ask_listener(
         *b_addr,
-        None,
-        &format!("ws://{b_addr}/cloud-connector/v1/pos-listener"),
+        "pos-listener",
         &pos_access,
+        r#"{"type":"claim","tsn":"T1"}"#,
     )
-    .await
-    .unwrap();
-    l.send(Message::text(r#"{"type":"claim","tsn":"T1"}"#))
-        .await
-        .unwrap();
-    let ses = json(&mut l).await;
+    .await;
     let url = ses["url"].as_str().unwrap();
     assert!(
         url.starts_with(&format!("ws://{a_addr}/")),
