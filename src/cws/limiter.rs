@@ -369,4 +369,108 @@ mod tests {
         assert!(l.allowed(&[addr(200)], later));
         assert!(!l.allowed(&locked, later));
     }
+
+    /// A shared lockout store in memory that records what it was asked (issue 13 point 9: the
+    /// keys, thresholds and fail-open rule of the shared path had no test on the embedded
+    /// engine).
+    #[derive(Default)]
+    struct Shared {
+        calls: Mutex<Vec<String>>,
+        counts: Mutex<HashMap<String, (u32, i64)>>,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl crate::store::lockout::LockoutStore for Shared {
+        fn locked(
+            &self,
+            subjects: &[String],
+            now_ms: i64,
+        ) -> Result<bool, crate::store::StoreError> {
+            if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(crate::store::StoreError::Closed);
+            }
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("locked {}", subjects.join(",")));
+            let c = self.counts.lock().unwrap();
+            Ok(subjects
+                .iter()
+                .any(|s| c.get(s).is_some_and(|&(_, until)| until > now_ms)))
+        }
+        fn failed(
+            &self,
+            subject: &str,
+            threshold: u32,
+            _window_ms: i64,
+            lockout_ms: i64,
+            now_ms: i64,
+        ) -> Result<(), crate::store::StoreError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("failed {subject} {threshold}"));
+            let mut c = self.counts.lock().unwrap();
+            let e = c.entry(subject.to_owned()).or_insert((0, 0));
+            e.0 += 1;
+            if e.0 >= threshold {
+                e.1 = now_ms + lockout_ms;
+            }
+            Ok(())
+        }
+        fn clear(&self, subjects: &[String]) -> Result<(), crate::store::StoreError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("clear {}", subjects.join(",")));
+            let mut c = self.counts.lock().unwrap();
+            for s in subjects {
+                c.remove(s);
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_shared_store_counts_each_subject_under_its_own_key() {
+        let shared = std::sync::Arc::new(Shared::default());
+        let node = |s: &std::sync::Arc<Shared>| {
+            let s: std::sync::Arc<dyn crate::store::lockout::LockoutStore> = s.clone();
+            Limiter::new(cfg()).with_shared(Some(s))
+        };
+        let (a, b) = (node(&shared), node(&shared));
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let all = [
+            addr(1),
+            Subject::Device("D".into()),
+            Subject::Serial("S".into()),
+            Subject::Terminal("T".into()),
+        ];
+        a.failed(&all, t);
+        a.succeeded(&all);
+        assert_eq!(
+            *shared.calls.lock().unwrap(),
+            [
+                "failed a:10.0.0.1 3",
+                "failed d:D 2",
+                "failed s:S 2",
+                "failed t:T 2",
+                "clear d:D,s:S,t:T",
+            ]
+        );
+        // Node a counts a device to its threshold; node b, which has counted nothing, refuses it
+        // and still lets another device in.
+        let dev = [Subject::Device("D".into())];
+        a.failed(&dev, t);
+        a.failed(&dev, t);
+        assert!(!b.allowed(&dev, t));
+        assert!(b.allowed(&[Subject::Device("E".into())], t));
+        // A shared store that cannot be reached leaves the local counts in charge (fail open
+        // there, as documented: the registration then fails on the same store).
+        shared
+            .down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(b.allowed(&dev, t));
+        assert!(!a.allowed(&dev, t), "a's own count still locks");
+    }
 }
