@@ -4,8 +4,8 @@
 //! its processor step; `run` does the rest in one order for all: authenticate the
 //! `sessionToken`, read the card from encrypted track data, settle the refresh flow, run the
 //! processor (or relay upstream), make it durable, and append a renewed TerminalAccessToken as
-//! a SOAP header when one is due. Store reads and writes go off the async worker
-//! (`store::blocking`) in two trips: everything read before the card, then settle + process.
+//! a SOAP header when one is due. On the sandbox path every store read and write of a request
+//! is one trip off the async worker (`store::blocking`); forward mode relays between its trips.
 
 use super::{soap_action, Context, OpName, Reply, SIS_PATH};
 use crate::app::App;
@@ -15,7 +15,7 @@ use crate::cws::limiter::Subject;
 use crate::cws::processor::forward::Forward;
 use crate::cws::processor::sandbox::{Follow, NewTxn, Sandbox, State, Txn};
 use crate::cws::processor::Outcome;
-use crate::cws::session::{self, Session, TrackKsn};
+use crate::cws::session::{self, Session, Settled, TrackKsn};
 use crate::cws::soap::{self, Base, Element};
 use crate::store::{self, TerminalId, TxnId};
 use chrono::{DateTime, Utc};
@@ -168,6 +168,10 @@ fn check_application(app: &App, name: OpName, id: Option<&str>) -> Result<(), Er
 }
 
 /// Run a new transaction: `step` is the operation's processor call.
+///
+/// On the sandbox path everything up to the stored sale (reads, the idempotency look-up, the
+/// card, settle, process) is one trip off the async worker: each `store::blocking` hand-off
+/// costs a thread switch (issue 9). Forward mode relays in between, so it keeps its own trips.
 pub async fn run_new(
     app: &App,
     ctx: &Context,
@@ -175,96 +179,129 @@ pub async fn run_new(
     step: impl FnOnce(&Sandbox, &TerminalId, &NewTxn, DateTime<Utc>) -> Result<Outcome, Error>,
 ) -> Result<Reply, Error> {
     let name = t.name;
-    let forward = app.forward.is_some();
-    // What the request reads from the stores before its card, in one go off the async worker:
-    // the caller, its profiles, and what its idempotency key already holds.
-    let (session, n, idem, mut stored) = store::blocking(|| -> Result<_, Error> {
-        let session = session::authenticate(app, t.session_token.as_deref())?;
-        if let Some(mp) = &t.merchant_profile_id {
-            let declared = app
-                .profiles
-                .merchant(&session.record.service_key, mp)?
-                .is_some_and(|p| p.active);
-            if *mp != session.record.merchant_profile_id || !declared {
-                return Err(Error::validation(
-                    format!("{}/merchantProfileId", name.as_str()),
-                    "merchantProfileId is not the terminal's declared, active merchant profile",
-                ));
+    if app.forward.is_some() {
+        let session = store::blocking(|| read_new(app, &t))?;
+        let n = t.request?;
+        let track = n.secure.as_ref().map(|s| TrackKsn(s.ksn));
+        match &n.secure {
+            // Not decrypted here, but its device and counter are checked just the same.
+            Some(s) => session::check_track(app, &session, &s.ksn)?,
+            None => {
+                if let Some(pan) = &n.keyed_pan {
+                    read_card(app, &session, None, Some(pan))?;
+                }
             }
         }
-        check_application(app, name, t.application_profile_id.as_deref())?;
+        return relay_new(app, ctx, name, t.element, &session, track).await;
+    }
+    let done = store::blocking(|| -> Result<_, Error> {
+        let session = read_new(app, &t)?;
         let n = t.request?;
-        let idem = if forward {
-            None
-        } else {
-            idempotency_id(&session.terminal_id, &n)
-        };
-        let stored = match &idem {
+        let idem = idempotency_id(&session.terminal_id, &n);
+        let mut stored = match &idem {
             Some(id) => app.sandbox.stored(&session.terminal_id, id)?,
             None => None,
         };
-        Ok((session, n, idem, stored))
-    })?;
-    // A retry of a swipe carries its spent KSN counter: find its stored answer before the
-    // counter check would call it a replay.
-    let mut found = None;
-    if let (Some(_), Some(_)) = (idem, &n.secure) {
-        match retried(app, ctx, name, &session, &n, None, stored.take()).await? {
-            Retry::Answer(reply) => return Ok(reply),
-            other => found = Some(other),
-        }
-    }
-    // The card: decrypted from track data (sandbox), or keyed.
-    let mut card: Option<Card> = None;
-    let track = n.secure.as_ref().map(|s| TrackKsn(s.ksn));
-    if let Some(s) = &n.secure {
-        if forward {
-            // Not decrypted here, but its device and counter are checked just the same.
-            session::check_track(app, &session, &s.ksn)?;
-        } else {
-            card = Some(read_card(app, &session, Some(s), None)?);
-        }
-    } else if let Some(pan) = &n.keyed_pan {
-        card = Some(read_card(app, &session, None, Some(pan))?);
-    } else if !forward {
-        return Err(Error::validation(
-            format!("{}/transaction/TenderData", name.as_str()),
-            "TenderData needs SecurePaymentAccountData with EncryptionKeyId, or CardData/PAN",
-        ));
-    }
-    let id = match idem {
-        Some(id) => match match found {
-            Some(f) => f,
-            None => {
-                let stored = stored.take();
-                retried(app, ctx, name, &session, &n, card.as_ref(), stored).await?
+        // A retry of a swipe carries its spent KSN counter: find its stored answer before the
+        // counter check would call it a replay.
+        let mut found = None;
+        if let (Some(_), Some(_)) = (idem, &n.secure) {
+            match retried(app, name, &session, &n, None, stored.take()) {
+                Retry::Answer(o) => return Ok(Done::Retry(session, n.secure.is_some(), o)),
+                other => found = Some(other),
             }
-        } {
-            Retry::Answer(reply) => return Ok(reply),
-            Retry::Free => Some(id),
-            Retry::Taken => None,
-        },
-        None => None,
-    };
-    let processed = finish(
-        app,
-        ctx,
-        name,
-        t.element,
-        &session,
-        track,
-        |sandbox, terminal, now| {
-            let req = NewTxn {
-                id,
-                amount_cents: n.amount_cents,
-                card: card
-                    .ok_or_else(|| Error::Internal("no card read for a new transaction".into()))?,
-                reference: n.reference,
+        }
+        // The card: decrypted from track data, or keyed.
+        let card = match (&n.secure, &n.keyed_pan) {
+            (Some(s), _) => read_card(app, &session, Some(s), None)?,
+            (None, Some(pan)) => read_card(app, &session, None, Some(pan))?,
+            (None, None) => return Err(Error::validation(
+                format!("{}/transaction/TenderData", name.as_str()),
+                "TenderData needs SecurePaymentAccountData with EncryptionKeyId, or CardData/PAN",
+            )),
+        };
+        let id = match idem {
+            Some(id) => match found
+                .unwrap_or_else(|| retried(app, name, &session, &n, Some(&card), stored.take()))
+            {
+                Retry::Answer(o) => return Ok(Done::Retry(session, n.secure.is_some(), o)),
+                Retry::Free => Some(id),
+                Retry::Taken => None,
+            },
+            None => None,
+        };
+        let track = n.secure.as_ref().map(|s| TrackKsn(s.ksn));
+        let req = NewTxn {
+            id,
+            amount_cents: n.amount_cents,
+            card,
+            reference: n.reference,
+        };
+        let (settled, outcomes) =
+            settle_and_process(app, ctx, &session, track, |sb, term, now| {
+                Ok(vec![step(sb, term, &req, now)?])
+            })?;
+        Ok(Done::Processed(settled, outcomes))
+    })?;
+    answer(app, ctx, name, done).await
+}
+
+/// Authenticate a new transaction's caller and check the profiles it names (its body's error
+/// waits for this: see `NewTransaction`).
+fn read_new(app: &App, t: &NewTransaction<'_>) -> Result<Session, Error> {
+    let name = t.name;
+    let session = session::authenticate(app, t.session_token.as_deref())?;
+    if let Some(mp) = &t.merchant_profile_id {
+        let declared = app
+            .profiles
+            .merchant(&session.record.service_key, mp)?
+            .is_some_and(|p| p.active);
+        if *mp != session.record.merchant_profile_id || !declared {
+            return Err(Error::validation(
+                format!("{}/merchantProfileId", name.as_str()),
+                "merchantProfileId is not the terminal's declared, active merchant profile",
+            ));
+        }
+    }
+    check_application(app, name, t.application_profile_id.as_deref())?;
+    Ok(session)
+}
+
+/// What the sandbox path's store trip ended with.
+enum Done {
+    /// A retried request: its stored answer (the session, whether it carried track data).
+    Retry(Session, bool, Outcome),
+    /// Settled and processed.
+    Processed(Settled, Vec<Outcome>),
+}
+
+/// Wait until what the trip wrote (or the retried answer) is durable, then answer.
+async fn answer(app: &App, ctx: &Context, name: OpName, done: Done) -> Result<Reply, Error> {
+    match done {
+        Done::Processed(settled, outcomes) => {
+            let header = settled.renewed.map(|t| renewed_header(ctx, &t));
+            app.commit.durable().await.map_err(outcome_unknown)?;
+            Ok(Reply {
+                header,
+                body: respond(ctx.base, name, &outcomes),
+            })
+        }
+        Done::Retry(session, swiped, outcome) => {
+            // The first answer may not be durable yet (it may have timed out waiting for that).
+            ctx.commit.mark();
+            app.commit.durable().await.map_err(outcome_unknown)?;
+            let header = if swiped {
+                session::pending_token(app, &session).map(|t| renewed_header(ctx, &t))
+            } else {
+                None
             };
-            Ok(vec![step(sandbox, terminal, &req, now)?])
-        },
-    );
-    processed.await
+            tracing::info!(terminal = %session.terminal_id, transaction = %outcome.transaction_id, "retry answered from the stored sale");
+            Ok(Reply {
+                header,
+                body: respond(ctx.base, name, &[outcome]),
+            })
+        }
+    }
 }
 
 /// The transaction id a new sale is stored under, derived from its idempotency key (docs/
@@ -297,7 +334,7 @@ fn idempotency_id(terminal: &TerminalId, n: &NewRequest) -> Option<TxnId> {
 /// What the idempotency key found.
 enum Retry {
     /// The same request was stored before: here is its answer.
-    Answer(Reply),
+    Answer(Outcome),
     /// Nothing stored under the key: store the sale there.
     Free,
     /// Another request holds the key (same KSN or time and amount, different sale): not a retry.
@@ -305,18 +342,17 @@ enum Retry {
 }
 
 /// Whether `stored`, the sale under the request's idempotency key, is this very request again
-/// (same operation, amount, reference and card); if so its answer, once durable.
-async fn retried(
+/// (same operation, amount, reference and card).
+fn retried(
     app: &App,
-    ctx: &Context,
     name: OpName,
     session: &Session,
     n: &NewRequest,
     card: Option<&Card>,
     stored: Option<(Txn, Outcome)>,
-) -> Result<Retry, Error> {
+) -> Retry {
     let Some((txn, outcome)) = stored else {
-        return Ok(Retry::Free);
+        return Retry::Free;
     };
     let read;
     let card = match (card, &n.secure) {
@@ -324,7 +360,7 @@ async fn retried(
         (None, Some(s)) => {
             // Only the token's own device: its ciphertext decrypted under this KSN before.
             if s.ksn.device_id() != session.token.claims().device_id {
-                return Ok(Retry::Taken);
+                return Retry::Taken;
             }
             read = card::from_secure_track(&app.keys(), &s.ksn, &s.data).ok();
             read.as_ref()
@@ -336,21 +372,11 @@ async fn retried(
         && txn.amount_cents == n.amount_cents
         && txn.reference == n.reference
         && refund == (name == OpName::ReturnUnlinked);
-    if !same {
-        return Ok(Retry::Taken);
+    if same {
+        Retry::Answer(outcome)
+    } else {
+        Retry::Taken
     }
-    // The first answer may not be durable yet (it may have timed out waiting for that).
-    ctx.commit.mark();
-    app.commit.durable().await.map_err(outcome_unknown)?;
-    let header = match &n.secure {
-        Some(_) => session::pending_token(app, session).map(|t| renewed_header(ctx, &t)),
-        None => None,
-    };
-    tracing::info!(terminal = %session.terminal_id, transaction = %outcome.transaction_id, "retry answered from the stored sale");
-    Ok(Retry::Answer(Reply {
-        header,
-        body: respond(ctx.base, name, &[outcome]),
-    }))
 }
 
 fn outcome_unknown(e: std::sync::Arc<crate::store::StoreError>) -> Error {
@@ -364,66 +390,75 @@ fn renewed_header(ctx: &Context, token: &str) -> String {
     )
 }
 
-/// Run a follow-up: `step` is the operation's processor call.
+/// Run a follow-up: `step` is the operation's processor call. On the sandbox path, one trip
+/// off the async worker as for `run_new`.
 pub async fn run_follow<F>(
     app: &App,
     ctx: &Context,
     f: FollowUp<'_, F>,
     step: impl FnOnce(&Sandbox, &TerminalId, &F, DateTime<Utc>) -> Result<Vec<Outcome>, Error>,
 ) -> Result<Reply, Error> {
-    let session = store::blocking(|| -> Result<_, Error> {
+    let read = || -> Result<_, Error> {
         let session = session::authenticate(app, f.session_token.as_deref())?;
         check_application(app, f.name, f.application_profile_id.as_deref())?;
         Ok(session)
+    };
+    if app.forward.is_some() {
+        let session = store::blocking(read)?;
+        f.follow?;
+        return relay_new(app, ctx, f.name, f.element, &session, None).await;
+    }
+    let done = store::blocking(|| -> Result<_, Error> {
+        let session = read()?;
+        let follow = f.follow?;
+        let (settled, outcomes) = settle_and_process(app, ctx, &session, None, |sb, term, now| {
+            step(sb, term, &follow, now)
+        })?;
+        Ok(Done::Processed(settled, outcomes))
     })?;
-    let follow = f.follow?;
-    finish(
-        app,
-        ctx,
-        f.name,
-        f.element,
-        &session,
-        None,
-        |sandbox, terminal, now| step(sandbox, terminal, &follow, now),
-    )
-    .await
+    answer(app, ctx, f.name, done).await
 }
 
-/// Settle the refresh flow, then process (sandbox) or relay (forward), durably.
-async fn finish(
+/// The commit point, then settle the refresh flow and process: both are store writes, made
+/// durable by the caller's one wait. Runs inside the request's `store::blocking` trip.
+fn settle_and_process(
+    app: &App,
+    ctx: &Context,
+    session: &Session,
+    track: Option<TrackKsn>,
+    process: impl FnOnce(&Sandbox, &TerminalId, DateTime<Utc>) -> Result<Vec<Outcome>, Error>,
+) -> Result<(Settled, Vec<Outcome>), Error> {
+    let now = app.clock.now();
+    // The commit point: from the first write on, the request is finished, not abandoned.
+    ctx.commit.mark();
+    let settled = session::settle(app, session, track)?;
+    Ok((settled, process(&app.sandbox, &session.terminal_id, now)?))
+}
+
+/// Forward mode: settle the refresh flow, then relay upstream.
+async fn relay_new(
     app: &App,
     ctx: &Context,
     name: OpName,
     element: &Element,
     session: &Session,
     track: Option<TrackKsn>,
-    process: impl FnOnce(&Sandbox, &TerminalId, DateTime<Utc>) -> Result<Vec<Outcome>, Error>,
 ) -> Result<Reply, Error> {
-    let now = app.clock.now();
+    let fwd = app
+        .forward
+        .as_ref()
+        .ok_or_else(|| Error::Internal("relay without an upstream".into()))?;
     // The commit point: from the first write on, the request is finished, not abandoned.
     ctx.commit.mark();
-    if let Some(fwd) = app.forward.as_ref() {
-        let settled = store::blocking(|| session::settle(app, session, track))?;
-        let header = settled.renewed.map(|t| renewed_header(ctx, &t));
-        // What authenticate and settle recorded (counter, flag, pending or promoted token) is
-        // durable before the answer, as the sandbox path's single flush makes it there.
-        if session.wrote || settled.wrote {
-            app.commit.durable().await.map_err(outcome_unknown)?;
-        }
-        let body = relay(app, fwd, name, element, ctx.base).await?;
-        return Ok(Reply { header, body });
-    }
-    // Settling and processing are both store writes: one trip off the async worker.
-    let (settled, outcomes) = store::blocking(|| -> Result<_, Error> {
-        let settled = session::settle(app, session, track)?;
-        Ok((settled, process(&app.sandbox, &session.terminal_id, now)?))
-    })?;
+    let settled = store::blocking(|| session::settle(app, session, track))?;
     let header = settled.renewed.map(|t| renewed_header(ctx, &t));
-    app.commit.durable().await.map_err(outcome_unknown)?;
-    Ok(Reply {
-        header,
-        body: respond(ctx.base, name, &outcomes),
-    })
+    // What authenticate and settle recorded (counter, flag, pending or promoted token) is
+    // durable before the answer, as the sandbox path's single flush makes it there.
+    if session.wrote || settled.wrote {
+        app.commit.durable().await.map_err(outcome_unknown)?;
+    }
+    let body = relay(app, fwd, name, element, ctx.base).await?;
+    Ok(Reply { header, body })
 }
 
 /// Send the request upstream (with the upstream's own session token, if configured) and return
