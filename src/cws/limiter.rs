@@ -473,4 +473,26 @@ mod tests {
         assert!(b.allowed(&dev, t));
         assert!(!a.allowed(&dev, t), "a's own count still locks");
     }
+
+    #[test]
+    fn entries_make_room_exactly_when_their_window_and_lockout_end() {
+        // Capacity 4, window 60 s, lockout 300 s. A full table of plain failures frees up at
+        // the window's end to the second (a window is [start, start + 60 s), as in `failed`)...
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let l = Limiter::new(cfg());
+        for i in 0..4 {
+            l.failed(&[Subject::Serial(format!("s{i}"))], t);
+        }
+        assert!(!l.allowed(&[addr(9)], t + Duration::seconds(59)));
+        assert!(l.allowed(&[addr(9)], t + Duration::seconds(60)));
+        // ...and a full table of locks at the lockout's end (when `allowed` lets them in again).
+        let l = Limiter::new(cfg());
+        for i in 0..4 {
+            let s = [Subject::Serial(format!("s{i}"))];
+            l.failed(&s, t);
+            l.failed(&s, t);
+        }
+        assert!(!l.allowed(&[addr(9)], t + Duration::seconds(299)));
+        assert!(l.allowed(&[addr(9)], t + Duration::seconds(300)));
+    }
 }
