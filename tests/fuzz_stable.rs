@@ -47,7 +47,7 @@ const LIMITS: XmlLimits = XmlLimits {
 
 fn walk(e: &Element, depth: usize, count: &mut usize) {
     assert!(depth <= LIMITS.max_depth);
-    assert!(e.ns.as_ref().map_or(0, String::len) <= MAX_NAMESPACE_BYTES);
+    assert!(e.ns.as_deref().map_or(0, str::len) <= MAX_NAMESPACE_BYTES);
     *count += 1;
     for c in &e.children {
         walk(c, depth + 1, count);

@@ -89,10 +89,13 @@ pub enum EnvelopeError {
     UnexpectedEnvelopeChild,
 }
 
-/// One element: resolved name, the attributes we use, text and children.
+/// One element: resolved name, the attributes we use, text and children. A document's elements
+/// share one allocation per namespace URI (`Arc<str>`): an envelope names four or five
+/// namespaces across dozens of elements, and copying the URI into every one was the parse's
+/// largest allocation (issue 9).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Element {
-    pub ns: Option<String>,
+    pub ns: Option<std::sync::Arc<str>>,
     pub name: String,
     /// `i:type`, resolved: (namespace, local name).
     pub xsi_type: Option<(Option<String>, String)>,
@@ -187,20 +190,41 @@ fn syntax(e: impl std::fmt::Display) -> EnvelopeError {
 }
 
 fn ns_of(r: ResolveResult) -> Result<Option<String>, EnvelopeError> {
+    Ok(ns_bytes(r)?.map(str::to_owned))
+}
+
+/// The resolved namespace URI, checked (bounded, UTF-8), borrowed from the reader.
+fn ns_bytes(r: ResolveResult<'_>) -> Result<Option<&str>, EnvelopeError> {
     match r {
         ResolveResult::Bound(ns) if ns.into_inner().len() > MAX_NAMESPACE_BYTES => {
             Err(EnvelopeError::NamespaceTooLong(MAX_NAMESPACE_BYTES))
         }
         ResolveResult::Bound(ns) => Ok(Some(
-            std::str::from_utf8(ns.into_inner())
-                .map_err(|_| EnvelopeError::NotUtf8)?
-                .to_owned(),
+            std::str::from_utf8(ns.into_inner()).map_err(|_| EnvelopeError::NotUtf8)?,
         )),
         ResolveResult::Unbound => Ok(None),
         ResolveResult::Unknown(p) => Err(syntax(format_args!(
             "undeclared namespace prefix {:?}",
             String::from_utf8_lossy(&p)
         ))),
+    }
+}
+
+/// The namespace URIs one document has used so far (a handful: a linear scan beats hashing).
+#[derive(Default)]
+struct Namespaces(Vec<std::sync::Arc<str>>);
+
+impl Namespaces {
+    fn get(&mut self, r: ResolveResult<'_>) -> Result<Option<std::sync::Arc<str>>, EnvelopeError> {
+        let Some(uri) = ns_bytes(r)? else {
+            return Ok(None);
+        };
+        if let Some(known) = self.0.iter().find(|k| &***k == uri) {
+            return Ok(Some(known.clone()));
+        }
+        let new: std::sync::Arc<str> = uri.into();
+        self.0.push(new.clone());
+        Ok(Some(new))
     }
 }
 
@@ -213,6 +237,7 @@ pub fn parse_document(text: &str, limits: &XmlLimits) -> Result<Element, Envelop
     cfg.trim_text(false);
 
     let mut stack: Vec<Element> = Vec::with_capacity(16);
+    let mut namespaces = Namespaces::default();
     let mut root: Option<Element> = None;
     let mut elements = 0usize;
     let mut seen_any = false;
@@ -233,7 +258,7 @@ pub fn parse_document(text: &str, limits: &XmlLimits) -> Result<Element, Envelop
                     return Err(EnvelopeError::TooDeep(limits.max_depth));
                 }
                 let mut el = Element {
-                    ns: ns_of(res)?,
+                    ns: namespaces.get(res)?,
                     name: std::str::from_utf8(e.local_name().into_inner())
                         .map_err(|_| EnvelopeError::NotUtf8)?
                         .to_owned(),
