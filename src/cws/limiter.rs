@@ -495,4 +495,25 @@ mod tests {
         assert!(!l.allowed(&[addr(9)], t + Duration::seconds(299)));
         assert!(l.allowed(&[addr(9)], t + Duration::seconds(300)));
     }
+
+    #[test]
+    fn a_lock_at_the_front_does_not_stop_room_being_made_behind_it() {
+        // Capacity 4: a locked serial counted first, then three plain failures. Once their
+        // window is over, the lock (still live) is moved back and the dead entry behind it
+        // makes room.
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let l = Limiter::new(cfg());
+        let locked = [Subject::Serial("locked".into())];
+        l.failed(&locked, t);
+        l.failed(&locked, t);
+        for i in 0..3 {
+            l.failed(&[Subject::Serial(format!("s{i}"))], t);
+        }
+        let later = t + Duration::seconds(61);
+        assert!(
+            l.allowed(&[addr(9)], later),
+            "a live lock at the front blocked eviction"
+        );
+        assert!(!l.allowed(&locked, later));
+    }
 }
