@@ -516,4 +516,17 @@ mod tests {
         );
         assert!(!l.allowed(&locked, later));
     }
+
+    #[test]
+    fn one_subject_counted_again_and_again_keeps_the_queue_bounded() {
+        // Every count queues an item and makes the subject's older items stale; stale items are
+        // dropped now and then, so the queue stays bounded by the table, not by the traffic.
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let l = Limiter::new(cfg());
+        for i in 0..100 {
+            l.failed(&[addr(1)], t + Duration::seconds(i));
+        }
+        assert_eq!(l.tracked(), 1);
+        assert!(l.entries.lock().unwrap().order.len() <= 2 * 4 + 16);
+    }
 }
