@@ -59,6 +59,8 @@ struct Table {
     /// (seq, subject) in the order subjects were last counted.
     order: VecDeque<(u64, Subject)>,
     next_seq: u64,
+    /// How many times stale items were dropped (the amortised O(1) the tests check).
+    compactions: u64,
 }
 
 /// How many live entries `make_room` moves to the back before giving up (keeps it O(1)).
@@ -226,6 +228,7 @@ impl Limiter {
             let map = &t.map;
             t.order
                 .retain(|(seq, s)| map.get(s).is_some_and(|e| e.seq == *seq));
+            t.compactions += 1;
         }
     }
 
@@ -528,5 +531,22 @@ mod tests {
         }
         assert_eq!(l.tracked(), 1);
         assert!(l.entries.lock().unwrap().order.len() <= 2 * 4 + 16);
+    }
+
+    #[test]
+    fn stale_items_are_dropped_once_per_many_pushes() {
+        // After one call with one subject, two subjects per call: the queue grows two at a time
+        // (odd lengths: it steps over its bound of 2 * 4 + 16), is compacted once past it, and
+        // the O(n) compaction runs about once per 11 calls, not per call.
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let l = Limiter::new(cfg());
+        let dev = Subject::Device("D".into());
+        l.failed(&[addr(2)], t);
+        for i in 0..100 {
+            l.failed(&[addr(1), dev.clone()], t + Duration::seconds(i));
+            assert!(l.entries.lock().unwrap().order.len() <= 2 * 4 + 16 + 2);
+        }
+        let compactions = l.entries.lock().unwrap().compactions;
+        assert!((5..=10).contains(&compactions), "{compactions} compactions");
     }
 }
