@@ -549,4 +549,46 @@ mod tests {
         let compactions = l.entries.lock().unwrap().compactions;
         assert!((5..=10).contains(&compactions), "{compactions} compactions");
     }
+
+    #[test]
+    fn the_queue_is_compacted_only_past_twice_the_table() {
+        // Table of 100: the queue may hold 2 * 100 + 16 items before stale ones are dropped.
+        let l = Limiter::new(LockoutConfig {
+            max_tracked: 100,
+            ..cfg()
+        });
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        for i in 0..216 {
+            l.failed(&[addr(1)], t + Duration::seconds(i));
+        }
+        let (len, compactions) = {
+            let g = l.entries.lock().unwrap();
+            (g.order.len(), g.compactions)
+        };
+        assert_eq!((len, compactions), (216, 0));
+        l.failed(&[addr(1)], t + Duration::seconds(216));
+        let g = l.entries.lock().unwrap();
+        assert_eq!((g.order.len(), g.compactions), (1, 1));
+    }
+
+    #[test]
+    fn compaction_keeps_what_eviction_needs() {
+        // Three serials, then one address counted 30 times: the queue is compacted (past 24
+        // items), and once the serials' window is over they are still found and evicted.
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let l = Limiter::new(cfg());
+        for i in 0..3 {
+            l.failed(&[Subject::Serial(format!("s{i}"))], t);
+        }
+        for _ in 0..30 {
+            l.failed(&[addr(1)], t);
+        }
+        assert!(l.entries.lock().unwrap().compactions >= 1);
+        let later = t + Duration::seconds(61);
+        assert!(
+            l.allowed(&[addr(9)], later),
+            "compaction lost the items eviction reads"
+        );
+        assert!(!l.allowed(&[addr(1)], later), "the address is still locked");
+    }
 }
