@@ -310,7 +310,7 @@ mod tests {
         for i in 0..100u8 {
             l.failed(&[Subject::Serial(format!("s{i}"))], t);
         }
-        assert!(l.tracked() <= 4);
+        assert_eq!(l.tracked(), 4);
         assert!(l.entries.lock().unwrap().order.len() <= 2 * 4 + 16);
     }
 
@@ -590,5 +590,19 @@ mod tests {
             "compaction lost the items eviction reads"
         );
         assert!(!l.allowed(&[addr(1)], later), "the address is still locked");
+    }
+
+    #[test]
+    fn a_new_window_does_not_end_a_running_lockout() {
+        // Window 60 s, lockout 300 s: a failure after the window but inside the lockout starts
+        // a new count and keeps the lock.
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let l = Limiter::new(cfg());
+        let dev = [Subject::Device("D".into())];
+        l.failed(&dev, t);
+        l.failed(&dev, t);
+        l.failed(&dev, t + Duration::seconds(61));
+        assert!(!l.allowed(&dev, t + Duration::seconds(62)));
+        assert!(l.allowed(&dev, t + Duration::seconds(300)));
     }
 }
