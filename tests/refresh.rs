@@ -379,3 +379,81 @@ async fn a_renewed_token_first_used_on_sis_is_finished_not_abandoned_by_the_hand
         "the renewed token is current"
     );
 }
+
+/// `settle` checks again, under the store's CAS, what `authenticate` read: a session read
+/// before another request changed the record must not record a spent counter, track data from
+/// another device, or anything for a token that was superseded since. Called directly (two
+/// requests cannot be interleaved this precisely over a socket). Issue 13 point 9: these
+/// re-checks had no test.
+#[tokio::test]
+async fn settle_checks_again_what_changed_since_authenticate() {
+    use snapgate::cws::error::{AuthFailure, Error};
+    use snapgate::cws::session::{self, TrackKsn};
+    use snapgate::dukpt::Ksn;
+    let srv = strict().await;
+    let mut t = Terminal::register(&srv).await;
+    let track = |hex: &str| Some(TrackKsn(Ksn::parse_hex(hex).unwrap()));
+    let stale = session::authenticate(&srv.app, Some(&t.token)).unwrap();
+    assert!(!stale.wrote);
+    // Not due and no track data: nothing to record.
+    let quiet = session::settle(&srv.app, &stale, None).unwrap();
+    assert!(!quiet.wrote && quiet.renewed.is_none());
+    assert_eq!(record(&srv), stale.record);
+    // The first settle records counter 2; the same stale session with 2 again is a replay.
+    let k = t.next_ksn();
+    let first = session::settle(&srv.app, &stale, track(&k)).unwrap();
+    assert!(first.wrote && first.renewed.is_none());
+    assert_eq!(record(&srv).last_counter, 2);
+    assert!(matches!(
+        session::settle(&srv.app, &stale, track(&k)),
+        Err(Error::Authentication(AuthFailure::Replay))
+    ));
+    // Another device's KSN never reaches the record.
+    assert!(matches!(
+        session::settle(&srv.app, &stale, track(&ksn("FFFF9876543211E00000", 9))),
+        Err(Error::InvalidToken("track data from another device"))
+    ));
+    assert_eq!(record(&srv).last_counter, 2);
+    // Re-registered (from another device) since the session was read: superseded, and the
+    // old token now fails authentication for exactly that reason.
+    srv.register_ok(&ksn("FFFF9876543211E00000", 1), "MP1|B1234567")
+        .await;
+    let k = t.next_ksn();
+    assert!(matches!(
+        session::settle(&srv.app, &stale, track(&k)),
+        Err(Error::InvalidToken("superseded"))
+    ));
+    assert!(matches!(
+        session::authenticate(&srv.app, Some(&t.token)),
+        Err(Error::InvalidToken("terminal re-registered"))
+    ));
+}
+
+/// Once due, `settle` raises the flag for any transaction, but only one with track data gets
+/// (and creates) the pending renewed token. Called directly to see the record between steps.
+#[tokio::test]
+async fn settle_raises_the_flag_for_any_transaction_and_renews_only_with_track_data() {
+    use snapgate::cws::session::{self, TrackKsn};
+    use snapgate::dukpt::Ksn;
+    let srv = strict().await;
+    let mut t = Terminal::register(&srv).await;
+    srv.clock.set(day(30));
+    let s = session::authenticate(&srv.app, Some(&t.token)).unwrap();
+    let keyed = session::settle(&srv.app, &s, None).unwrap();
+    assert!(keyed.wrote && keyed.renewed.is_none());
+    let r = record(&srv);
+    assert!(r.refresh_flag && r.pending.is_none(), "{r:?}");
+    // Flag up, no track data: the fast path, nothing written.
+    let s = session::authenticate(&srv.app, Some(&t.token)).unwrap();
+    let again = session::settle(&srv.app, &s, None).unwrap();
+    assert!(!again.wrote && again.renewed.is_none());
+    // Track data: a pending token, valid for the configured lifetime from now.
+    let k = t.next_ksn();
+    let swiped =
+        session::settle(&srv.app, &s, Some(TrackKsn(Ksn::parse_hex(&k).unwrap()))).unwrap();
+    let renewed = swiped.renewed.expect("a renewed token");
+    let c = claims(&srv, &renewed);
+    assert_eq!(c.issued_at, day(30));
+    assert_eq!(c.not_on_or_after, day(30 + 90));
+    assert_eq!(record(&srv).pending.map(|p| p.token_id), Some(c.token_id));
+}
