@@ -276,11 +276,23 @@ async fn the_sweep_raises_due_flags_without_any_transaction() {
     let srv = strict().await;
     Terminal::register(&srv).await;
     srv.clock.set(day(29));
+    // A sweep that raised flags makes them durable (one fdatasync); one that raised none
+    // does not touch the disk.
+    let syncs = srv.app.engine.fdatasyncs();
     assert_eq!(snapgate::cws::session::sweep(&srv.app).unwrap(), 0);
     assert!(!record(&srv).refresh_flag);
+    assert_eq!(
+        srv.app.engine.fdatasyncs(),
+        syncs,
+        "nothing raised, nothing synced"
+    );
     srv.clock.set(day(30));
     assert_eq!(snapgate::cws::session::sweep(&srv.app).unwrap(), 1);
     assert!(record(&srv).refresh_flag);
+    assert!(
+        srv.app.engine.fdatasyncs() > syncs,
+        "raised flags were not synced"
+    );
     assert_eq!(
         snapgate::cws::session::sweep(&srv.app).unwrap(),
         0,
