@@ -563,6 +563,26 @@ mod tests {
     }
 
     #[test]
+    fn write_element_round_trips_namespaces_types_nil_and_text() {
+        // What forward mode relays: every namespace change declared (including back to none),
+        // i:type with and without a namespace, i:nil, empty elements, escaped text, children
+        // after text. Parsing what was written gives the same tree.
+        let src = r#"<Op xmlns="urn:a" xmlns:i="http://www.w3.org/2001/XMLSchema-instance" xmlns:b="urn:b">
+            <x>1 &amp; 2 &lt;3&gt;</x><b:y i:nil="true"/><t i:type="b:Special"><z>in a</z><b:w>in b</b:w></t>
+            <none xmlns=""><deep>no namespace</deep></none><empty/><u i:type="Plain">7</u></Op>"#;
+        let tree = parse_document(src, &LIMITS).unwrap();
+        let mut out = String::new();
+        write_element(&mut out, &tree, None);
+        let again = parse_document(&out, &LIMITS).unwrap();
+        assert_eq!(again, tree, "{out}");
+        // The root declares its namespace; children in the same one do not repeat it.
+        assert!(out.starts_with("<Op xmlns=\"urn:a\">"), "{out}");
+        assert_eq!(out.matches("xmlns=\"urn:a\"").count(), 1, "{out}");
+        assert!(out.contains("<none xmlns=\"\">"), "{out}");
+        assert!(out.contains("<empty/>"), "{out}");
+    }
+
+    #[test]
     fn duplicate_children_are_reported() {
         let x = env(r#"<Op xmlns="urn:a"><x>1</x><x>2</x></Op>"#);
         let e = parse_envelope(x.as_bytes(), &LIMITS).unwrap();
