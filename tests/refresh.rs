@@ -112,6 +112,15 @@ async fn flag_is_set_at_day_30_and_only_track_data_transactions_get_the_renewed_
         "old token still current"
     );
 
+    // A retry of that swipe (same KSN, same ciphertext) is answered from the stored sale and
+    // carries the same renewed token: the terminal may have lost the first answer.
+    let k = ksn(TDES_KSN_BASE, t.counter);
+    let retried = srv
+        .swipe("AuthorizeAndCapture", &t.token, &k, "10.00")
+        .await;
+    assert_eq!(retried.text_of("TransactionId"), r.text_of("TransactionId"));
+    assert_eq!(retried.assert_ok().renewed_token(), Some(renewed.clone()));
+
     // Follow-ups never carry a token.
     let id = r.text_of("TransactionId").unwrap();
     assert_eq!(
