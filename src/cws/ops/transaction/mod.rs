@@ -207,7 +207,9 @@ pub async fn run_new(
         let mut found = None;
         if let (Some(_), Some(_)) = (idem, &n.secure) {
             match retried(app, name, &session, &n, None, stored.take()) {
-                Retry::Answer(o) => return Ok(Done::Retry(session, n.secure.is_some(), o)),
+                Retry::Answer(o) => {
+                    return Ok(Done::Retry(Box::new((session, n.secure.is_some(), *o))))
+                }
                 other => found = Some(other),
             }
         }
@@ -224,7 +226,9 @@ pub async fn run_new(
             Some(id) => match found
                 .unwrap_or_else(|| retried(app, name, &session, &n, Some(&card), stored.take()))
             {
-                Retry::Answer(o) => return Ok(Done::Retry(session, n.secure.is_some(), o)),
+                Retry::Answer(o) => {
+                    return Ok(Done::Retry(Box::new((session, n.secure.is_some(), *o))))
+                }
                 Retry::Free => Some(id),
                 Retry::Taken => None,
             },
@@ -270,7 +274,7 @@ fn read_new(app: &App, t: &NewTransaction<'_>) -> Result<Session, Error> {
 /// What the sandbox path's store trip ended with.
 enum Done {
     /// A retried request: its stored answer (the session, whether it carried track data).
-    Retry(Session, bool, Outcome),
+    Retry(Box<(Session, bool, Outcome)>),
     /// Settled and processed.
     Processed(Settled, Vec<Outcome>),
 }
@@ -286,7 +290,8 @@ async fn answer(app: &App, ctx: &Context, name: OpName, done: Done) -> Result<Re
                 body: respond(ctx.base, name, &outcomes),
             })
         }
-        Done::Retry(session, swiped, outcome) => {
+        Done::Retry(retry) => {
+            let (session, swiped, outcome) = *retry;
             // The first answer may not be durable yet (it may have timed out waiting for that).
             ctx.commit.mark();
             app.commit.durable().await.map_err(outcome_unknown)?;
@@ -334,7 +339,7 @@ fn idempotency_id(terminal: &TerminalId, n: &NewRequest) -> Option<TxnId> {
 /// What the idempotency key found.
 enum Retry {
     /// The same request was stored before: here is its answer.
-    Answer(Outcome),
+    Answer(Box<Outcome>),
     /// Nothing stored under the key: store the sale there.
     Free,
     /// Another request holds the key (same KSN or time and amount, different sale): not a retry.
@@ -373,7 +378,7 @@ fn retried(
         && txn.reference == n.reference
         && refund == (name == OpName::ReturnUnlinked);
     if same {
-        Retry::Answer(outcome)
+        Retry::Answer(Box::new(outcome))
     } else {
         Retry::Taken
     }
