@@ -583,6 +583,37 @@ mod tests {
     }
 
     #[test]
+    fn each_limit_admits_exactly_its_value() {
+        // Elements (200 here): a root with 199 children is read, one more is refused.
+        let doc = |n: usize| format!("<r>{}</r>", "<c/>".repeat(n));
+        assert_eq!(
+            parse_document(&doc(199), &LIMITS).unwrap().children.len(),
+            199
+        );
+        assert!(matches!(
+            parse_document(&doc(200), &LIMITS),
+            Err(EnvelopeError::TooManyElements(200))
+        ));
+        // Depth (32): 32 nested elements are read, 33 are refused.
+        let nest = |n: usize| format!("{}{}", "<d>".repeat(n), "</d>".repeat(n));
+        assert!(parse_document(&nest(32), &LIMITS).is_ok());
+        assert!(matches!(
+            parse_document(&nest(33), &LIMITS),
+            Err(EnvelopeError::TooDeep(32))
+        ));
+        // Attributes (16 per element): 16 are read, 17 are refused.
+        let attrs = |n: usize| {
+            let a: String = (0..n).map(|i| format!(" a{i}=\"v\"")).collect();
+            format!("<r{a}/>")
+        };
+        assert!(parse_document(&attrs(16), &LIMITS).is_ok());
+        assert!(matches!(
+            parse_document(&attrs(17), &LIMITS),
+            Err(EnvelopeError::TooManyAttributes(16))
+        ));
+    }
+
+    #[test]
     fn duplicate_children_are_reported() {
         let x = env(r#"<Op xmlns="urn:a"><x>1</x><x>2</x></Op>"#);
         let e = parse_envelope(x.as_bytes(), &LIMITS).unwrap();
