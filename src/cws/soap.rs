@@ -614,6 +614,16 @@ mod tests {
     }
 
     #[test]
+    fn i_nil_is_true_or_1_and_nothing_else() {
+        // xsd:boolean: "true" and "1" (whitespace trimmed) are nil; "false", "0" and anything
+        // else are not.
+        let x = r#"<r xmlns:i="http://www.w3.org/2001/XMLSchema-instance"><a i:nil="true"/><b i:nil=" 1 "/><c i:nil="false"/><d i:nil="0"/><e i:nil="yes"/><f/></r>"#;
+        let r = parse_document(x, &LIMITS).unwrap();
+        let nil: Vec<bool> = r.children.iter().map(|c| c.nil).collect();
+        assert_eq!(nil, [true, true, false, false, false, false]);
+    }
+
+    #[test]
     fn duplicate_children_are_reported() {
         let x = env(r#"<Op xmlns="urn:a"><x>1</x><x>2</x></Op>"#);
         let e = parse_envelope(x.as_bytes(), &LIMITS).unwrap();
