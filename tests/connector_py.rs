@@ -10,19 +10,6 @@ use snapgate::connector::oauth;
 use snapgate::store::connector::{ClientRole, Scope};
 use std::path::PathBuf;
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("SNAPGATE_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "Python websockets is needed for this test: run ./scripts/test (it creates .venv), \
-         or set SNAPGATE_PYTHON to a python that has websockets installed"
-    );
-    venv
-}
-
 /// Seconds, as the Python side reads them.
 fn secs(ms: u64) -> String {
     format!("{}", ms as f64 / 1000.0)
@@ -127,7 +114,7 @@ async fn run_case_as(case: &str, tls: bool, tweak: impl FnOnce(&mut Config), ter
         args.push(p.ca_cert.display().to_string());
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/connector/relay.py");
-    let run = tokio::process::Command::new(python())
+    let run = tokio::process::Command::new(python("websockets"))
         .arg(script)
         .args(&args)
         .kill_on_drop(true)

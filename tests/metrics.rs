@@ -12,19 +12,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("SNAPGATE_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "Python prometheus_client is needed for this test: run ./scripts/test (it creates \
-         .venv), or set SNAPGATE_PYTHON to a python that has prometheus_client installed"
-    );
-    venv
-}
-
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
@@ -32,7 +19,7 @@ fn repo(path: &str) -> PathBuf {
 /// Scrape `url` with the Python client's OpenMetrics parser: (content type, families).
 async fn scrape(url: String) -> (String, Vec<Value>) {
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
+        Command::new(python("prometheus_client"))
             .arg(repo("tests/metrics/scrape.py"))
             .arg(url)
             .output()

@@ -618,23 +618,10 @@ async fn bad_requests_get_clear_json_errors_and_cost_nothing() {
     node.stop().await;
 }
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("SNAPGATE_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "Python websockets is needed for this test: run ./scripts/test (it creates .venv), \
-         or set SNAPGATE_PYTHON to a python that has websockets installed"
-    );
-    venv
-}
-
 async fn wss(node: &Node, path: &str, body: &str) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/zeep/pairing_wss.py");
     let url = format!("wss://localhost:{}{path}", node.pairing.port());
-    let o = tokio::process::Command::new(python())
+    let o = tokio::process::Command::new(python("websockets"))
         .arg(script)
         .arg(&url)
         .arg(node.tls("ca.pem"))

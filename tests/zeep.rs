@@ -7,22 +7,9 @@ use common::*;
 use std::path::PathBuf;
 use std::process::Output;
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("SNAPGATE_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "zeep is needed for this test: run ./scripts/test (it creates .venv with zeep), \
-         or set SNAPGATE_PYTHON to a python that has zeep installed"
-    );
-    venv
-}
-
 pub async fn zeep(args: Vec<String>) -> Output {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/zeep/client.py");
-    tokio::process::Command::new(python())
+    tokio::process::Command::new(python("zeep"))
         .arg(script)
         .args(args)
         .output()

@@ -270,3 +270,18 @@ pub fn follow_envelope(op: &str, token: &str, txn_id: &str, extra: &str) -> Stri
         ],
     )
 }
+
+/// The Python the third-party-client tests run (`SNAPGATE_PYTHON`, or the `.venv` that
+/// `scripts/test` creates); `package` names what the test needs from it, for the message.
+pub fn python(package: &str) -> PathBuf {
+    if let Ok(p) = std::env::var("SNAPGATE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "Python {package} is needed for this test: run ./scripts/test (it creates .venv), or \
+         set SNAPGATE_PYTHON to a python that has {package} installed"
+    );
+    venv
+}
