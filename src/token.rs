@@ -674,4 +674,18 @@ mod tests {
         assert!(KeyRing::new(vec![k.clone(), k], "abcdefgh").is_none());
         assert!(KeyRing::new(vec![SigningKey::generate()], "nothere0").is_none());
     }
+
+    #[test]
+    fn signing_key_debug_names_the_kid_and_says_redacted() {
+        // Operators read this in logs: the kid identifies the key, the key itself never shows.
+        let k = SigningKey::new("k1test00", [0x5A; 32]).unwrap();
+        assert_eq!(format!("{k:?}"), "SigningKey(k1test00, <redacted>)");
+    }
+
+    #[test]
+    fn token_id_displays_as_its_uppercase_hex() {
+        let id = TokenId([0xAB; 16]);
+        assert_eq!(id.to_string(), "AB".repeat(16));
+        assert_eq!(TokenId::from_hex(&id.to_string()), Some(id));
+    }
 }
