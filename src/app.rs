@@ -79,6 +79,9 @@ impl App {
             config.store.offload == crate::config::StoreOffload::Network
                 && matches!(engine, Engine::Sled(_)),
         );
+        // The store threads of `store::offload` count against the same bound as the runtime's
+        // blocking pool.
+        crate::store::set_max_threads(config.limits.max_blocking_threads);
         let store: Arc<dyn TerminalStore> = engine.terminals();
         let profiles = engine.profiles()?;
         let commit = GroupCommit::start(

@@ -179,7 +179,7 @@ async fn handle(
     Ok(resp)
 }
 
-async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(app: &Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if crate::connector::handles(app, req.uri().path()) {
         return crate::connector::route(app, peer, req).await;
     }

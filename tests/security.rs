@@ -372,6 +372,43 @@ async fn past_the_commit_point_a_slow_flush_answers_outcome_unknown_and_the_retr
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_abandoned_by_the_handler_timeout_on_a_store_thread_is_not_stored() {
+    // On a multi-threaded runtime a sale's store trip runs on a store thread, and the handler
+    // timeout (1 ms here, shorter than a debug build's trip) can answer before the trip ends.
+    // Whichever comes first wins: an abandoned trip stops before its first write, a trip past
+    // its commit point is finished. So every sale answered OK is stored and no timed-out one is.
+    let srv = TestServer::start().await;
+    let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
+    let dir = srv.stop().await;
+    let srv = TestServer::start_in(dir, |c| c.limits.handler_timeout_ms = 1).await;
+    let (mut ok, mut timed_out) = (0, 0);
+    for i in 0..24u32 {
+        let r = srv
+            .swipe("Authorize", &tok, &ksn(TDES_KSN_BASE, 2 + i), "1.00")
+            .await;
+        if r.status == 200 {
+            assert!(r.text_of("TransactionId").is_some(), "{}", r.body);
+            ok += 1;
+        } else {
+            r.assert_fault("CWSFault", 326);
+            assert!(
+                !r.body.contains("outcome of the request is unknown"),
+                "{}",
+                r.body
+            );
+            timed_out += 1;
+        }
+    }
+    let dir = srv.stop().await;
+    let srv = TestServer::start_in(dir, |_| {}).await;
+    assert_eq!(
+        capture_all_count(&srv, &tok).await,
+        ok,
+        "{ok} answered OK, {timed_out} timed out"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Point 7: leaks. Clients get our fault texts only.
 

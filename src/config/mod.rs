@@ -131,8 +131,9 @@ pub struct Limits {
     /// Most open client connections; more wait in the accept queue.
     pub max_connections: usize,
     /// Most threads the runtime keeps for blocking work (store I/O through `store::blocking`,
-    /// key generation, slow hashes). Each store call hands its worker's queue to one of these;
-    /// unbounded, a connection storm left hundreds of threads (and their memory) behind.
+    /// key generation, slow hashes), and separately most store threads for the sale path's
+    /// trips (`store::offload`). Unbounded, a connection storm left hundreds of threads (and
+    /// their memory) behind.
     pub max_blocking_threads: usize,
 }
 
@@ -192,8 +193,9 @@ pub struct StoreConfig {
     pub tls_ca_file: Option<PathBuf>,
     /// `serve` applies pending schema migrations at start (else `snapgate db migrate` must).
     pub migrate: bool,
-    /// `always` (default): every store call of the request path runs off the async worker
-    /// (`block_in_place`), so a slow store stalls only the request that waits for it.
+    /// `always` (default): every store call of the request path runs off the async worker (a
+    /// sale's trip on a store thread, the rest through `block_in_place`), so a slow store
+    /// stalls only the request that waits for it.
     /// `network`: only when the store is across a network (PostgreSQL) or the call waits on the
     /// disk (a flush, an fsync); sled's in-memory calls run on the worker, which saves the
     /// hand-off (about a third of sled's sale throughput, docs/BENCHMARKS.md).

@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// The service at a path: `/{version}/SIS.svc` or `/{version}/SvcInfo` (SIS),
 /// `/{version}/TPS.svc` or `/{version}/Txn` (TPS), for any version a terminal may be configured
@@ -40,7 +41,11 @@ fn is_version(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
-pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn route(
+    app: &Arc<App>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_ascii_lowercase();
     let method = req.method().clone();
@@ -140,7 +145,7 @@ impl Drop for Wiped {
 }
 
 async fn soap_request(
-    app: &App,
+    app: &Arc<App>,
     service: Service,
     peer: SocketAddr,
     req: Request<Incoming>,
@@ -229,7 +234,7 @@ async fn soap_request(
 /// `POST /2.1.32/REST/SIS.svc/registerTerminal/{ServiceKey}/{VendorId}`, credentials in Basic.
 /// Answers the token as a JSON string, or a REST ErrorResponse with 401.
 async fn rest_register(
-    app: &App,
+    app: &Arc<App>,
     peer: SocketAddr,
     rest: &str,
     req: &Request<Incoming>,

@@ -4,12 +4,18 @@
 //! (`tokio::task::block_in_place`): a slow store stalls the request that waits for it, never
 //! the requests queued behind it on the same worker (docs/DECISIONS.md, "Issue 13").
 //!
-//! Not `spawn_blocking`: the closure borrows the request (the parsed envelope, the session),
-//! the services' store steps are plain synchronous functions, and `block_in_place` adds no
-//! await point, so the handler timeout cannot abandon a store write half-way while it goes on
-//! in the background (the commit point in `cws::ops::execute` stays exact).
+//! `blocking` suits closures that borrow the request: `block_in_place` adds no await point.
+//! The hot paths (a sale, a follow-up) own what their trip needs and use `offload` instead: the
+//! closure runs on one of the store threads below while the worker goes on with other tasks,
+//! and the request awaits its answer. That costs a queue push and a wake-up instead of
+//! `block_in_place`'s hand-over of the worker's whole queue to another thread (issue 9: about
+//! 16 against 7 µs of CPU per call in a microbenchmark on this VM, docs/BENCHMARKS.md). An
+//! offloaded trip can outlive a request abandoned by the handler timeout; `CommitPoint` makes
+//! such a trip stop before its first write (`cws::ops::execute`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 /// Set by `set_inline`: `blocking` runs its store calls in place (`store.offload = "network"`
 /// on the embedded engine).
@@ -44,9 +50,122 @@ pub fn blocking_io<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Most store threads (`limits.max_blocking_threads`); set once at start by `set_max_threads`.
+static MAX_THREADS: AtomicUsize = AtomicUsize::new(64);
+
+/// Bound the store threads `offload` may start (at least one). Process-wide, like the runtime's
+/// own blocking pool that `limits.max_blocking_threads` also bounds.
+pub fn set_max_threads(n: usize) {
+    MAX_THREADS.store(n.max(1), Ordering::Relaxed);
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The store threads: started on demand up to the bound, kept while the process runs (an idle
+/// one sleeps on the condvar). A thread that finishes a job takes the next without sleeping.
+#[derive(Default)]
+struct Pool {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    threads: usize,
+    /// Threads asleep on the condvar, and wake-ups sent to them not yet taken: a job starts a
+    /// thread only when every sleeper is already spoken for.
+    idle: usize,
+    notified: usize,
+}
+
+static POOL: OnceLock<Pool> = OnceLock::new();
+
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue `job`; None once a thread will run it. Some(job) back only if no store thread
+    /// exists and none could be started (the caller then runs it itself).
+    fn submit(&'static self, job: Job) -> Option<Job> {
+        let mut q = self.lock();
+        q.jobs.push_back(job);
+        if q.idle > q.notified {
+            q.notified += 1;
+            drop(q);
+            self.wake.notify_one();
+            return None;
+        }
+        if q.threads < MAX_THREADS.load(Ordering::Relaxed) {
+            let started = std::thread::Builder::new()
+                .name("snapgate-store".into())
+                .spawn(move || self.serve());
+            match started {
+                Ok(_) => q.threads += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, threads = q.threads, "could not start a store thread");
+                    if q.threads == 0 {
+                        return q.jobs.pop_back();
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn serve(&self) {
+        let mut q = self.lock();
+        loop {
+            if let Some(job) = q.jobs.pop_front() {
+                drop(q);
+                job();
+                q = self.lock();
+                continue;
+            }
+            q.idle += 1;
+            q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+            q.idle -= 1;
+            q.notified = q.notified.saturating_sub(1);
+        }
+    }
+}
+
+/// Run `f` on a store thread and await its result: the hot paths' trip off the async worker
+/// (see the module text). Inline where `blocking` would run inline (`store.offload = "network"`
+/// on sled, a current-thread runtime, no runtime, or already on a store thread). `f` runs in
+/// the caller's tracing span; a panic in `f` resumes in the caller, as it would inline.
+pub async fn offload<T, F>(f: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let pooled = !INLINE.load(Ordering::Relaxed)
+        && matches!(Handle::try_current(), Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if !pooled {
+        return f();
+    }
+    let span = tracing::Span::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| span.in_scope(f)));
+        // The request may be gone (abandoned by the handler timeout): nobody to answer.
+        let _ = tx.send(r);
+    });
+    if let Some(job) = POOL.get_or_init(Pool::default).submit(job) {
+        blocking_io(job);
+    }
+    match rx.await {
+        Ok(Ok(v)) => v,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("a store thread dropped its job unanswered"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::blocking;
+    use super::{blocking, offload};
 
     #[test]
     fn runs_without_a_runtime() {
@@ -90,5 +209,62 @@ mod tests {
                 .unwrap(),
             9
         );
+    }
+
+    #[test]
+    fn offload_frees_the_only_worker_and_keeps_the_span() {
+        // One worker: while one offloaded call blocks, another task runs, and a second
+        // offloaded call is served by another store thread.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let blocked = rt.spawn(offload(move || {
+            entered_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            std::thread::current().name().map(str::to_owned)
+        }));
+        entered_rx.recv().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(async move { tx.send(offload(|| 42).await).unwrap() });
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)), Ok(42));
+        release_tx.send(()).unwrap();
+        assert_eq!(
+            rt.block_on(blocked).unwrap().as_deref(),
+            Some("snapgate-store")
+        );
+        // Nested: already on a store thread, the inner call runs in place.
+        let nested = rt.block_on(rt.spawn(offload(|| {
+            let here = std::thread::current().id();
+            let inner = futures_lite_block_on(offload(move || std::thread::current().id()));
+            inner == here
+        })));
+        assert!(nested.unwrap());
+    }
+
+    #[test]
+    fn offload_resumes_a_panic_in_the_caller() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = rt.block_on(rt.spawn(offload(|| -> u8 { panic!("boom") })));
+        assert!(r.unwrap_err().is_panic());
+        // The store thread survived: the next call is answered.
+        assert_eq!(rt.block_on(offload(|| 5)), 5);
+    }
+
+    /// Poll a future that is ready at once (an inline `offload`) without a runtime.
+    fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("not ready at once"),
+        }
     }
 }

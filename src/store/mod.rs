@@ -17,7 +17,7 @@ mod sled_profiles;
 #[cfg(test)]
 mod tests;
 
-pub use self::blocking::{blocking, blocking_io, set_inline};
+pub use self::blocking::{blocking, blocking_io, offload, set_inline, set_max_threads};
 pub use self::commit::GroupCommit;
 pub use self::profiles::ProfileStore;
 pub use self::sled::{SledStore, SledTransactions, DEFAULT_CACHE_BYTES};

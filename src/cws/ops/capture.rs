@@ -6,12 +6,13 @@ use crate::app::App;
 use crate::cws::error::Error;
 use crate::cws::processor::sandbox::Follow;
 use crate::cws::soap::Element;
+use std::sync::Arc;
 
 pub fn parse(op: &Element) -> Result<FollowUp<'_, Follow>, Error> {
     FollowUp::parse_one(OpName::Capture, op)
 }
 
-pub async fn apply(app: &App, ctx: &Context, f: FollowUp<'_, Follow>) -> Result<Reply, Error> {
+pub async fn apply(app: &Arc<App>, ctx: &Context, f: FollowUp<'_, Follow>) -> Result<Reply, Error> {
     transaction::run_follow(app, ctx, f, |sandbox, terminal, follow, _now| {
         Ok(vec![sandbox.capture(terminal, follow)?])
     })

@@ -7,12 +7,17 @@ use crate::app::App;
 use crate::cws::error::Error;
 use crate::cws::processor::sandbox::Follow;
 use crate::cws::soap::Element;
+use std::sync::Arc;
 
 pub fn parse(op: &Element) -> Result<FollowUp<'_, Vec<Follow>>, Error> {
     FollowUp::parse_all(OpName::CaptureAll, op)
 }
 
-pub async fn apply(app: &App, ctx: &Context, f: FollowUp<'_, Vec<Follow>>) -> Result<Reply, Error> {
+pub async fn apply(
+    app: &Arc<App>,
+    ctx: &Context,
+    f: FollowUp<'_, Vec<Follow>>,
+) -> Result<Reply, Error> {
     transaction::run_follow(app, ctx, f, |sandbox, terminal, listed, _now| {
         sandbox.capture_all(terminal, listed)
     })

@@ -25,6 +25,7 @@ use crate::app::App;
 use crate::cws::error::{Error, Service};
 use crate::cws::processor::sandbox::Follow;
 use crate::cws::soap::{Base, Element};
+use std::sync::Arc;
 use transaction::{FollowUp, NewTransaction};
 
 pub const SIS_PATH: &str = "CWS/v2.0/ServiceInformation";
@@ -53,18 +54,32 @@ pub struct Context {
 }
 
 /// When a request passed its commit point (its first write that matters: a sale stored, a
-/// registration replacing the old token). Before it, the handler timeout may abandon the
-/// request; after it, the request is finished (see `execute`).
+/// registration replacing the old token), or that it was abandoned before it. Before it, the
+/// handler timeout may abandon the request; after it, the request is finished (see `execute`).
+/// Whichever comes first wins: a store trip still running on a store thread when its request
+/// was abandoned finds `mark` refused and stops before writing.
 #[derive(Debug, Clone, Default)]
-pub struct CommitPoint(std::sync::Arc<std::sync::OnceLock<tokio::time::Instant>>);
+pub struct CommitPoint(std::sync::Arc<std::sync::OnceLock<Option<tokio::time::Instant>>>);
 
 impl CommitPoint {
-    pub fn mark(&self) {
-        let _ = self.0.set(tokio::time::Instant::now());
+    /// Mark the commit point, just before the first write. Err once the request was abandoned:
+    /// the caller must not write.
+    pub fn mark(&self) -> Result<(), Error> {
+        let _ = self.0.set(Some(tokio::time::Instant::now()));
+        match self.0.get() {
+            Some(Some(_)) => Ok(()),
+            _ => Err(Error::HandlerTimeout),
+        }
     }
 
     pub fn at(&self) -> Option<tokio::time::Instant> {
-        self.0.get().copied()
+        self.0.get().copied().flatten()
+    }
+
+    /// Abandon the request if it has not reached its commit point; false if it has.
+    pub fn abandon(&self) -> bool {
+        let _ = self.0.set(None);
+        self.at().is_none()
     }
 }
 
@@ -313,7 +328,7 @@ impl<'a> Operation<'a> {
         }
     }
 
-    pub async fn apply(self, app: &App, ctx: &Context) -> Result<Reply, Error> {
+    pub async fn apply(self, app: &Arc<App>, ctx: &Context) -> Result<Reply, Error> {
         match self {
             Operation::Ping => Ok(ping::apply(ctx.base)),
             Operation::RegisterTerminal(c) => {
@@ -353,7 +368,7 @@ impl<'a> Operation<'a> {
 /// finish (the flush); if it cannot, the answer is `OutcomeUnknown` — the write still becomes
 /// durable through group commit, and the same request again returns the stored answer.
 pub async fn execute(
-    app: &App,
+    app: &Arc<App>,
     name: OpName,
     parsed: Result<Operation<'_>, Error>,
     ctx: &Context,
@@ -375,21 +390,22 @@ pub async fn execute(
                 if let Poll::Ready(r) = work.as_mut().poll(cx) {
                     return Poll::Ready(r);
                 }
-                match ctx.commit.at() {
-                    None => {
-                        if before.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Err(Error::HandlerTimeout));
-                        }
-                    }
-                    Some(at) => {
-                        let deadline = at + limits.commit_timeout();
-                        let sleep = after
-                            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                        if sleep.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Err(Error::OutcomeUnknown(
-                                "not finished within the commit timeout".into(),
-                            )));
-                        }
+                // Before the commit point the handler timeout abandons the request, unless
+                // an offloaded trip reaches the commit point first.
+                if ctx.commit.at().is_none()
+                    && before.as_mut().poll(cx).is_ready()
+                    && ctx.commit.abandon()
+                {
+                    return Poll::Ready(Err(Error::HandlerTimeout));
+                }
+                if let Some(at) = ctx.commit.at() {
+                    let deadline = at + limits.commit_timeout();
+                    let sleep =
+                        after.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(Error::OutcomeUnknown(
+                            "not finished within the commit timeout".into(),
+                        )));
                     }
                 }
                 Poll::Pending
@@ -422,5 +438,31 @@ fn record(app: &App, name: OpName, result: &Result<Reply, Error>, took: std::tim
                 m.transaction(label, e.kind());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_of_mark_and_abandon_wins() {
+        // Marked first: the request is finished; abandoning it is refused.
+        let c = CommitPoint::default();
+        assert!(c.mark().is_ok());
+        let at = c.at().unwrap();
+        assert!(!c.abandon());
+        assert!(c.mark().is_ok(), "a second mark (a retry's answer) is fine");
+        assert_eq!(c.at(), Some(at), "and keeps the first instant");
+        // Abandoned first: a store trip still running must not write.
+        let c = CommitPoint::default();
+        assert!(c.abandon());
+        assert!(matches!(c.mark(), Err(Error::HandlerTimeout)));
+        assert_eq!(c.at(), None);
+        // Shared by clones: the trip holds one, `execute` another.
+        let c = CommitPoint::default();
+        let trip = c.clone();
+        assert!(c.abandon());
+        assert!(trip.mark().is_err());
     }
 }

@@ -241,7 +241,7 @@ async fn register(
     let id = TerminalId::new(&c.service_key, &auth.device_serial);
     let replay_protection = app.config.security.replay_protection;
     // From here on the old token may be dead: finish rather than abandon.
-    ctx.commit.mark();
+    ctx.commit.mark()?;
     // Off the async worker: a new vendorId or BDK id is interned (and fsynced) in this write.
     let stored = store::blocking(|| {
         store::update(&*app.store, &id, |current| {

@@ -5,12 +5,13 @@ use super::{Context, OpName, Reply};
 use crate::app::App;
 use crate::cws::error::Error;
 use crate::cws::soap::Element;
+use std::sync::Arc;
 
 pub fn parse(op: &Element) -> Result<NewTransaction<'_>, Error> {
     NewTransaction::parse(OpName::ReturnUnlinked, op)
 }
 
-pub async fn apply(app: &App, ctx: &Context, t: NewTransaction<'_>) -> Result<Reply, Error> {
+pub async fn apply(app: &Arc<App>, ctx: &Context, t: NewTransaction<'_>) -> Result<Reply, Error> {
     transaction::run_new(app, ctx, t, |sandbox, terminal, req, now| {
         sandbox.return_unlinked(terminal, req, now)
     })

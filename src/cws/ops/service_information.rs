@@ -123,7 +123,7 @@ pub async fn apply(app: &App, r: SisRequest, ctx: &Context) -> Result<Reply, Err
     if s.wrote {
         // A pending token became current (the old one is dead): past the commit point, the
         // request finishes rather than time out.
-        ctx.commit.mark();
+        ctx.commit.mark()?;
         app.commit.durable().await?;
     }
     let name = r.name.as_str();

@@ -7,7 +7,7 @@
 //! a SOAP header when one is due. On the sandbox path every store read and write of a request
 //! is one trip off the async worker (`store::blocking`); forward mode relays between its trips.
 
-use super::{soap_action, Context, OpName, Reply, SIS_PATH};
+use super::{soap_action, CommitPoint, Context, OpName, Reply, SIS_PATH};
 use crate::app::App;
 use crate::cws::card::{self, Card, CardError};
 use crate::cws::error::{Error, Service};
@@ -19,6 +19,7 @@ use crate::cws::session::{self, Session, Settled, TrackKsn};
 use crate::cws::soap::{self, Base, Element};
 use crate::store::{self, TerminalId, TxnId};
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 
 mod request;
 mod response;
@@ -77,10 +78,16 @@ fn read_card(
 pub struct NewTransaction<'a> {
     name: OpName,
     element: &'a Element,
+    caller: Caller,
+    request: Result<NewRequest, Error>,
+}
+
+/// Who a TPS request says it is: owned, so the sandbox path's store trip can take it along.
+struct Caller {
     session_token: Option<String>,
+    /// Only new transactions name one.
     merchant_profile_id: Option<String>,
     application_profile_id: Option<String>,
-    request: Result<NewRequest, Error>,
 }
 
 impl<'a> NewTransaction<'a> {
@@ -89,9 +96,11 @@ impl<'a> NewTransaction<'a> {
         Ok(NewTransaction {
             name,
             element: op,
-            session_token: text(op, path, "sessionToken")?.map(str::to_owned),
-            merchant_profile_id: text(op, path, "merchantProfileId")?.map(str::to_owned),
-            application_profile_id: text(op, path, "applicationProfileId")?.map(str::to_owned),
+            caller: Caller {
+                session_token: text(op, path, "sessionToken")?.map(str::to_owned),
+                merchant_profile_id: text(op, path, "merchantProfileId")?.map(str::to_owned),
+                application_profile_id: text(op, path, "applicationProfileId")?.map(str::to_owned),
+            },
             request: parse_new(op, path),
         })
     }
@@ -102,9 +111,17 @@ impl<'a> NewTransaction<'a> {
 pub struct FollowUp<'a, F> {
     name: OpName,
     element: &'a Element,
-    session_token: Option<String>,
-    application_profile_id: Option<String>,
+    caller: Caller,
     follow: Result<F, Error>,
+}
+
+/// A follow-up's caller: its token and application profile (no merchant profile).
+fn follow_caller(op: &Element, path: &str) -> Result<Caller, Error> {
+    Ok(Caller {
+        session_token: text(op, path, "sessionToken")?.map(str::to_owned),
+        merchant_profile_id: None,
+        application_profile_id: text(op, path, "applicationProfileId")?.map(str::to_owned),
+    })
 }
 
 impl<'a> FollowUp<'a, Follow> {
@@ -123,8 +140,7 @@ impl<'a> FollowUp<'a, Follow> {
         Ok(FollowUp {
             name,
             element: op,
-            session_token: text(op, path, "sessionToken")?.map(str::to_owned),
-            application_profile_id: text(op, path, "applicationProfileId")?.map(str::to_owned),
+            caller: follow_caller(op, path)?,
             follow,
         })
     }
@@ -146,8 +162,7 @@ impl<'a> FollowUp<'a, Vec<Follow>> {
         Ok(FollowUp {
             name,
             element: op,
-            session_token: text(op, path, "sessionToken")?.map(str::to_owned),
-            application_profile_id: text(op, path, "applicationProfileId")?.map(str::to_owned),
+            caller: follow_caller(op, path)?,
             follow,
         })
     }
@@ -170,18 +185,25 @@ fn check_application(app: &App, name: OpName, id: Option<&str>) -> Result<(), Er
 /// Run a new transaction: `step` is the operation's processor call.
 ///
 /// On the sandbox path everything up to the stored sale (reads, the idempotency look-up, the
-/// card, settle, process) is one trip off the async worker: each `store::blocking` hand-off
-/// costs a thread switch (issue 9). Forward mode relays in between, so it keeps its own trips.
+/// card, settle, process) is one trip to a store thread (`store::offload`), which owns what it
+/// needs. Forward mode relays in between, so it keeps its own trips.
 pub async fn run_new(
-    app: &App,
+    app: &Arc<App>,
     ctx: &Context,
     t: NewTransaction<'_>,
-    step: impl FnOnce(&Sandbox, &TerminalId, &NewTxn, DateTime<Utc>) -> Result<Outcome, Error>,
+    step: impl FnOnce(&Sandbox, &TerminalId, &NewTxn, DateTime<Utc>) -> Result<Outcome, Error>
+        + Send
+        + 'static,
 ) -> Result<Reply, Error> {
-    let name = t.name;
+    let NewTransaction {
+        name,
+        element,
+        caller,
+        request,
+    } = t;
     if app.forward.is_some() {
-        let session = store::blocking(|| read_new(app, &t))?;
-        let n = t.request?;
+        let session = store::blocking(|| read_caller(app, name, &caller))?;
+        let n = request?;
         let track = n.secure.as_ref().map(|s| TrackKsn(s.ksn));
         match &n.secure {
             // Not decrypted here, but its device and counter are checked just the same.
@@ -192,29 +214,44 @@ pub async fn run_new(
                 }
             }
         }
-        return relay_new(app, ctx, name, t.element, &session, track).await;
+        return relay_new(app, ctx, name, element, &session, track).await;
     }
-    let done = store::blocking(|| -> Result<_, Error> {
-        let session = read_new(app, &t)?;
-        let n = t.request?;
-        let idem = idempotency_id(&session.terminal_id, &n);
-        let mut stored = match &idem {
-            Some(id) => app.sandbox.stored(&session.terminal_id, id)?,
-            None => None,
-        };
-        // A retry of a swipe carries its spent KSN counter: find its stored answer before the
-        // counter check would call it a replay.
-        let mut found = None;
-        if let (Some(_), Some(_)) = (idem, &n.secure) {
-            match retried(app, name, &session, &n, None, stored.take()) {
-                Retry::Answer(o) => {
-                    return Ok(Done::Retry(Box::new((session, n.secure.is_some(), *o))))
-                }
-                other => found = Some(other),
+    let (app2, commit) = (app.clone(), ctx.commit.clone());
+    let done =
+        store::offload(move || new_trip(&app2, &commit, name, &caller, request, step)).await?;
+    answer(app, ctx, name, done).await
+}
+
+/// The sandbox path's store trip for a new transaction (see `run_new`).
+fn new_trip(
+    app: &App,
+    commit: &CommitPoint,
+    name: OpName,
+    caller: &Caller,
+    request: Result<NewRequest, Error>,
+    step: impl FnOnce(&Sandbox, &TerminalId, &NewTxn, DateTime<Utc>) -> Result<Outcome, Error>,
+) -> Result<Done, Error> {
+    let session = read_caller(app, name, caller)?;
+    let n = request?;
+    let idem = idempotency_id(&session.terminal_id, &n);
+    let mut stored = match &idem {
+        Some(id) => app.sandbox.stored(&session.terminal_id, id)?,
+        None => None,
+    };
+    // A retry of a swipe carries its spent KSN counter: find its stored answer before the
+    // counter check would call it a replay.
+    let mut found = None;
+    if let (Some(_), Some(_)) = (idem, &n.secure) {
+        match retried(app, name, &session, &n, None, stored.take()) {
+            Retry::Answer(o) => {
+                return Ok(Done::Retry(Box::new((session, n.secure.is_some(), *o))))
             }
+            other => found = Some(other),
         }
-        // The card: decrypted from track data, or keyed.
-        let card = match (&n.secure, &n.keyed_pan) {
+    }
+    // The card: decrypted from track data, or keyed.
+    let card =
+        match (&n.secure, &n.keyed_pan) {
             (Some(s), _) => read_card(app, &session, Some(s), None)?,
             (None, Some(pan)) => read_card(app, &session, None, Some(pan))?,
             (None, None) => return Err(Error::validation(
@@ -222,40 +259,36 @@ pub async fn run_new(
                 "TenderData needs SecurePaymentAccountData with EncryptionKeyId, or CardData/PAN",
             )),
         };
-        let id = match idem {
-            Some(id) => match found
-                .unwrap_or_else(|| retried(app, name, &session, &n, Some(&card), stored.take()))
-            {
-                Retry::Answer(o) => {
-                    return Ok(Done::Retry(Box::new((session, n.secure.is_some(), *o))))
-                }
-                Retry::Free => Some(id),
-                Retry::Taken => None,
-            },
-            None => None,
-        };
-        let track = n.secure.as_ref().map(|s| TrackKsn(s.ksn));
-        let req = NewTxn {
-            id,
-            amount_cents: n.amount_cents,
-            card,
-            reference: n.reference,
-        };
-        let (settled, outcomes) =
-            settle_and_process(app, ctx, &session, track, |sb, term, now| {
-                Ok(vec![step(sb, term, &req, now)?])
-            })?;
-        Ok(Done::Processed(settled, outcomes))
+    let id = match idem {
+        Some(id) => match found
+            .unwrap_or_else(|| retried(app, name, &session, &n, Some(&card), stored.take()))
+        {
+            Retry::Answer(o) => {
+                return Ok(Done::Retry(Box::new((session, n.secure.is_some(), *o))))
+            }
+            Retry::Free => Some(id),
+            Retry::Taken => None,
+        },
+        None => None,
+    };
+    let track = n.secure.as_ref().map(|s| TrackKsn(s.ksn));
+    let req = NewTxn {
+        id,
+        amount_cents: n.amount_cents,
+        card,
+        reference: n.reference,
+    };
+    let (settled, outcomes) = settle_and_process(app, commit, &session, track, |sb, term, now| {
+        Ok(vec![step(sb, term, &req, now)?])
     })?;
-    answer(app, ctx, name, done).await
+    Ok(Done::Processed(settled, outcomes))
 }
 
-/// Authenticate a new transaction's caller and check the profiles it names (its body's error
-/// waits for this: see `NewTransaction`).
-fn read_new(app: &App, t: &NewTransaction<'_>) -> Result<Session, Error> {
-    let name = t.name;
-    let session = session::authenticate(app, t.session_token.as_deref())?;
-    if let Some(mp) = &t.merchant_profile_id {
+/// Authenticate a TPS request's caller and check the profiles it names (a new transaction's
+/// body error waits for this: see `NewTransaction`).
+fn read_caller(app: &App, name: OpName, caller: &Caller) -> Result<Session, Error> {
+    let session = session::authenticate(app, caller.session_token.as_deref())?;
+    if let Some(mp) = &caller.merchant_profile_id {
         let declared = app
             .profiles
             .merchant(&session.record.service_key, mp)?
@@ -267,7 +300,7 @@ fn read_new(app: &App, t: &NewTransaction<'_>) -> Result<Session, Error> {
             ));
         }
     }
-    check_application(app, name, t.application_profile_id.as_deref())?;
+    check_application(app, name, caller.application_profile_id.as_deref())?;
     Ok(session)
 }
 
@@ -293,7 +326,7 @@ async fn answer(app: &App, ctx: &Context, name: OpName, done: Done) -> Result<Re
         Done::Retry(retry) => {
             let (session, swiped, outcome) = *retry;
             // The first answer may not be durable yet (it may have timed out waiting for that).
-            ctx.commit.mark();
+            ctx.commit.mark()?;
             app.commit.durable().await.map_err(outcome_unknown)?;
             let header = if swiped {
                 session::pending_token(app, &session).map(|t| renewed_header(ctx, &t))
@@ -396,46 +429,54 @@ fn renewed_header(ctx: &Context, token: &str) -> String {
 }
 
 /// Run a follow-up: `step` is the operation's processor call. On the sandbox path, one trip
-/// off the async worker as for `run_new`.
-pub async fn run_follow<F>(
-    app: &App,
+/// to a store thread as for `run_new`.
+pub async fn run_follow<F: Send + 'static>(
+    app: &Arc<App>,
     ctx: &Context,
     f: FollowUp<'_, F>,
-    step: impl FnOnce(&Sandbox, &TerminalId, &F, DateTime<Utc>) -> Result<Vec<Outcome>, Error>,
+    step: impl FnOnce(&Sandbox, &TerminalId, &F, DateTime<Utc>) -> Result<Vec<Outcome>, Error>
+        + Send
+        + 'static,
 ) -> Result<Reply, Error> {
-    let read = || -> Result<_, Error> {
-        let session = session::authenticate(app, f.session_token.as_deref())?;
-        check_application(app, f.name, f.application_profile_id.as_deref())?;
-        Ok(session)
-    };
+    let FollowUp {
+        name,
+        element,
+        caller,
+        follow,
+    } = f;
     if app.forward.is_some() {
-        let session = store::blocking(read)?;
-        f.follow?;
-        return relay_new(app, ctx, f.name, f.element, &session, None).await;
+        let session = store::blocking(|| read_caller(app, name, &caller))?;
+        follow?;
+        return relay_new(app, ctx, name, element, &session, None).await;
     }
-    let done = store::blocking(|| -> Result<_, Error> {
-        let session = read()?;
-        let follow = f.follow?;
-        let (settled, outcomes) = settle_and_process(app, ctx, &session, None, |sb, term, now| {
-            step(sb, term, &follow, now)
-        })?;
+    let (app2, commit) = (app.clone(), ctx.commit.clone());
+    let done = store::offload(move || -> Result<_, Error> {
+        let app = &*app2;
+        let session = read_caller(app, name, &caller)?;
+        let follow = follow?;
+        let (settled, outcomes) =
+            settle_and_process(app, &commit, &session, None, |sb, term, now| {
+                step(sb, term, &follow, now)
+            })?;
         Ok(Done::Processed(settled, outcomes))
-    })?;
-    answer(app, ctx, f.name, done).await
+    })
+    .await?;
+    answer(app, ctx, name, done).await
 }
 
 /// The commit point, then settle the refresh flow and process: both are store writes, made
-/// durable by the caller's one wait. Runs inside the request's `store::blocking` trip.
+/// durable by the caller's one wait. Runs inside the request's store trip; refused (nothing
+/// written) if the request was abandoned meanwhile.
 fn settle_and_process(
     app: &App,
-    ctx: &Context,
+    commit: &CommitPoint,
     session: &Session,
     track: Option<TrackKsn>,
     process: impl FnOnce(&Sandbox, &TerminalId, DateTime<Utc>) -> Result<Vec<Outcome>, Error>,
 ) -> Result<(Settled, Vec<Outcome>), Error> {
     let now = app.clock.now();
     // The commit point: from the first write on, the request is finished, not abandoned.
-    ctx.commit.mark();
+    commit.mark()?;
     let settled = session::settle(app, session, track)?;
     Ok((settled, process(&app.sandbox, &session.terminal_id, now)?))
 }
@@ -454,7 +495,7 @@ async fn relay_new(
         .as_ref()
         .ok_or_else(|| Error::Internal("relay without an upstream".into()))?;
     // The commit point: from the first write on, the request is finished, not abandoned.
-    ctx.commit.mark();
+    ctx.commit.mark()?;
     let settled = store::blocking(|| session::settle(app, session, track))?;
     let header = settled.renewed.map(|t| renewed_header(ctx, &t));
     // What authenticate and settle recorded (counter, flag, pending or promoted token) is
