@@ -144,20 +144,28 @@ struct Walk {
 }
 
 impl Walk {
-    /// Check `e`'s children named in `table`; return them for descending.
+    /// Check `e`'s children named in `table`; return them for descending. `path` (the
+    /// segments down to `e`) is joined only for a mismatch, and the namespace is compared
+    /// without building it: a request that passes allocates nothing here (issue 9).
     fn children<'e>(
         &mut self,
         e: &'e Element,
-        path: &str,
+        path: &[&str],
         table: &[(&'static str, &'static str)],
     ) -> Vec<(&'static str, &'e Element)> {
         let mut known = Vec::new();
         for c in e.children.iter() {
             if let Some((name, ns)) = table.iter().find(|(n, _)| *n == c.name) {
-                if c.ns.as_deref() != Some(self.base.ns(ns).as_str()) {
+                let under =
+                    c.ns.as_deref()
+                        .and_then(|u| u.strip_prefix(self.base.uri()));
+                if under != Some(*ns) {
+                    let mut location = path.join("/");
+                    location.push('/');
+                    location.push_str(name);
                     self.found.push(Mismatch {
                         element: name,
-                        location: format!("{path}/{name}"),
+                        location,
                         expected: ns,
                     });
                 }
@@ -181,37 +189,35 @@ pub fn check(name: OpName, op: &Element, base: Base) -> Vec<Mismatch> {
     };
     let root = name.as_str();
     let params: Vec<(&'static str, &'static str)> = PARAMS.iter().map(|p| (*p, own)).collect();
-    for (param, e) in w.children(op, root, &params) {
-        let path = format!("{root}/{param}");
+    for (param, e) in w.children(op, &[root], &params) {
         match param {
             "transaction" => {
-                for (part, e) in w.children(e, &path, TRANSACTION) {
-                    let path = format!("{path}/{part}");
+                for (part, e) in w.children(e, &[root, param], TRANSACTION) {
                     match part {
                         "TenderData" => {
-                            for (t, e) in w.children(e, &path, TENDER) {
+                            for (t, e) in w.children(e, &[root, param, part], TENDER) {
                                 if t == "CardData" {
-                                    w.children(e, &format!("{path}/CardData"), CARD);
+                                    w.children(e, &[root, param, part, "CardData"], CARD);
                                 }
                             }
                         }
                         "TransactionData" => {
-                            w.children(e, &path, TRANSACTION_DATA);
+                            w.children(e, &[root, param, part], TRANSACTION_DATA);
                         }
                         _ => {}
                     }
                 }
             }
             "differenceData" if name == OpName::CaptureAll => {
-                for (_, c) in w.children(e, &path, &[("Capture", T)]) {
-                    w.children(c, &format!("{path}/Capture"), DIFFERENCE);
+                for (_, c) in w.children(e, &[root, param], &[("Capture", T)]) {
+                    w.children(c, &[root, param, "Capture"], DIFFERENCE);
                 }
             }
             "differenceData" if name == OpName::Adjust => {
-                w.children(e, &path, ADJUST);
+                w.children(e, &[root, param], ADJUST);
             }
             "differenceData" => {
-                w.children(e, &path, DIFFERENCE);
+                w.children(e, &[root, param], DIFFERENCE);
             }
             _ => {}
         }

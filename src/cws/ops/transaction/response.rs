@@ -20,33 +20,39 @@ pub(super) fn result_type(name: OpName) -> &'static str {
 
 /// The response body: `<OpResponse><OpResult i:type=...>` (CaptureAll: an array of them).
 pub fn respond(base: Base, op: OpName, outcomes: &[Outcome]) -> String {
+    use std::fmt::Write;
     let name = op.as_str();
     let b = base.uri();
+    // `write!` into the one buffer: no intermediate String per piece (issue 9).
     let mut out = String::with_capacity(1536);
-    out.push_str(&format!("<{name}Response xmlns=\"{b}{TPS_PATH}\">"));
-    let ns_decls = format!(
-        " xmlns:i=\"{XSI_NS}\" xmlns:t=\"{b}{T_PATH}\" xmlns:b=\"{b}{B_PATH}\" xmlns:bp=\"{b}{BP_PATH}\""
-    );
+    let ns_decls = |out: &mut String| {
+        let _ = write!(
+            out,
+            " xmlns:i=\"{XSI_NS}\" xmlns:t=\"{b}{T_PATH}\" xmlns:b=\"{b}{B_PATH}\" xmlns:bp=\"{b}{BP_PATH}\""
+        );
+    };
+    let _ = write!(out, "<{name}Response xmlns=\"{b}{TPS_PATH}\">");
     let capture = is_capture(op).then(|| Summary::of(outcomes));
     if op == OpName::CaptureAll {
-        out.push_str(&format!("<CaptureAllResult{ns_decls}>"));
+        out.push_str("<CaptureAllResult");
+        ns_decls(&mut out);
+        out.push('>');
         for o in outcomes {
-            out.push_str(&format!("<t:Response i:type=\"{}\">", result_type(op)));
+            let _ = write!(out, "<t:Response i:type=\"{}\">", result_type(op));
             write_outcome(&mut out, o, capture.as_ref());
             out.push_str("</t:Response>");
         }
         out.push_str("</CaptureAllResult>");
     } else {
         for o in outcomes {
-            out.push_str(&format!(
-                "<{name}Result{ns_decls} i:type=\"{}\">",
-                result_type(op)
-            ));
+            let _ = write!(out, "<{name}Result");
+            ns_decls(&mut out);
+            let _ = write!(out, " i:type=\"{}\">", result_type(op));
             write_outcome(&mut out, o, capture.as_ref());
-            out.push_str(&format!("</{name}Result>"));
+            let _ = write!(out, "</{name}Result>");
         }
     }
-    out.push_str(&format!("</{name}Response>"));
+    let _ = write!(out, "</{name}Response>");
     out
 }
 
@@ -67,54 +73,54 @@ impl Summary {
     }
 
     fn write(&self, out: &mut String) {
-        let totals = format!(
-            "<b:NetAmount>{}</b:NetAmount><b:Count>{}</b:Count>",
-            format_amount(self.cents),
-            self.count
-        );
-        out.push_str(&format!(
-            "<b:TransactionSummaryData><b:NetTotals>{totals}</b:NetTotals>\
-             <b:SaleTotals>{totals}</b:SaleTotals></b:TransactionSummaryData>"
-        ));
+        use std::fmt::Write;
+        let amount = format_amount(self.cents);
+        out.push_str("<b:TransactionSummaryData>");
+        for totals in ["NetTotals", "SaleTotals"] {
+            let _ = write!(
+                out,
+                "<b:{totals}><b:NetAmount>{amount}</b:NetAmount><b:Count>{}</b:Count></b:{totals}>",
+                self.count
+            );
+        }
+        out.push_str("</b:TransactionSummaryData>");
     }
 }
 
 /// The members of t:Response, then b:BankcardTransactionResponse's or b:BankcardCaptureResponse's,
 /// in schema order.
 pub(super) fn write_outcome(out: &mut String, o: &Outcome, capture: Option<&Summary>) {
-    let t =
-        |out: &mut String, n: &str, v: Option<&str>| soap::text_element(out, &format!("t:{n}"), v);
-    let b =
-        |out: &mut String, n: &str, v: Option<&str>| soap::text_element(out, &format!("b:{n}"), v);
-    t(
+    // Qualified names written out: no `format!` per element (issue 9).
+    let el = soap::text_element;
+    el(
         out,
-        "Status",
+        "t:Status",
         Some(if o.approved { "Successful" } else { "Failure" }),
     );
-    t(out, "StatusCode", Some(&o.status_code));
-    t(out, "StatusMessage", Some(&o.status_message));
-    t(out, "TransactionId", Some(&o.transaction_id));
-    t(
+    el(out, "t:StatusCode", Some(&o.status_code));
+    el(out, "t:StatusMessage", Some(&o.status_message));
+    el(out, "t:TransactionId", Some(&o.transaction_id));
+    el(
         out,
-        "OriginatorTransactionId",
+        "t:OriginatorTransactionId",
         o.originator_transaction_id.as_deref(),
     );
-    t(out, "CaptureState", Some(o.capture_state));
-    t(out, "TransactionState", Some(o.transaction_state));
-    t(out, "IsAcknowledged", Some("false"));
-    t(out, "Reference", o.reference.as_deref());
+    el(out, "t:CaptureState", Some(o.capture_state));
+    el(out, "t:TransactionState", Some(o.transaction_state));
+    el(out, "t:IsAcknowledged", Some("false"));
+    el(out, "t:Reference", o.reference.as_deref());
     if let Some(summary) = capture {
-        b(out, "BatchId", o.batch_id.as_deref());
+        el(out, "b:BatchId", o.batch_id.as_deref());
         summary.write(out);
         return;
     }
     let card = o.card.as_ref();
-    b(out, "Amount", Some(&format_amount(o.amount_cents)));
-    b(
+    el(out, "b:Amount", Some(&format_amount(o.amount_cents)));
+    el(
         out,
-        "CardType",
+        "b:CardType",
         Some(card.map_or("NotSet", |c| c.card_type)),
     );
-    b(out, "ApprovalCode", o.approval_code.as_deref());
-    b(out, "MaskedPAN", card.map(|c| c.masked_pan.as_str()));
+    el(out, "b:ApprovalCode", o.approval_code.as_deref());
+    el(out, "b:MaskedPAN", card.map(|c| c.masked_pan.as_str()));
 }
