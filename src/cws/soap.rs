@@ -705,4 +705,33 @@ mod tests {
         ));
         assert_eq!(detail.child_text("ErrorID").unwrap(), Some("406"));
     }
+
+    #[test]
+    fn type_name_is_the_resolved_local_name_of_i_type() {
+        let x = format!(
+            "<r xmlns:i=\"{XSI_NS}\" xmlns:b=\"urn:b\"><t i:type=\"b:BankcardTransactionPro\"/><u/></r>"
+        );
+        let root = parse_document(&x, &LIMITS).unwrap();
+        let t = &root.children[0];
+        assert_eq!(t.type_name(), Some("BankcardTransactionPro"));
+        assert_eq!(
+            t.xsi_type,
+            Some((Some("urn:b".into()), "BankcardTransactionPro".into()))
+        );
+        assert_eq!(root.children[1].type_name(), None);
+    }
+
+    #[test]
+    fn a_long_syntax_message_is_cut_on_a_character_boundary_within_the_bound() {
+        // Two-byte characters from an odd offset: the bound falls inside one.
+        let long = format!("x{}", "é".repeat(MAX_MESSAGE_BYTES));
+        let EnvelopeError::Syntax(m) = syntax(&long) else {
+            panic!("not a syntax error")
+        };
+        assert_eq!(m.len(), MAX_MESSAGE_BYTES - 1, "{m}");
+        assert!(long.starts_with(&m));
+        // At the bound exactly: kept whole.
+        let exact = "y".repeat(MAX_MESSAGE_BYTES);
+        assert!(matches!(syntax(&exact), EnvelopeError::Syntax(m) if m == exact));
+    }
 }
