@@ -202,7 +202,8 @@ pub async fn run_new(
         request,
     } = t;
     if app.forward.is_some() {
-        let session = store::blocking(|| read_caller(app, name, &caller))?;
+        let a = app.clone();
+        let session = store::offload(move || read_caller(&a, name, &caller)).await?;
         let n = request?;
         let track = n.secure.as_ref().map(|s| TrackKsn(s.ksn));
         match &n.secure {
@@ -214,7 +215,7 @@ pub async fn run_new(
                 }
             }
         }
-        return relay_new(app, ctx, name, element, &session, track).await;
+        return relay_new(app, ctx, name, element, session, track).await;
     }
     let (app2, commit) = (app.clone(), ctx.commit.clone());
     let done =
@@ -445,9 +446,10 @@ pub async fn run_follow<F: Send + 'static>(
         follow,
     } = f;
     if app.forward.is_some() {
-        let session = store::blocking(|| read_caller(app, name, &caller))?;
+        let a = app.clone();
+        let session = store::offload(move || read_caller(&a, name, &caller)).await?;
         follow?;
-        return relay_new(app, ctx, name, element, &session, None).await;
+        return relay_new(app, ctx, name, element, session, None).await;
     }
     let (app2, commit) = (app.clone(), ctx.commit.clone());
     let done = store::offload(move || -> Result<_, Error> {
@@ -483,11 +485,11 @@ fn settle_and_process(
 
 /// Forward mode: settle the refresh flow, then relay upstream.
 async fn relay_new(
-    app: &App,
+    app: &Arc<App>,
     ctx: &Context,
     name: OpName,
     element: &Element,
-    session: &Session,
+    session: Session,
     track: Option<TrackKsn>,
 ) -> Result<Reply, Error> {
     let fwd = app
@@ -496,11 +498,15 @@ async fn relay_new(
         .ok_or_else(|| Error::Internal("relay without an upstream".into()))?;
     // The commit point: from the first write on, the request is finished, not abandoned.
     ctx.commit.mark()?;
-    let settled = store::blocking(|| session::settle(app, session, track))?;
+    let a = app.clone();
+    let (settled, wrote) = store::offload(move || {
+        session::settle(&a, &session, track).map(|settled| (settled, session.wrote))
+    })
+    .await?;
     let header = settled.renewed.map(|t| renewed_header(ctx, &t));
     // What authenticate and settle recorded (counter, flag, pending or promoted token) is
     // durable before the answer, as the sandbox path's single flush makes it there.
-    if session.wrote || settled.wrote {
+    if wrote || settled.wrote {
         app.commit.durable().await.map_err(outcome_unknown)?;
     }
     let body = relay(app, fwd, name, element, ctx.base).await?;
