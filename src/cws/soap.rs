@@ -734,4 +734,17 @@ mod tests {
         let exact = "y".repeat(MAX_MESSAGE_BYTES);
         assert!(matches!(syntax(&exact), EnvelopeError::Syntax(m) if m == exact));
     }
+
+    #[test]
+    fn a_namespace_uri_of_exactly_the_bound_is_read_and_one_byte_more_is_refused() {
+        let uri = |n: usize| format!("urn:{}", "x".repeat(n - 4));
+        let doc = |u: &str| format!("<r xmlns=\"{u}\"><c/></r>");
+        let at = uri(MAX_NAMESPACE_BYTES);
+        let root = parse_document(&doc(&at), &LIMITS).unwrap();
+        assert_eq!(root.children[0].ns.as_deref(), Some(at.as_str()));
+        assert!(matches!(
+            parse_document(&doc(&uri(MAX_NAMESPACE_BYTES + 1)), &LIMITS),
+            Err(EnvelopeError::NamespaceTooLong(MAX_NAMESPACE_BYTES))
+        ));
+    }
 }
