@@ -79,9 +79,17 @@ impl App {
             config.store.offload == crate::config::StoreOffload::Network
                 && matches!(engine, Engine::Sled(_)),
         );
-        // The store threads of `store::offload` count against the same bound as the runtime's
-        // blocking pool.
-        crate::store::set_max_threads(config.limits.max_blocking_threads);
+        // The store threads of `store::offload` (`store.threads`; 0 picks by engine).
+        let max = config.limits.max_blocking_threads;
+        crate::store::set_max_threads(match (config.store.threads, &engine) {
+            // At least two: one trip waiting on the disk never holds up every other.
+            (0, Engine::Sled(_)) => std::thread::available_parallelism()
+                .map_or(2, std::num::NonZero::get)
+                .max(2)
+                .min(max),
+            (0, _) => config.store.pool_size.min(max),
+            (n, _) => n,
+        });
         let store: Arc<dyn TerminalStore> = engine.terminals();
         let profiles = engine.profiles()?;
         let commit = GroupCommit::start(

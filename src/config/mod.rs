@@ -131,9 +131,8 @@ pub struct Limits {
     /// Most open client connections; more wait in the accept queue.
     pub max_connections: usize,
     /// Most threads the runtime keeps for blocking work (store I/O through `store::blocking`,
-    /// key generation, slow hashes), and separately most store threads for the sale path's
-    /// trips (`store::offload`). Unbounded, a connection storm left hundreds of threads (and
-    /// their memory) behind.
+    /// key generation, slow hashes), and the bound on `store.threads`. Unbounded, a connection
+    /// storm left hundreds of threads (and their memory) behind.
     pub max_blocking_threads: usize,
 }
 
@@ -194,12 +193,17 @@ pub struct StoreConfig {
     /// `serve` applies pending schema migrations at start (else `snapgate db migrate` must).
     pub migrate: bool,
     /// `always` (default): every store call of the request path runs off the async worker (a
-    /// sale's trip on a store thread, the rest through `block_in_place`), so a slow store
+    /// sale's trip on a store thread, `threads`, the rest through `block_in_place`), so a slow store
     /// stalls only the request that waits for it.
     /// `network`: only when the store is across a network (PostgreSQL) or the call waits on the
     /// disk (a flush, an fsync); sled's in-memory calls run on the worker, which saves the
     /// hand-off (about a third of sled's sale throughput, docs/BENCHMARKS.md).
     pub offload: StoreOffload,
+    /// Most store threads for the sale path's trips (`store::offload`); 0 (default) picks: on
+    /// sled one per core, at least 2 (a trip is CPU work: more threads than cores only add switching, 20 %
+    /// of sales/s at 64 threads, docs/BENCHMARKS.md), on PostgreSQL `pool_size` (a trip holds
+    /// a connection). At most `limits.max_blocking_threads`.
+    pub threads: usize,
 }
 
 /// Which store calls run off the async worker (`StoreConfig::offload`).
@@ -232,6 +236,7 @@ impl Default for StoreConfig {
             tls_ca_file: None,
             migrate: false,
             offload: StoreOffload::Always,
+            threads: 0,
         }
     }
 }

@@ -120,6 +120,11 @@ impl Config {
         )?;
         bounded("store.pool_size", st.pool_size, 1..=512)?;
         bounded(
+            "store.threads",
+            st.threads,
+            0..=self.limits.max_blocking_threads,
+        )?;
+        bounded(
             "store.statement_timeout_ms",
             st.statement_timeout_ms,
             1..=10 * MINUTE_MS,
@@ -259,6 +264,9 @@ mod bounds_tests {
             ("limits.max_connections", |c| c.limits.max_connections = 0),
             ("limits.max_blocking_threads", |c| {
                 c.limits.max_blocking_threads = 0
+            }),
+            ("store.threads", |c| {
+                c.store.threads = c.limits.max_blocking_threads + 1
             }),
             ("limits.handler_timeout_ms", |c| {
                 c.limits.handler_timeout_ms = 0

@@ -50,7 +50,7 @@ pub fn blocking_io<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Most store threads (`limits.max_blocking_threads`); set once at start by `set_max_threads`.
+/// Most store threads (`store.threads`); set at start by `set_max_threads`.
 static MAX_THREADS: AtomicUsize = AtomicUsize::new(64);
 
 /// Bound the store threads `offload` may start (at least one). Process-wide, like the runtime's

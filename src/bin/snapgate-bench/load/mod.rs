@@ -107,6 +107,9 @@ pub struct LoadArgs {
     /// Skip the forward-mode phase.
     #[arg(long)]
     pub no_forward: bool,
+    /// In-process snapgate's `store.threads` (0: its default).
+    #[arg(long, default_value_t = 0)]
+    pub store_threads: usize,
 }
 
 #[derive(Serialize)]

@@ -108,6 +108,7 @@ pub(super) fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String
         "network" => config::StoreOffload::Network,
         o => return Err(format!("--offload {o}: always or network")),
     };
+    cfg.store.threads = args.store_threads;
     if args.server_log != "off" {
         let file =
             std::fs::File::create(dir.path().join("server.log")).map_err(|e| e.to_string())?;
