@@ -747,4 +747,56 @@ mod tests {
             Err(EnvelopeError::NamespaceTooLong(MAX_NAMESPACE_BYTES))
         ));
     }
+
+    #[test]
+    fn only_a_transactions_fault_carries_batch_and_transaction_members() {
+        let fault = |family| Fault {
+            http_status: 500,
+            code: "s:Client",
+            string: "declined".into(),
+            family,
+            detail: "CWSTransactionFailedFault",
+            error_id: 9999,
+            operation: "Authorize".into(),
+            problem_type: "declined".into(),
+            errors: vec![],
+            transaction_id: Some("ABC".into()),
+            transaction_state: Some("Declined".into()),
+        };
+        let members = |f: Fault| -> Vec<String> {
+            let root = parse_document(&f.to_envelope(Base::Evosnap), &LIMITS).unwrap();
+            let fault = &root.children[0].children[0];
+            let detail = &fault.child("detail").unwrap().unwrap().children[0];
+            detail.children.iter().map(|c| c.name.clone()).collect()
+        };
+        assert_eq!(
+            members(fault(FaultFamily::Transactions)),
+            [
+                "BatchId",
+                "ErrorID",
+                "HelpURL",
+                "Operation",
+                "ProblemType",
+                "TransactionId",
+                "TransactionState"
+            ]
+        );
+        for family in [FaultFamily::Identity, FaultFamily::ServiceInformation] {
+            assert_eq!(
+                members(fault(family)),
+                ["ErrorID", "HelpURL", "Operation", "ProblemType"]
+            );
+        }
+    }
+
+    #[test]
+    fn wipe_empties_every_text_and_drops_the_children() {
+        let mut root =
+            parse_document("<a>x<b>4761739001010010</b><c><d>y</d></c></a>", &LIMITS).unwrap();
+        let mut inner = root.children[1].clone();
+        wipe(&mut root);
+        assert!(root.text.is_empty() && root.children.is_empty());
+        wipe(&mut inner);
+        assert!(inner.text.is_empty() && inner.children.is_empty());
+    }
 }
