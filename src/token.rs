@@ -688,4 +688,30 @@ mod tests {
         assert_eq!(id.to_string(), "AB".repeat(16));
         assert_eq!(TokenId::from_hex(&id.to_string()), Some(id));
     }
+
+    #[test]
+    fn the_length_bound_admits_exactly_max_token_chars_and_refuses_longer_signed_tokens() {
+        // Genuinely signed tokens around the bound (a long merchant profile id): only the
+        // length check can refuse the longer one, and it must not refuse the one at the bound.
+        let r = ring();
+        let with_len = |n: usize| {
+            let mut c = claims();
+            c.merchant_profile_id = "M".repeat(n);
+            issue(&r, &c)
+        };
+        let base = with_len(0).len();
+        let guess = (MAX_TOKEN_CHARS - base) * 3 / 4;
+        let near: Vec<String> = (guess.saturating_sub(8)..guess + 8).map(with_len).collect();
+        let exact = near.iter().find(|t| t.len() == MAX_TOKEN_CHARS).unwrap();
+        assert!(verify(&r, exact, t0(), Duration::zero()).is_ok());
+        let over = near.iter().find(|t| t.len() > MAX_TOKEN_CHARS).unwrap();
+        assert_eq!(
+            verify(&r, over, t0(), Duration::zero()).unwrap_err(),
+            TokenError::Malformed
+        );
+        assert_eq!(
+            verify(&r, " ", t0(), Duration::zero()).unwrap_err(),
+            TokenError::Malformed
+        );
+    }
 }
