@@ -714,4 +714,13 @@ mod tests {
             TokenError::Malformed
         );
     }
+
+    #[test]
+    fn decode_unverified_shows_the_assertion_and_refuses_what_is_not_base64() {
+        let t = issue(&ring(), &claims());
+        let shown = decode_unverified(&format!(" {t}\n")).unwrap();
+        assert!(shown.starts_with('<'), "{shown}");
+        assert!(shown.contains("B1234567") && shown.contains("6B2866C8FD500001"));
+        assert_eq!(decode_unverified("!!!"), None);
+    }
 }
