@@ -50,31 +50,36 @@ pub fn memory() -> (u64, u64) {
 /// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
 const TICKS_PER_SEC: f64 = 100.0;
 
-/// CPU seconds (user + system) used so far by this process's threads, split into those whose
-/// name starts with `prefix` and all the others.
+/// CPU seconds (user + system) in a /proc `stat` file: utime and stime, fields 14 and 15 (the
+/// 12th and 13th after the parenthesised name).
+fn stat_secs(stat: &str) -> Option<f64> {
+    let rest = stat.rsplit_once(')').map(|(_, r)| r)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    Some((ticks(11) + ticks(12)) / TICKS_PER_SEC)
+}
+
+/// CPU seconds (user + system) used so far by this process, split into its threads whose name
+/// starts with `prefix` (they live as long as the run: the client's) and the rest of the
+/// process. The rest is the process's total minus those, so threads that ended (sled's I/O
+/// threads, a runtime dropped between phases) still count where they ran.
 pub fn cpu_split(prefix: &str) -> (f64, f64) {
-    let (mut mine, mut others) = (0.0, 0.0);
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return (0.0, 0.0);
-    };
-    for t in tasks.flatten() {
-        let dir = t.path();
-        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        let secs = (ticks(11) + ticks(12)) / TICKS_PER_SEC;
-        if name.trim_end().starts_with(prefix) {
-            mine += secs;
-        } else {
-            others += secs;
+    let mut mine = 0.0;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            let dir = t.path();
+            let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if name.trim_end().starts_with(prefix) {
+                let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+                mine += stat_secs(&stat).unwrap_or(0.0);
+            }
         }
     }
-    (mine, others)
+    let total = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| stat_secs(&s))
+        .unwrap_or(0.0);
+    (mine, (total - mine).max(0.0))
 }
 
 /// CPU seconds the whole machine has spent busy (every process, all cores) since boot, from
