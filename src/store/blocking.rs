@@ -167,6 +167,15 @@ where
 mod tests {
     use super::{blocking, offload};
 
+    /// A multi-threaded runtime with one worker: a blocked worker stalls everything on it.
+    fn one_worker() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn runs_without_a_runtime() {
         assert_eq!(blocking(|| 7), 7);
@@ -181,11 +190,7 @@ mod tests {
     #[test]
     fn frees_the_only_worker_while_it_blocks() {
         // One worker: a task blocked inside `blocking` must not stop another task from running.
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = one_worker();
         let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let blocked = rt.spawn(async move {
@@ -212,14 +217,10 @@ mod tests {
     }
 
     #[test]
-    fn offload_frees_the_only_worker_and_keeps_the_span() {
+    fn offload_frees_the_only_worker_and_runs_nested_calls_in_place() {
         // One worker: while one offloaded call blocks, another task runs, and a second
         // offloaded call is served by another store thread.
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = one_worker();
         let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let blocked = rt.spawn(offload(move || {
@@ -247,11 +248,7 @@ mod tests {
 
     #[test]
     fn offload_resumes_a_panic_in_the_caller() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = one_worker();
         let r = rt.block_on(rt.spawn(offload(|| -> u8 { panic!("boom") })));
         assert!(r.unwrap_err().is_panic());
         // The store thread survived: the next call is answered.
