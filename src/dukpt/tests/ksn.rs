@@ -104,3 +104,14 @@ fn ksn_counter_is_standard_follows_one_bit_rules() {
     assert!(a.with_counter(0xFFFF_0000).counter_is_standard()); // 16 bits
     assert!(!a.with_counter(0x0001_FFFF).counter_is_standard()); // 17 bits
 }
+
+#[test]
+fn with_counter_keeps_device_bits_in_byte_7_that_are_not_all_ones() {
+    // The sample KSN's byte 7 is E0 (its top 3 bits all ones), which hides a counter write
+    // that sets those bits instead of keeping them: they belong to the device id.
+    let t = Ksn::parse_hex("FFFF9876543210A00000").unwrap();
+    assert_eq!(t.with_counter(5).to_hex(), "FFFF9876543210A00005");
+    assert_eq!(t.with_counter(5).device_id(), t.device_id());
+    let z = Ksn::parse_hex("FFFF9876543210000000").unwrap();
+    assert_eq!(z.with_counter(0x1F_FFFF).to_hex(), "FFFF98765432101FFFFF");
+}
