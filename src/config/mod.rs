@@ -193,16 +193,16 @@ pub struct StoreConfig {
     /// `serve` applies pending schema migrations at start (else `snapgate db migrate` must).
     pub migrate: bool,
     /// `always` (default): every store call of the request path runs off the async worker (a
-    /// sale's trip on a store thread, `threads`, the rest through `block_in_place`), so a slow store
+    /// sale's trip on one of `threads`, the rest through `block_in_place`), so a slow store
     /// stalls only the request that waits for it.
     /// `network`: only when the store is across a network (PostgreSQL) or the call waits on the
     /// disk (a flush, an fsync); sled's in-memory calls run on the worker, which saves the
     /// hand-off (about a third of sled's sale throughput, docs/BENCHMARKS.md).
     pub offload: StoreOffload,
     /// Most store threads for the sale path's trips (`store::offload`); 0 (default) picks: on
-    /// sled one per core, at least 2 (a trip is CPU work: more threads than cores only add switching, 20 %
-    /// of sales/s at 64 threads, docs/BENCHMARKS.md), on PostgreSQL `pool_size` (a trip holds
-    /// a connection). At most `limits.max_blocking_threads`.
+    /// sled one per core, at least 2 (a trip is CPU work: more threads than cores only add
+    /// switching, 20 % of sales/s at 64 threads, docs/BENCHMARKS.md), on PostgreSQL
+    /// `pool_size` (a trip holds a connection). At most `limits.max_blocking_threads`.
     pub threads: usize,
 }
 

@@ -43,18 +43,25 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
 /// this is `block_in_place`; anywhere else (a current-thread runtime, as in `#[tokio::test]`,
 /// a blocking thread, a nested call, no runtime) `f` simply runs, as it would have before.
 pub fn blocking_io<T>(f: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
+    if in_multi_thread_runtime() {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
     }
+}
+
+/// Inside a multi-threaded runtime: the only place a store call can stall other tasks, and the
+/// only place `block_in_place` works.
+fn in_multi_thread_runtime() -> bool {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
 }
 
 /// Most store threads (`store.threads`); set at start by `set_max_threads`.
 static MAX_THREADS: AtomicUsize = AtomicUsize::new(64);
 
-/// Bound the store threads `offload` may start (at least one). Process-wide, like the runtime's
-/// own blocking pool that `limits.max_blocking_threads` also bounds.
+/// Bound the store threads `offload` may start (at least one): `store.threads`, resolved by
+/// `App` at start. Process-wide, as a node runs one engine; threads already started stay.
 pub fn set_max_threads(n: usize) {
     MAX_THREADS.store(n.max(1), Ordering::Relaxed);
 }
@@ -140,10 +147,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    let pooled = !INLINE.load(Ordering::Relaxed)
-        && matches!(Handle::try_current(), Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread);
-    if !pooled {
+    if INLINE.load(Ordering::Relaxed) || !in_multi_thread_runtime() {
         return f();
     }
     let span = tracing::Span::current();
