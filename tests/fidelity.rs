@@ -117,7 +117,7 @@ fn totals(result: &snapgate::cws::soap::Element, which: &str) -> (String, String
         t.children
             .iter()
             .find(|c| c.is(b, n))
-            .map(|c| c.text.clone())
+            .map(|c| c.text.to_string())
             .unwrap()
     };
     (field("NetAmount"), field("Count"))
@@ -536,7 +536,7 @@ async fn sis_merchant_profile_operations_need_an_operator_token() {
         .unwrap()
         .children
         .iter()
-        .map(|c| c.text.clone())
+        .map(|c| c.text.to_string())
         .collect();
     assert_eq!(ids, ["MP-900", "MP1", "MP2"]);
     let one = |op: &'static str| {

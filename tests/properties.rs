@@ -216,7 +216,7 @@ proptest! {
         let base = valid_envelope();
         let limits = XmlLimits { max_depth: 32, max_elements: 2_000, max_attributes: 32 };
         let env = soap::parse_envelope(base.as_bytes(), &limits).expect("the fixture parses");
-        prop_assert_eq!(env.operation.name.as_str(), "RegisterTerminal");
+        prop_assert_eq!(&*env.operation.name, "RegisterTerminal");
         let mut b = base.into_bytes();
         for e in &edits {
             b = apply(b, e);

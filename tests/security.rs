@@ -531,7 +531,7 @@ async fn the_sweep_flags_every_due_terminal_across_pages_and_never_a_revoked_one
 
 fn envelope(
     inner: &str,
-) -> Result<snapgate::cws::soap::Envelope, snapgate::cws::soap::EnvelopeError> {
+) -> Result<snapgate::cws::soap::Envelope<'static>, snapgate::cws::soap::EnvelopeError> {
     let limits = snapgate::cws::soap::XmlLimits {
         max_depth: 32,
         max_elements: 2_000,
@@ -540,7 +540,7 @@ fn envelope(
     let xml = format!(
         "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\">{inner}</s:Envelope>"
     );
-    snapgate::cws::soap::parse_envelope(xml.as_bytes(), &limits)
+    snapgate::cws::soap::parse_envelope(xml.as_bytes(), &limits).map(|e| e.into_owned())
 }
 
 #[test]

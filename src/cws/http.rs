@@ -132,10 +132,11 @@ impl From<BodyError> for Error {
     }
 }
 
-/// A parsed request whose texts are zeroized when it goes, whichever way the request ends.
-struct Wiped(soap::Envelope);
+/// A parsed request whose own texts are zeroized when it goes, whichever way the request
+/// ends. The rest of its texts are slices of the request's bytes, zeroized after it.
+struct Wiped<'a>(soap::Envelope<'a>);
 
-impl Drop for Wiped {
+impl Drop for Wiped<'_> {
     fn drop(&mut self) {
         soap::wipe(&mut self.0.operation);
         if let Some(h) = self.0.header.as_mut() {
@@ -193,17 +194,16 @@ async fn soap_request(
         Ok(b) => b,
         Err(e) => return fault_response(&e.into(), service, "Unknown", Base::Evosnap),
     };
-    let parsed = soap::parse_envelope(&body, &app.xml_limits);
-    // The tree holds what the request needs: the raw bytes (a keyed PAN, track data) are
-    // zeroized now, the tree's texts once the request is answered (issue 13, point 6).
-    drop(body);
-    let envelope = match parsed {
+    // The tree borrows the request's bytes (issue 9, item 4). Both go when the request is
+    // answered, whichever way: first the tree, zeroizing the texts it unescaped into copies,
+    // then the bytes (a keyed PAN, track data), zeroized by their buffer (issue 13, point 6).
+    let envelope = match soap::parse_envelope(&body, &app.xml_limits) {
         Ok(e) => Wiped(e),
         Err(e) => return fault_response(&e.into(), service, "Unknown", Base::Evosnap),
     };
     let op = &envelope.0.operation;
     let Some((name, base)) = OpName::identify(service, op) else {
-        let e = Error::UnknownOperation(op.name.clone());
+        let e = Error::UnknownOperation(op.name.to_string());
         return fault_response(&e, service, &op.name, Base::Evosnap);
     };
     if let Some(a) = action.as_deref().filter(|a| !a.is_empty()) {

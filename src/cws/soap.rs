@@ -6,14 +6,17 @@
 //! tree keeps namespaces resolved, `i:type` (resolved to namespace + local name) and `i:nil`;
 //! other attributes are counted against the limit and dropped.
 //!
-//! Every element owns a copy of its namespace name, so a namespace name used by an element is
-//! bounded too (`MAX_NAMESPACE_BYTES`): one long default namespace inherited by every element
-//! would otherwise turn a 64 KiB request into a tree of tens of megabytes. Error messages
-//! quote the request only in short excerpts, cut on a character boundary.
+//! The tree borrows from the request (issue 9, item 4): names and texts are slices of the
+//! request's bytes, and only a text with an entity or character reference in it is copied
+//! (unescaped). A document's elements share one `Arc<str>` per namespace URI, and a namespace
+//! name is bounded too (`MAX_NAMESPACE_BYTES`). Error messages quote the request only in short
+//! excerpts, cut on a character boundary.
 
 use quick_xml::events::Event;
 use quick_xml::name::{QName, ResolveResult};
 use quick_xml::NsReader;
+use std::borrow::Cow;
+use std::sync::Arc;
 
 pub const SOAP_ENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 pub const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
@@ -89,28 +92,27 @@ pub enum EnvelopeError {
     UnexpectedEnvelopeChild,
 }
 
-/// One element: resolved name, the attributes we use, text and children. A document's elements
-/// share one allocation per namespace URI (`Arc<str>`): an envelope names four or five
-/// namespaces across dozens of elements, and copying the URI into every one was the parse's
-/// largest allocation (issue 9).
+/// One element: resolved name, the attributes we use, text and children, borrowed from the
+/// request where it can be (`'a`). A document's elements share one allocation per namespace URI
+/// (`Arc<str>`): an envelope names four or five namespaces across dozens of elements.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Element {
-    pub ns: Option<std::sync::Arc<str>>,
-    pub name: String,
+pub struct Element<'a> {
+    pub ns: Option<Arc<str>>,
+    pub name: Cow<'a, str>,
     /// `i:type`, resolved: (namespace, local name).
-    pub xsi_type: Option<(Option<String>, String)>,
+    pub xsi_type: Option<(Option<Arc<str>>, Cow<'a, str>)>,
     pub nil: bool,
-    pub text: String,
-    pub children: Vec<Element>,
+    pub text: Cow<'a, str>,
+    pub children: Vec<Element<'a>>,
 }
 
-impl Element {
+impl<'a> Element<'a> {
     pub fn is(&self, ns: &str, name: &str) -> bool {
         self.name == name && self.ns.as_deref() == Some(ns)
     }
 
     /// The only child with this local name; a second one is an error (the name is returned).
-    pub fn child<'a>(&'a self, name: &str) -> Result<Option<&'a Element>, String> {
+    pub fn child<'e>(&'e self, name: &str) -> Result<Option<&'e Element<'a>>, String> {
         let mut it = self.children.iter().filter(|c| c.name == name);
         let first = it.next();
         if it.next().is_some() {
@@ -120,7 +122,7 @@ impl Element {
     }
 
     /// The trimmed text of the only child with this name; absent, nil or empty gives None.
-    pub fn child_text<'a>(&'a self, name: &str) -> Result<Option<&'a str>, String> {
+    pub fn child_text<'e>(&'e self, name: &str) -> Result<Option<&'e str>, String> {
         Ok(self
             .child(name)?
             .filter(|c| !c.nil)
@@ -129,20 +131,47 @@ impl Element {
     }
 
     pub fn type_name(&self) -> Option<&str> {
-        self.xsi_type.as_ref().map(|(_, n)| n.as_str())
+        self.xsi_type.as_ref().map(|(_, n)| &**n)
+    }
+
+    /// A copy that owns all its text, for keeping a tree beyond the bytes it was read from.
+    pub fn into_owned(self) -> Element<'static> {
+        Element {
+            ns: self.ns,
+            name: Cow::Owned(self.name.into_owned()),
+            xsi_type: self
+                .xsi_type
+                .map(|(ns, local)| (ns, Cow::Owned(local.into_owned()))),
+            nil: self.nil,
+            text: Cow::Owned(self.text.into_owned()),
+            children: self.children.into_iter().map(Element::into_owned).collect(),
+        }
     }
 }
 
-/// A parsed request envelope.
+/// A parsed request envelope, borrowing from the request's bytes.
 #[derive(Debug, Clone)]
-pub struct Envelope {
-    pub header: Option<Element>,
+pub struct Envelope<'a> {
+    pub header: Option<Element<'a>>,
     /// The one element inside Body: the operation.
-    pub operation: Element,
+    pub operation: Element<'a>,
+}
+
+impl Envelope<'_> {
+    /// A copy that owns all its text (see `Element::into_owned`).
+    pub fn into_owned(self) -> Envelope<'static> {
+        Envelope {
+            header: self.header.map(Element::into_owned),
+            operation: self.operation.into_owned(),
+        }
+    }
 }
 
 /// Read an envelope under `limits`.
-pub fn parse_envelope(bytes: &[u8], limits: &XmlLimits) -> Result<Envelope, EnvelopeError> {
+pub fn parse_envelope<'a>(
+    bytes: &'a [u8],
+    limits: &XmlLimits,
+) -> Result<Envelope<'a>, EnvelopeError> {
     let text = std::str::from_utf8(bytes).map_err(|_| EnvelopeError::NotUtf8)?;
     let root = parse_document(text, limits)?;
     if !root.is(SOAP_ENV_NS, "Envelope") {
@@ -155,7 +184,7 @@ pub fn parse_envelope(bytes: &[u8], limits: &XmlLimits) -> Result<Envelope, Enve
         if c.ns.as_deref() != Some(SOAP_ENV_NS) {
             return Err(EnvelopeError::UnexpectedEnvelopeChild);
         }
-        match c.name.as_str() {
+        match &*c.name {
             "Header" if header.is_none() && body.is_none() => header = Some(c),
             "Body" => {
                 bodies += 1;
@@ -189,10 +218,6 @@ fn syntax(e: impl std::fmt::Display) -> EnvelopeError {
     EnvelopeError::Syntax(m)
 }
 
-fn ns_of(r: ResolveResult) -> Result<Option<String>, EnvelopeError> {
-    Ok(ns_bytes(r)?.map(str::to_owned))
-}
-
 /// The resolved namespace URI, checked (bounded, UTF-8), borrowed from the reader.
 fn ns_bytes(r: ResolveResult<'_>) -> Result<Option<&str>, EnvelopeError> {
     match r {
@@ -212,24 +237,54 @@ fn ns_bytes(r: ResolveResult<'_>) -> Result<Option<&str>, EnvelopeError> {
 
 /// The namespace URIs one document has used so far (a handful: a linear scan beats hashing).
 #[derive(Default)]
-struct Namespaces(Vec<std::sync::Arc<str>>);
+struct Namespaces(Vec<Arc<str>>);
 
 impl Namespaces {
-    fn get(&mut self, r: ResolveResult<'_>) -> Result<Option<std::sync::Arc<str>>, EnvelopeError> {
+    fn get(&mut self, r: ResolveResult<'_>) -> Result<Option<Arc<str>>, EnvelopeError> {
         let Some(uri) = ns_bytes(r)? else {
             return Ok(None);
         };
         if let Some(known) = self.0.iter().find(|k| &***k == uri) {
             return Ok(Some(known.clone()));
         }
-        let new: std::sync::Arc<str> = uri.into();
+        let new: Arc<str> = uri.into();
         self.0.push(new.clone());
         Ok(Some(new))
     }
 }
 
-/// Parse one XML document into its root element.
-pub fn parse_document(text: &str, limits: &XmlLimits) -> Result<Element, EnvelopeError> {
+/// `part` as a slice of `src` when it lies inside it (the reader hands out slices of the text it
+/// reads), else an owned copy. The address arithmetic only decides which; the slice is taken
+/// with `str::get`, so a part that is not inside `src`, or not on its character boundaries, is
+/// copied instead.
+fn borrowed<'a>(src: &'a str, part: &[u8]) -> Result<Cow<'a, str>, EnvelopeError> {
+    let start = (part.as_ptr() as usize).wrapping_sub(src.as_ptr() as usize);
+    let inside = start
+        .checked_add(part.len())
+        .and_then(|end| src.get(start..end))
+        .filter(|s| s.as_ptr() == part.as_ptr());
+    match inside {
+        Some(s) => Ok(Cow::Borrowed(s)),
+        None => Ok(Cow::Owned(
+            std::str::from_utf8(part)
+                .map_err(|_| EnvelopeError::NotUtf8)?
+                .to_owned(),
+        )),
+    }
+}
+
+/// Append a piece of an element's text: the first piece is kept as it is (borrowed when it
+/// had no reference to unescape), a second one (text around a comment, CDATA) makes a copy.
+fn append<'a>(text: &mut Cow<'a, str>, piece: Cow<'a, str>) {
+    if text.is_empty() {
+        *text = piece;
+    } else {
+        text.to_mut().push_str(&piece);
+    }
+}
+
+/// Parse one XML document into its root element, borrowing from `text`.
+pub fn parse_document<'a>(text: &'a str, limits: &XmlLimits) -> Result<Element<'a>, EnvelopeError> {
     let mut reader = NsReader::from_str(text);
     let cfg = reader.config_mut();
     cfg.expand_empty_elements = true;
@@ -259,9 +314,7 @@ pub fn parse_document(text: &str, limits: &XmlLimits) -> Result<Element, Envelop
                 }
                 let mut el = Element {
                     ns: namespaces.get(res)?,
-                    name: std::str::from_utf8(e.local_name().into_inner())
-                        .map_err(|_| EnvelopeError::NotUtf8)?
-                        .to_owned(),
+                    name: borrowed(text, e.local_name().into_inner())?,
                     ..Element::default()
                 };
                 let mut count = 0;
@@ -280,10 +333,8 @@ pub fn parse_document(text: &str, limits: &XmlLimits) -> Result<Element, Envelop
                     match local.into_inner() {
                         b"type" => {
                             let (tns, tlocal) = reader.resolve(QName(v.trim().as_bytes()), false);
-                            el.xsi_type = Some((
-                                ns_of(tns)?,
-                                String::from_utf8_lossy(tlocal.into_inner()).into_owned(),
-                            ));
+                            el.xsi_type =
+                                Some((namespaces.get(tns)?, borrowed(text, tlocal.into_inner())?));
                         }
                         b"nil" => el.nil = v.trim() == "true" || v.trim() == "1",
                         _ => {}
@@ -304,7 +355,7 @@ pub fn parse_document(text: &str, limits: &XmlLimits) -> Result<Element, Envelop
             Event::Text(t) => {
                 let s = t.unescape().map_err(syntax)?;
                 match stack.last_mut() {
-                    Some(el) => el.text.push_str(&s),
+                    Some(el) => append(&mut el.text, s),
                     None if s.trim().is_empty() => {}
                     None => {
                         return Err(EnvelopeError::Syntax(
@@ -314,9 +365,14 @@ pub fn parse_document(text: &str, limits: &XmlLimits) -> Result<Element, Envelop
                 }
             }
             Event::CData(t) => {
-                let s = std::str::from_utf8(&t).map_err(|_| EnvelopeError::NotUtf8)?;
+                let s = match t.into_inner() {
+                    Cow::Borrowed(b) => borrowed(text, b)?,
+                    Cow::Owned(v) => {
+                        Cow::Owned(String::from_utf8(v).map_err(|_| EnvelopeError::NotUtf8)?)
+                    }
+                };
                 match stack.last_mut() {
-                    Some(el) => el.text.push_str(s),
+                    Some(el) => append(&mut el.text, s),
                     None => {
                         return Err(EnvelopeError::Syntax(
                             "CDATA outside the root element".into(),
@@ -520,10 +576,15 @@ pub fn write_element(out: &mut String, e: &Element, parent_ns: Option<&str>) {
     out.push('>');
 }
 
-/// Zeroize every text in the tree (card data lives in element text), then drop the children.
+/// Zeroize every text the tree owns (card data lives in element text), then drop the
+/// children. A borrowed text is a slice of the request's bytes, which their owner zeroizes
+/// (`http::read_body`'s buffer).
 pub fn wipe(e: &mut Element) {
     use zeroize::Zeroize;
-    e.text.zeroize();
+    if let Cow::Owned(t) = &mut e.text {
+        t.zeroize();
+    }
+    e.text = Cow::Borrowed("");
     for c in &mut e.children {
         wipe(c);
     }
@@ -740,7 +801,8 @@ mod tests {
         let uri = |n: usize| format!("urn:{}", "x".repeat(n - 4));
         let doc = |u: &str| format!("<r xmlns=\"{u}\"><c/></r>");
         let at = uri(MAX_NAMESPACE_BYTES);
-        let root = parse_document(&doc(&at), &LIMITS).unwrap();
+        let text = doc(&at);
+        let root = parse_document(&text, &LIMITS).unwrap();
         assert_eq!(root.children[0].ns.as_deref(), Some(at.as_str()));
         assert!(matches!(
             parse_document(&doc(&uri(MAX_NAMESPACE_BYTES + 1)), &LIMITS),
@@ -764,10 +826,11 @@ mod tests {
             transaction_state: Some("Declined".into()),
         };
         let members = |f: Fault| -> Vec<String> {
-            let root = parse_document(&f.to_envelope(Base::Evosnap), &LIMITS).unwrap();
+            let text = f.to_envelope(Base::Evosnap);
+            let root = parse_document(&text, &LIMITS).unwrap();
             let fault = &root.children[0].children[0];
             let detail = &fault.child("detail").unwrap().unwrap().children[0];
-            detail.children.iter().map(|c| c.name.clone()).collect()
+            detail.children.iter().map(|c| c.name.to_string()).collect()
         };
         assert_eq!(
             members(fault(FaultFamily::Transactions)),
@@ -787,6 +850,41 @@ mod tests {
                 ["ErrorID", "HelpURL", "Operation", "ProblemType"]
             );
         }
+    }
+
+    #[test]
+    fn names_and_texts_are_borrowed_from_the_request_unless_unescaped() {
+        let src = "<a xmlns:i=\"http://www.w3.org/2001/XMLSchema-instance\" i:type=\"T\">\
+                   <b>plain</b><c>x &amp; y</c><d><![CDATA[<raw>]]></d><e>p<!-- -->q</e></a>";
+        let root = parse_document(src, &LIMITS).unwrap();
+        let is_borrowed = |c: &Cow<str>| matches!(c, Cow::Borrowed(_));
+        assert!(is_borrowed(&root.name));
+        assert!(is_borrowed(&root.xsi_type.as_ref().unwrap().1));
+        let [b, c, d, e] = &root.children[..] else {
+            panic!("four children: {root:?}")
+        };
+        assert!(is_borrowed(&b.name) && is_borrowed(&b.text) && b.text == "plain");
+        // An entity is unescaped into a copy; CDATA is taken as it is.
+        assert!(!is_borrowed(&c.text) && c.text == "x & y");
+        assert!(is_borrowed(&d.text) && d.text == "<raw>");
+        // Text on both sides of a comment is joined into a copy.
+        assert!(!is_borrowed(&e.text) && e.text == "pq");
+        let owned = root.clone().into_owned();
+        assert_eq!(owned, root);
+    }
+
+    #[test]
+    fn a_part_outside_the_source_or_past_its_end_is_copied() {
+        let src = "<a>text</a>";
+        let inside = &src.as_bytes()[3..7];
+        assert!(matches!(borrowed(src, inside), Ok(Cow::Borrowed("text"))));
+        let elsewhere = String::from("text");
+        assert!(matches!(borrowed(src, elsewhere.as_bytes()), Ok(Cow::Owned(s)) if s == "text"));
+        // Starts inside, ends past the end: not a slice of `src`.
+        let wider = "<a>text</a>!!";
+        let tail = &wider.as_bytes()[9..13];
+        assert!(matches!(borrowed(&wider[..11], tail), Ok(Cow::Owned(s)) if s == "a>!!"));
+        assert_eq!(borrowed(src, b"\xff"), Err(EnvelopeError::NotUtf8));
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub struct HttpReply {
 }
 
 impl HttpReply {
-    pub fn xml(&self) -> Element {
+    pub fn xml(&self) -> Element<'_> {
         soap::parse_document(
             &self.body,
             &XmlLimits {
@@ -48,7 +48,7 @@ impl HttpReply {
         let detail = find(&x, "detail")?;
         let d = detail.children.first()?;
         let id = d.child_text("ErrorID").ok()??.parse().ok()?;
-        Some((d.name.clone(), id))
+        Some((d.name.to_string(), id))
     }
 
     /// The ErrorID text, if any (also for a reply that is not a fault detail we know).

@@ -85,7 +85,7 @@ pub fn tps_action(op: &str) -> String {
 }
 
 /// The first element with this local name, depth first.
-pub fn find<'a>(e: &'a Element, name: &str) -> Option<&'a Element> {
+pub fn find<'a, 'x>(e: &'a Element<'x>, name: &str) -> Option<&'a Element<'x>> {
     if e.name == name {
         return Some(e);
     }

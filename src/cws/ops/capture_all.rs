@@ -9,7 +9,7 @@ use crate::cws::processor::sandbox::Follow;
 use crate::cws::soap::Element;
 use std::sync::Arc;
 
-pub fn parse(op: &Element) -> Result<FollowUp<'_, Vec<Follow>>, Error> {
+pub fn parse<'a>(op: &'a Element<'a>) -> Result<FollowUp<'a, Vec<Follow>>, Error> {
     FollowUp::parse_all(OpName::CaptureAll, op)
 }
 

@@ -271,7 +271,7 @@ pub enum Operation<'a> {
 
 impl<'a> Operation<'a> {
     /// Read the request for `name` from its body element (and the HTTP Basic username).
-    pub fn parse(name: OpName, op: &'a Element, ctx: &Context) -> Result<Self, Error> {
+    pub fn parse(name: OpName, op: &'a Element<'a>, ctx: &Context) -> Result<Self, Error> {
         Ok(match name {
             OpName::Ping => Operation::Ping,
             OpName::RegisterTerminal => Operation::RegisterTerminal(register_terminal::parse(

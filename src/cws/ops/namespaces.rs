@@ -147,12 +147,12 @@ impl Walk {
     /// Check `e`'s children named in `table`; return them for descending. `path` (the
     /// segments down to `e`) is joined only for a mismatch, and the namespace is compared
     /// without building it: a request that passes allocates nothing here (issue 9).
-    fn children<'e>(
+    fn children<'e, 'x>(
         &mut self,
-        e: &'e Element,
+        e: &'e Element<'x>,
         path: &[&str],
         table: &[(&'static str, &'static str)],
-    ) -> Vec<(&'static str, &'e Element)> {
+    ) -> Vec<(&'static str, &'e Element<'x>)> {
         let mut known = Vec::new();
         for c in e.children.iter() {
             if let Some((name, ns)) = table.iter().find(|(n, _)| *n == c.name) {
@@ -266,11 +266,14 @@ mod tests {
         max_attributes: 32,
     };
 
-    fn op(body: &str) -> Element {
+    fn op(body: &str) -> Element<'static> {
         let x = format!(
             "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>{body}</s:Body></s:Envelope>"
         );
-        parse_envelope(x.as_bytes(), &LIMITS).unwrap().operation
+        parse_envelope(x.as_bytes(), &LIMITS)
+            .unwrap()
+            .operation
+            .into_owned()
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::cws::error::Error;
 use crate::cws::soap::Element;
 use std::sync::Arc;
 
-pub fn parse(op: &Element) -> Result<NewTransaction<'_>, Error> {
+pub fn parse<'a>(op: &'a Element<'a>) -> Result<NewTransaction<'a>, Error> {
     NewTransaction::parse(OpName::ReturnUnlinked, op)
 }
 

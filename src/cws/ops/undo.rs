@@ -8,7 +8,7 @@ use crate::cws::processor::sandbox::Follow;
 use crate::cws::soap::Element;
 use std::sync::Arc;
 
-pub fn parse(op: &Element) -> Result<FollowUp<'_, Follow>, Error> {
+pub fn parse<'a>(op: &'a Element<'a>) -> Result<FollowUp<'a, Follow>, Error> {
     FollowUp::parse_one(OpName::Undo, op)
 }
 

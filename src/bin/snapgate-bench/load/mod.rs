@@ -110,6 +110,9 @@ pub struct LoadArgs {
     /// In-process snapgate's `store.threads` (0: its default).
     #[arg(long, default_value_t = 0)]
     pub store_threads: usize,
+    /// In-process snapgate's sled cache, `store.cache_mb` (0: its default).
+    #[arg(long, default_value_t = 0)]
+    pub cache_mb: u64,
 }
 
 #[derive(Serialize)]

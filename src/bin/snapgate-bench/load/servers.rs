@@ -109,6 +109,9 @@ pub(super) fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String
         o => return Err(format!("--offload {o}: always or network")),
     };
     cfg.store.threads = args.store_threads;
+    if args.cache_mb > 0 {
+        cfg.store.cache_mb = args.cache_mb;
+    }
     if args.server_log != "off" {
         let file =
             std::fs::File::create(dir.path().join("server.log")).map_err(|e| e.to_string())?;
@@ -121,7 +124,8 @@ pub(super) fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String
     }
     let server_keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
     let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
-    let store = SledStore::open(&cfg.store.path).map_err(|e| e.to_string())?;
+    let store = SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_bytes())
+        .map_err(|e| e.to_string())?;
     let local = Local {
         store: store.clone(),
         cfg_path,

@@ -77,7 +77,7 @@ fn read_card(
 /// token faults come first, as on the platform).
 pub struct NewTransaction<'a> {
     name: OpName,
-    element: &'a Element,
+    element: &'a Element<'a>,
     caller: Caller,
     request: Result<NewRequest, Error>,
 }
@@ -91,7 +91,7 @@ struct Caller {
 }
 
 impl<'a> NewTransaction<'a> {
-    pub fn parse(name: OpName, op: &'a Element) -> Result<Self, Error> {
+    pub fn parse(name: OpName, op: &'a Element<'a>) -> Result<Self, Error> {
         let path = name.as_str();
         Ok(NewTransaction {
             name,
@@ -110,7 +110,7 @@ impl<'a> NewTransaction<'a> {
 /// Like `NewTransaction`, its validation error waits for the token to authenticate.
 pub struct FollowUp<'a, F> {
     name: OpName,
-    element: &'a Element,
+    element: &'a Element<'a>,
     caller: Caller,
     follow: Result<F, Error>,
 }
@@ -126,7 +126,7 @@ fn follow_caller(op: &Element, path: &str) -> Result<Caller, Error> {
 
 impl<'a> FollowUp<'a, Follow> {
     /// The single `differenceData` of Capture, Adjust, Undo and ReturnById.
-    pub fn parse_one(name: OpName, op: &'a Element) -> Result<Self, Error> {
+    pub fn parse_one(name: OpName, op: &'a Element<'a>) -> Result<Self, Error> {
         let path = name.as_str();
         let follow = child(op, path, "differenceData").and_then(|d| {
             let d = d.ok_or_else(|| {
@@ -148,7 +148,7 @@ impl<'a> FollowUp<'a, Follow> {
 
 impl<'a> FollowUp<'a, Vec<Follow>> {
     /// CaptureAll's array of `Capture` entries (none: capture everything authorized).
-    pub fn parse_all(name: OpName, op: &'a Element) -> Result<Self, Error> {
+    pub fn parse_all(name: OpName, op: &'a Element<'a>) -> Result<Self, Error> {
         let path = name.as_str();
         let follow = child(op, path, "differenceData").and_then(|arr| match arr {
             Some(arr) => arr
@@ -488,7 +488,7 @@ async fn relay_new(
     app: &Arc<App>,
     ctx: &Context,
     name: OpName,
-    element: &Element,
+    element: &Element<'_>,
     session: Session,
     track: Option<TrackKsn>,
 ) -> Result<Reply, Error> {
@@ -519,7 +519,7 @@ async fn relay(
     app: &App,
     fwd: &Forward,
     name: OpName,
-    op: &Element,
+    op: &Element<'_>,
     base: Base,
 ) -> Result<String, Error> {
     let mut op = op.clone();
@@ -529,7 +529,7 @@ async fn relay(
         .retain(|c| c.name != "sessionToken" || upstream.is_some());
     if let Some(tok) = upstream {
         if let Some(st) = op.children.iter_mut().find(|c| c.name == "sessionToken") {
-            st.text = tok;
+            st.text = tok.into();
         }
     }
     // Our copies of a keyed PAN are zeroized; the envelope handed to the client is not ours.

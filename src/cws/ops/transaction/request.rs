@@ -25,11 +25,11 @@ pub(super) fn text<'a>(e: &'a Element, path: &str, name: &str) -> Result<Option<
     e.child_text(name).map_err(dup(path))
 }
 
-pub(super) fn child<'a>(
-    e: &'a Element,
+pub(super) fn child<'a, 'x>(
+    e: &'a Element<'x>,
     path: &str,
     name: &str,
-) -> Result<Option<&'a Element>, Error> {
+) -> Result<Option<&'a Element<'x>>, Error> {
     Ok(e.child(name).map_err(dup(path))?.filter(|c| !c.nil))
 }
 
