@@ -30,6 +30,7 @@ fn record(n: u64) -> (TerminalId, TerminalRecord) {
         pending: None,
         last_counter: 1,
         revoked: false,
+        recent: Vec::new(),
     };
     (TerminalId::new(SERVICE_KEY, &serial), rec)
 }

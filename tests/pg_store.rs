@@ -43,6 +43,13 @@ fn record(serial: &str) -> TerminalRecord {
         pending: None,
         last_counter: 1,
         revoked: false,
+        recent: vec![
+            snapgate::store::RecentSale {
+                key: [7; 16],
+                id: [9; 16],
+            };
+            2
+        ],
     }
 }
 

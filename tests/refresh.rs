@@ -349,6 +349,7 @@ async fn the_sweep_pages_past_1024_terminals_and_flags_only_the_due_ones() {
                 pending: None,
                 last_counter: 1,
                 revoked: kind == "revoked",
+                recent: Vec::new(),
             };
             let id = TerminalId::new(SERVICE_KEY, &serial);
             assert!(srv.app.store.compare_and_swap(&id, None, &r).unwrap());
@@ -418,21 +419,26 @@ async fn settle_checks_again_what_changed_since_authenticate() {
     let stale = session::authenticate(&srv.app, Some(&t.token)).unwrap();
     assert!(!stale.wrote);
     // Not due and no track data: nothing to record.
-    let quiet = session::settle(&srv.app, &stale, None).unwrap();
+    let quiet = session::settle(&srv.app, &stale, None, None).unwrap();
     assert!(!quiet.wrote && quiet.renewed.is_none());
     assert_eq!(record(&srv), stale.record);
     // The first settle records counter 2; the same stale session with 2 again is a replay.
     let k = t.next_ksn();
-    let first = session::settle(&srv.app, &stale, track(&k)).unwrap();
+    let first = session::settle(&srv.app, &stale, track(&k), None).unwrap();
     assert!(first.wrote && first.renewed.is_none());
     assert_eq!(record(&srv).last_counter, 2);
     assert!(matches!(
-        session::settle(&srv.app, &stale, track(&k)),
+        session::settle(&srv.app, &stale, track(&k), None),
         Err(Error::Authentication(AuthFailure::Replay))
     ));
     // Another device's KSN never reaches the record.
     assert!(matches!(
-        session::settle(&srv.app, &stale, track(&ksn("FFFF9876543211E00000", 9))),
+        session::settle(
+            &srv.app,
+            &stale,
+            track(&ksn("FFFF9876543211E00000", 9)),
+            None
+        ),
         Err(Error::InvalidToken("track data from another device"))
     ));
     assert_eq!(record(&srv).last_counter, 2);
@@ -442,13 +448,59 @@ async fn settle_checks_again_what_changed_since_authenticate() {
         .await;
     let k = t.next_ksn();
     assert!(matches!(
-        session::settle(&srv.app, &stale, track(&k)),
+        session::settle(&srv.app, &stale, track(&k), None),
         Err(Error::InvalidToken("superseded"))
     ));
     assert!(matches!(
         session::authenticate(&srv.app, Some(&t.token)),
         Err(Error::InvalidToken("terminal re-registered"))
     ));
+}
+
+/// A new sale's idempotency key and id go into the terminal's recent sales in `settle`'s one
+/// write: newest last, at most `processor.idempotency_depth`; the same key for another id
+/// (a twin racing it) is a replay; the same key and id again (an attempt whose sale was not
+/// stored) changes nothing. Issue 9, recent sales.
+#[tokio::test]
+async fn settle_records_recent_sales_up_to_the_depth_and_refuses_a_racing_twin() {
+    use snapgate::cws::error::{AuthFailure, Error};
+    use snapgate::cws::session;
+    use snapgate::store::RecentSale;
+    let srv = TestServer::start_with(|c| {
+        c.token.clock_skew_seconds = 0;
+        c.processor.idempotency_depth = 3;
+    })
+    .await;
+    let t = Terminal::register(&srv).await;
+    let sale = |n: u8| RecentSale {
+        key: [n; 16],
+        id: [0x80 | n; 16],
+    };
+    let s = session::authenticate(&srv.app, Some(&t.token)).unwrap();
+    assert!(s.record.recent.is_empty());
+    let first = session::settle(&srv.app, &s, None, Some(sale(1))).unwrap();
+    assert!(first.wrote, "a keyed sale writes its key");
+    assert_eq!(record(&srv).recent, [sale(1)]);
+    // From the same (stale) session: the twin with another id is refused, nothing changes.
+    let twin = RecentSale {
+        id: [0xEE; 16],
+        ..sale(1)
+    };
+    assert!(matches!(
+        session::settle(&srv.app, &s, None, Some(twin)),
+        Err(Error::Authentication(AuthFailure::Replay))
+    ));
+    let again = session::settle(&srv.app, &s, None, Some(sale(1))).unwrap();
+    assert!(!again.wrote);
+    assert_eq!(record(&srv).recent, [sale(1)]);
+    for n in 2..=4 {
+        let s = session::authenticate(&srv.app, Some(&t.token)).unwrap();
+        session::settle(&srv.app, &s, None, Some(sale(n))).unwrap();
+    }
+    assert_eq!(record(&srv).recent, [sale(2), sale(3), sale(4)]);
+    // Durable with the rest of the record: it reads back the same from the store.
+    let s = session::authenticate(&srv.app, Some(&t.token)).unwrap();
+    assert_eq!(s.record.recent, [sale(2), sale(3), sale(4)]);
 }
 
 /// Once due, `settle` raises the flag for any transaction, but only one with track data gets
@@ -461,18 +513,23 @@ async fn settle_raises_the_flag_for_any_transaction_and_renews_only_with_track_d
     let mut t = Terminal::register(&srv).await;
     srv.clock.set(day(30));
     let s = session::authenticate(&srv.app, Some(&t.token)).unwrap();
-    let keyed = session::settle(&srv.app, &s, None).unwrap();
+    let keyed = session::settle(&srv.app, &s, None, None).unwrap();
     assert!(keyed.wrote && keyed.renewed.is_none());
     let r = record(&srv);
     assert!(r.refresh_flag && r.pending.is_none(), "{r:?}");
     // Flag up, no track data: the fast path, nothing written.
     let s = session::authenticate(&srv.app, Some(&t.token)).unwrap();
-    let again = session::settle(&srv.app, &s, None).unwrap();
+    let again = session::settle(&srv.app, &s, None, None).unwrap();
     assert!(!again.wrote && again.renewed.is_none());
     // Track data: a pending token, valid for the configured lifetime from now.
     let k = t.next_ksn();
-    let swiped =
-        session::settle(&srv.app, &s, Some(TrackKsn(Ksn::parse_hex(&k).unwrap()))).unwrap();
+    let swiped = session::settle(
+        &srv.app,
+        &s,
+        Some(TrackKsn(Ksn::parse_hex(&k).unwrap())),
+        None,
+    )
+    .unwrap();
     let renewed = swiped.renewed.expect("a renewed token");
     let c = claims(&srv, &renewed);
     assert_eq!(c.issued_at, day(30));

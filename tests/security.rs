@@ -325,6 +325,50 @@ async fn a_retried_keyed_sale_with_the_same_transaction_datetime_and_amount_is_o
     assert_eq!(capture_all_count(&srv, &tok).await, 3);
 }
 
+/// Issue 9, recent sales: a sale is stored under a time-ordered id (its first 48 bits are the
+/// clock's Unix milliseconds), and a retry is found among the terminal's latest
+/// `processor.idempotency_depth` sales; past them, the same keyed request is a new sale.
+#[tokio::test]
+async fn a_retry_is_found_among_the_terminals_latest_sales_and_ids_are_time_ordered() {
+    let srv = TestServer::start_with(|c| c.processor.idempotency_depth = 2).await;
+    let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
+    let at = |s: u32| format!("2026-11-29T10:00:{s:02}Z");
+    let first = srv.tps("Authorize", &keyed_at(&tok, &at(0), "3.00")).await;
+    first.assert_ok();
+    let id = first.text_of("TransactionId").unwrap();
+    let ms = snapgate::clock::Clock::now(&srv.clock).timestamp_millis();
+    assert_eq!(id[..12], format!("{ms:012X}"), "{id}");
+    // A swipe too: stored under a time-ordered id, and its retry answered as it was.
+    let k = ksn(TDES_KSN_BASE, 2);
+    let swipe = swipe_envelope(
+        "Authorize",
+        &tok,
+        &srv.encrypt_track(&k, TRACK2),
+        &k,
+        "5.00",
+        "R5",
+    );
+    let swiped = srv.tps("Authorize", &swipe).await;
+    swiped.assert_ok();
+    assert_eq!(swiped.text_of("TransactionId").unwrap()[..12], id[..12]);
+    assert_eq!(srv.tps("Authorize", &swipe).await.body, swiped.body);
+    // The first sale is still among the latest two: its retry is answered as it was.
+    assert_eq!(
+        srv.tps("Authorize", &keyed_at(&tok, &at(0), "3.00"))
+            .await
+            .body,
+        first.body
+    );
+    srv.tps("Authorize", &keyed_at(&tok, &at(1), "3.00"))
+        .await
+        .assert_ok();
+    // Two newer sales since: the same request is no longer recognised, and is a new sale.
+    let late = srv.tps("Authorize", &keyed_at(&tok, &at(0), "3.00")).await;
+    late.assert_ok();
+    assert_ne!(late.text_of("TransactionId").unwrap(), id);
+    assert_eq!(capture_all_count(&srv, &tok).await, 4);
+}
+
 #[tokio::test]
 async fn past_the_commit_point_a_slow_flush_answers_outcome_unknown_and_the_retry_tells() {
     let srv = TestServer::start().await;

@@ -306,11 +306,38 @@ fn db_copy_brings_the_other_services_records_and_can_run_again() {
             created_at_ms: 1,
         })
         .unwrap();
+    // A terminal with recent sales: they come along with its record.
+    let tid = snapgate::store::TerminalId::new("SK1", "T1");
+    let rec = snapgate::store::TerminalRecord {
+        merchant_profile_id: "MP1".into(),
+        device_serial: "T1".into(),
+        service_key: "SK1".into(),
+        vendor_id: "V".into(),
+        service_id: None,
+        bdk_id: "ansi".into(),
+        device_id: "TFFFF9876543210E0".into(),
+        registered_at_ms: 1,
+        token_id: snapgate::token::TokenId([1; 16]),
+        issued_at_ms: 1,
+        expires_at_ms: 2,
+        refresh_due_at_ms: 3,
+        refresh_flag: false,
+        pending: None,
+        last_counter: 1,
+        revoked: false,
+        recent: vec![snapgate::store::RecentSale {
+            key: [3; 16],
+            id: [4; 16],
+        }],
+    };
+    use snapgate::store::TerminalStore;
+    assert!(sled.compare_and_swap(&tid, None, &rec).unwrap());
     let url = fresh_database();
     let Engine::Postgres(pg) = Engine::open(&pg_config(&url)).unwrap() else {
         unreachable!()
     };
     let first = snapgate::store::copy::copy_sled_to_postgres(&sled, &pg).unwrap();
+    assert_eq!(pg.get(&tid).unwrap(), Some(rec));
     // 2 merchants + 2 applications + 1 certificate + 1 denied + 1 client.
     assert_eq!((first.others_read, first.others_inserted), (7, 7));
     let again = snapgate::store::copy::copy_sled_to_postgres(&sled, &pg).unwrap();

@@ -365,7 +365,13 @@ pub struct ProcessorConfig {
     pub sandbox_retention_days: u32,
     /// At most this many old sandbox transactions looked at per retention step.
     pub sandbox_prune_per_tick: usize,
+    /// How many of a terminal's latest new sandbox transactions a retry can find by its
+    /// idempotency key (kept in the terminal's record).
+    pub idempotency_depth: usize,
 }
+
+/// The largest `processor.idempotency_depth`: each entry is 32 bytes of every terminal record.
+pub const MAX_IDEMPOTENCY_DEPTH: usize = 16;
 
 impl Default for ProcessorConfig {
     fn default() -> Self {
@@ -378,6 +384,7 @@ impl Default for ProcessorConfig {
             upstream_ca_file: None,
             sandbox_retention_days: 30,
             sandbox_prune_per_tick: 2_000,
+            idempotency_depth: 4,
         }
     }
 }

@@ -118,6 +118,11 @@ impl Config {
             pr.sandbox_prune_per_tick,
             1..=1_000_000,
         )?;
+        bounded(
+            "processor.idempotency_depth",
+            pr.idempotency_depth,
+            1..=MAX_IDEMPOTENCY_DEPTH,
+        )?;
         bounded("store.pool_size", st.pool_size, 1..=512)?;
         bounded(
             "store.threads",
@@ -288,6 +293,12 @@ mod bounds_tests {
             }),
             ("processor.sandbox_prune_per_tick", |c| {
                 c.processor.sandbox_prune_per_tick = 0
+            }),
+            ("processor.idempotency_depth", |c| {
+                c.processor.idempotency_depth = 0
+            }),
+            ("processor.idempotency_depth", |c| {
+                c.processor.idempotency_depth = MAX_IDEMPOTENCY_DEPTH + 1
             }),
         ];
         for (name, edit) in cases {

@@ -17,7 +17,7 @@
 use crate::app::App;
 use crate::cws::error::{AuthFailure, Error};
 use crate::dukpt::Ksn;
-use crate::store::{self, from_ms, to_ms, PendingToken, TerminalId, TerminalRecord};
+use crate::store::{self, from_ms, to_ms, PendingToken, RecentSale, TerminalId, TerminalRecord};
 use crate::token::{self, Claims, TokenError, TokenId, VerifiedToken};
 
 /// An authenticated caller.
@@ -134,7 +134,17 @@ pub fn check_track(app: &App, s: &Session, ksn: &Ksn) -> Result<(), Error> {
 
 /// Record what this transaction tells about the terminal; return the renewed token to append,
 /// if one is due and the transaction carried encrypted track data.
-pub fn settle(app: &App, s: &Session, track: Option<TrackKsn>) -> Result<Settled, Error> {
+///
+/// `sale`: a new sandbox transaction's idempotency key and id, recorded among the terminal's
+/// recent sales in the same write (docs/DECISIONS.md, "Issue 9: recent sales"). A key already
+/// recorded for another id is a request racing its twin: refused as a replay, as a second swipe
+/// with a spent KSN is.
+pub fn settle(
+    app: &App,
+    s: &Session,
+    track: Option<TrackKsn>,
+    sale: Option<RecentSale>,
+) -> Result<Settled, Error> {
     let now = app.clock.now();
     let now_ms = to_ms(now);
     let binding = app.config.security.device_binding;
@@ -146,9 +156,10 @@ pub fn settle(app: &App, s: &Session, track: Option<TrackKsn>) -> Result<Settled
         }
     }
     let tcfg = app.token();
+    let depth = app.config.processor.idempotency_depth;
     let due = |r: &TerminalRecord| r.refresh_flag || now_ms >= r.refresh_due_at_ms;
     // Fast path: nothing to record, nothing to hand out.
-    if track.is_none() && (!due(&s.record) || s.record.refresh_flag) {
+    if track.is_none() && sale.is_none() && (!due(&s.record) || s.record.refresh_flag) {
         return Ok(Settled::default());
     }
     // The record authenticate just read is the first guess; CAS catches any change since.
@@ -164,6 +175,18 @@ pub fn settle(app: &App, s: &Session, track: Option<TrackKsn>) -> Result<Settled
                     return Err(Error::Authentication(AuthFailure::Replay));
                 }
                 r.last_counter = ksn.counter();
+            }
+            if let Some(sale) = sale {
+                match r.recent.iter().find(|e| e.key == sale.key) {
+                    // Recorded by an earlier attempt whose sale was not stored: reuse it.
+                    Some(e) if e.id == sale.id => {}
+                    Some(_) => return Err(Error::Authentication(AuthFailure::Replay)),
+                    None => {
+                        r.recent.push(sale);
+                        let over = r.recent.len().saturating_sub(depth);
+                        r.recent.drain(..over);
+                    }
+                }
             }
             if due(&r) {
                 r.refresh_flag = true;

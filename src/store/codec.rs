@@ -9,8 +9,11 @@
 //! a deployment, are u16 indexes into the engine's name table, and the KSN device id is its
 //! scheme plus 8 raw bytes. Records written before this layout are postcard `TerminalRecord`s;
 //! they still decode, and their next update rewrites them.
+//!
+//! A terminal's recent sales (`TerminalRecord::recent`), when it has any, follow the record as
+//! a postcard list; a record without them is byte for byte what it was before they existed.
 
-use super::{PendingToken, StoreError, TerminalRecord};
+use super::{PendingToken, RecentSale, StoreError, TerminalRecord};
 use crate::cws::ops::register_terminal::MAX_FIELD_LEN;
 use crate::token::TokenId;
 use serde::{Deserialize, Serialize};
@@ -98,6 +101,7 @@ impl<'a, N> StoredRecord<'a, N> {
             pending: self.pending,
             last_counter: self.last_counter,
             revoked: self.revoked,
+            recent: Vec::new(),
         })
     }
 }
@@ -159,7 +163,32 @@ pub fn encode(r: &TerminalRecord, indexes: Option<[u16; 3]>) -> Vec<u8> {
             postcard::to_extend(&StoredRecord::new(r, names), out)
         }
     };
-    out.expect("records always serialize")
+    let mut out = out.expect("records always serialize");
+    append_recent(&mut out, &r.recent);
+    out
+}
+
+/// Append `recent` after a record's bytes: nothing when there are none, so such a record keeps
+/// the bytes it had before recent sales existed (and compare-and-swap on them still matches).
+pub fn append_recent(out: &mut Vec<u8>, recent: &[RecentSale]) {
+    if !recent.is_empty() {
+        let bytes = std::mem::take(out);
+        *out = postcard::to_extend(recent, bytes).expect("records always serialize");
+    }
+}
+
+/// The recent sales after a record's bytes (`append_recent`): none for no bytes; anything but
+/// exactly one non-empty list is corrupt (an empty one is never written, and would re-encode
+/// to other bytes).
+pub fn read_recent(rest: &[u8]) -> Result<Vec<RecentSale>, StoreError> {
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list: Vec<RecentSale> = whole(rest)?;
+    if list.is_empty() {
+        return Err(postcard::Error::DeserializeBadEncoding.into());
+    }
+    Ok(list)
 }
 
 /// The record in `bytes`, any layout. `resolve` gives the names at the indexes an indexed
@@ -168,18 +197,21 @@ pub fn decode(
     bytes: &[u8],
     resolve: impl FnOnce([u16; 3]) -> Result<[String; 3], StoreError>,
 ) -> Result<TerminalRecord, StoreError> {
-    match bytes.first() {
+    let (mut record, rest) = match bytes.first() {
         Some(&TAG_INDEXED) => {
-            let s: StoredRecord<'_, u16> = whole(&bytes[1..])?;
-            s.into_record(resolve)
+            let (s, rest): (StoredRecord<'_, u16>, _) = postcard::take_from_bytes(&bytes[1..])?;
+            (s.into_record(resolve)?, rest)
         }
         Some(&TAG_INLINE) => {
-            let s: StoredRecord<'_, Cow<'_, str>> = whole(&bytes[1..])?;
-            s.into_record(|s| Ok(s.map(Cow::into_owned)))
+            let (s, rest): (StoredRecord<'_, Cow<'_, str>>, _) =
+                postcard::take_from_bytes(&bytes[1..])?;
+            (s.into_record(|s| Ok(s.map(Cow::into_owned)))?, rest)
         }
         // The earlier layout: postcard of the `TerminalRecord` itself.
-        _ => Ok(postcard::from_bytes(bytes)?),
-    }
+        _ => postcard::take_from_bytes(bytes)?,
+    };
+    record.recent = read_recent(rest)?;
+    Ok(record)
 }
 
 /// Postcard of exactly `bytes`: trailing bytes mean the record is not what was written.

@@ -8,7 +8,7 @@
 //! Safe to re-run: a row already in PostgreSQL is kept as it is (never overwritten by an
 //! older copy), and the copy then checks that every source key is present in the target.
 
-use super::postgres::{migrate, PgStore};
+use super::postgres::{encode_terminal, migrate, PgStore};
 use super::{SledStore, StoreError, TerminalStore};
 
 /// What a copy did, per table.
@@ -46,7 +46,7 @@ pub fn copy_sled_to_postgres(from: &SledStore, to: &PgStore) -> Result<CopyRepor
             .map(|(id, r)| {
                 (
                     id.0.to_vec(),
-                    postcard::to_allocvec(r).expect("records always serialize"),
+                    encode_terminal(r),
                     i64::from(r.last_counter),
                     r.refresh_flag,
                     r.revoked,

@@ -110,6 +110,16 @@ pub struct PendingToken {
     pub expires_at_ms: i64,
 }
 
+/// One of a terminal's latest new sandbox transactions: its idempotency key (a hash of the
+/// terminal and the request's KSN, or of its TransactionDateTime and amount) and the id it was
+/// stored under. A retry finds its stored answer here (docs/DECISIONS.md, "Issue 9: recent
+/// sales").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentSale {
+    pub key: [u8; 16],
+    pub id: TxnId,
+}
+
 /// Everything snapgate keeps about one terminal. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TerminalRecord {
@@ -134,6 +144,11 @@ pub struct TerminalRecord {
     pub last_counter: u32,
     /// An operator revoked the terminal: every token fails until it registers again.
     pub revoked: bool,
+    /// The terminal's latest new sandbox transactions, oldest first, at most
+    /// `processor.idempotency_depth`. Not in the serde layout: the codecs append it after the
+    /// record (`codec::append_recent`), so records written before it read back with none.
+    #[serde(skip)]
+    pub recent: Vec<RecentSale>,
 }
 
 pub fn to_ms(t: DateTime<Utc>) -> i64 {

@@ -43,6 +43,7 @@ fn record(serial: &str) -> TerminalRecord {
         pending: None,
         last_counter: 1,
         revoked: false,
+        recent: Vec::new(),
     }
 }
 
@@ -69,6 +70,12 @@ fn full_record(serial: &str) -> TerminalRecord {
         }),
         last_counter: u32::MAX,
         revoked: true,
+        recent: (0..4u8)
+            .map(|i| RecentSale {
+                key: [i; 16],
+                id: [0xF0 | i; 16],
+            })
+            .collect(),
     }
 }
 
@@ -140,6 +147,7 @@ fn a_typical_record_is_76_bytes_against_124_before() {
         pending: None,
         last_counter: 1,
         revoked: false,
+        recent: Vec::new(),
     };
     // tag 1 + merchant 1+4 + serial 1+12 + three name indexes 1 each + no service id 1
     // + device id 1+8 + 4 times x 6 (zigzag varints of ~3.6e12 < 2^42) + token 16
@@ -153,7 +161,9 @@ fn a_typical_record_is_76_bytes_against_124_before() {
 fn records_in_the_earlier_layout_still_decode_and_update() {
     let dir = tempfile::tempdir().unwrap();
     let s = reopen(dir.path());
-    let (a, b) = (record("B1"), full_record("B2"));
+    // Recent sales came after the earlier layout: its records have none.
+    let (a, mut b) = (record("B1"), full_record("B2"));
+    b.recent.clear();
     let ids = [TerminalId::new("k", "B1"), TerminalId::new("k", "B2")];
     for (id, r) in ids.iter().zip([&a, &b]) {
         let old = postcard::to_allocvec(r).unwrap();

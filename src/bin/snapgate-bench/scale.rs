@@ -167,6 +167,7 @@ fn record(i: u64, now_ms: i64) -> (TerminalId, TerminalRecord) {
         pending: None,
         last_counter: ksn.counter(),
         revoked: false,
+        recent: Vec::new(),
     };
     (TerminalId::new(DEV_SERVICE_KEY, &serial), rec)
 }

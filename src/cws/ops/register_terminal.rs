@@ -237,6 +237,7 @@ async fn register(
         pending: None,
         last_counter: auth.ksn.counter(),
         revoked: false,
+        recent: Vec::new(),
     };
     let id = TerminalId::new(&c.service_key, &auth.device_serial);
     let replay_protection = app.config.security.replay_protection;

@@ -81,8 +81,8 @@ pub struct Txn {
 /// A new transaction request, as the sandbox needs it.
 #[derive(Debug, Clone)]
 pub struct NewTxn {
-    /// The id to store it under: derived from the request's idempotency key (a retry finds it
-    /// again), or None for a random one.
+    /// The id to store it under (`new_id`, recorded with the request's idempotency key among
+    /// the terminal's recent sales), or None for a new one.
     pub id: Option<TxnId>,
     pub amount_cents: i64,
     pub card: Card,
@@ -130,7 +130,7 @@ fn not_found(id: &str) -> Error {
 /// Time first, so a new transaction lands at the tail of the tree, where sled's cache already
 /// is, however many are stored (random ids touched a random, often uncached, leaf per sale),
 /// and the retention sweep finds the old ones at the head, in id order.
-fn new_id(now: chrono::DateTime<chrono::Utc>) -> [u8; 16] {
+pub fn new_id(now: chrono::DateTime<chrono::Utc>) -> [u8; 16] {
     use rand::RngCore;
     let mut b = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut b[6..]);
@@ -530,9 +530,9 @@ impl Sandbox {
         after: Option<&[u8; 16]>,
         limit: usize,
     ) -> Result<(usize, Option<[u8; 16]>), Error> {
-        // Ids derived from an idempotency key (new sales with track data or a
-        // TransactionDateTime) are not time-ordered, so the step walks the whole tree in
-        // bounded pages and decides by each record's own creation time.
+        // New sales are stored under time-ordered ids, but those stored before the terminal's
+        // recent sales existed have ids hashed from their idempotency key: the step walks the
+        // whole tree in bounded pages and decides by each record's own creation time.
         let batch = self.db.range(after, &[0xff; 16], limit)?;
         let mut deleted = 0;
         for (id, bytes) in &batch {

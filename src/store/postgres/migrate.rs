@@ -20,6 +20,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "profiles, pairing, connector",
         include_str!("sql/0005_services.sql"),
     ),
+    (
+        6,
+        "recent sales in terminal records",
+        include_str!("sql/0006_recent_sales.sql"),
+    ),
 ];
 
 /// The schema version this binary writes and reads.

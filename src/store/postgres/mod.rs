@@ -495,6 +495,7 @@ mod terminals;
 mod transactions;
 
 pub use self::migrate::{check_schema, latest_version, migrate, schema_version, MIGRATIONS};
+pub(crate) use self::terminals::encode as encode_terminal;
 pub use self::transactions::PgTransactions;
 
 /// A record in the sled engine's postcard encoding (deterministic: compare-and-swap compares it).

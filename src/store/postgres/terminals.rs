@@ -1,15 +1,21 @@
 //! Terminal records in PostgreSQL (`terminals`) and the sweep's lease (`snapgate_leases`).
 
 use super::{prepared, PgStore};
-use crate::store::{StoreError, TerminalId, TerminalRecord, TerminalStore};
+use crate::store::{codec, StoreError, TerminalId, TerminalRecord, TerminalStore};
 use std::time::Duration;
 
-fn encode(r: &TerminalRecord) -> Vec<u8> {
-    postcard::to_allocvec(r).expect("records always serialize")
+/// postcard of the record, then its recent sales if it has any (`codec::append_recent`): a
+/// record without them keeps the bytes of schema 5, which `UPDATE`'s `rec = $6` compares.
+pub(crate) fn encode(r: &TerminalRecord) -> Vec<u8> {
+    let mut out = postcard::to_allocvec(r).expect("records always serialize");
+    codec::append_recent(&mut out, &r.recent);
+    out
 }
 
 fn decode(b: &[u8]) -> Result<TerminalRecord, StoreError> {
-    Ok(postcard::from_bytes(b)?)
+    let (mut r, rest): (TerminalRecord, _) = postcard::take_from_bytes(b)?;
+    r.recent = codec::read_recent(rest)?;
+    Ok(r)
 }
 
 const GET: &str = "SELECT rec FROM terminals WHERE id = $1";

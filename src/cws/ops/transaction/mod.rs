@@ -13,11 +13,11 @@ use crate::cws::card::{self, Card, CardError};
 use crate::cws::error::{Error, Service};
 use crate::cws::limiter::Subject;
 use crate::cws::processor::forward::Forward;
-use crate::cws::processor::sandbox::{Follow, NewTxn, Sandbox, State, Txn};
+use crate::cws::processor::sandbox::{self, Follow, NewTxn, Sandbox, State, Txn};
 use crate::cws::processor::Outcome;
 use crate::cws::session::{self, Session, Settled, TrackKsn};
 use crate::cws::soap::{self, Base, Element};
-use crate::store::{self, TerminalId, TxnId};
+use crate::store::{self, RecentSale, TerminalId};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
@@ -234,15 +234,22 @@ fn new_trip(
 ) -> Result<Done, Error> {
     let session = read_caller(app, name, caller)?;
     let n = request?;
-    let idem = idempotency_id(&session.terminal_id, &n);
-    let mut stored = match &idem {
+    // The key finds the id among the terminal's recent sales (its record, read already), and
+    // the sale is stored under a time-ordered id: a new sale lands at the tail of the
+    // transactions, whatever their number (docs/DECISIONS.md, "Issue 9: recent sales").
+    let key = idempotency_key(&session.terminal_id, &n);
+    let slot = key.and_then(|k| {
+        let mut recent = session.record.recent.iter().rev();
+        recent.find(|e| e.key == k).map(|e| e.id)
+    });
+    let mut stored = match &slot {
         Some(id) => app.sandbox.stored(&session.terminal_id, id)?,
         None => None,
     };
     // A retry of a swipe carries its spent KSN counter: find its stored answer before the
     // counter check would call it a replay.
     let mut found = None;
-    if let (Some(_), Some(_)) = (idem, &n.secure) {
+    if let (Some(_), Some(_)) = (key, &n.secure) {
         match retried(app, name, &session, &n, None, stored.take()) {
             Retry::Answer(o) => {
                 return Ok(Done::Retry(Box::new((session, n.secure.is_some(), *o))))
@@ -260,28 +267,33 @@ fn new_trip(
                 "TenderData needs SecurePaymentAccountData with EncryptionKeyId, or CardData/PAN",
             )),
         };
-    let id = match idem {
-        Some(id) => match found
+    let sale = match key {
+        Some(key) => match found
             .unwrap_or_else(|| retried(app, name, &session, &n, Some(&card), stored.take()))
         {
             Retry::Answer(o) => {
                 return Ok(Done::Retry(Box::new((session, n.secure.is_some(), *o))))
             }
-            Retry::Free => Some(id),
+            // The slot of an attempt whose sale was not stored is used again.
+            Retry::Free => Some(RecentSale {
+                key,
+                id: slot.unwrap_or_else(|| sandbox::new_id(app.clock.now())),
+            }),
             Retry::Taken => None,
         },
         None => None,
     };
     let track = n.secure.as_ref().map(|s| TrackKsn(s.ksn));
     let req = NewTxn {
-        id,
+        id: sale.map(|s| s.id),
         amount_cents: n.amount_cents,
         card,
         reference: n.reference,
     };
-    let (settled, outcomes) = settle_and_process(app, commit, &session, track, |sb, term, now| {
-        Ok(vec![step(sb, term, &req, now)?])
-    })?;
+    let (settled, outcomes) =
+        settle_and_process(app, commit, &session, track, sale, |sb, term, now| {
+            Ok(vec![step(sb, term, &req, now)?])
+        })?;
     Ok(Done::Processed(settled, outcomes))
 }
 
@@ -343,10 +355,10 @@ async fn answer(app: &App, ctx: &Context, name: OpName, done: Done) -> Result<Re
     }
 }
 
-/// The transaction id a new sale is stored under, derived from its idempotency key (docs/
-/// DECISIONS.md, "Issue 13"): the terminal and the KSN of its track data, or for a keyed sale
-/// the terminal, TransactionDateTime and amount. None (a random id) without a key.
-fn idempotency_id(terminal: &TerminalId, n: &NewRequest) -> Option<TxnId> {
+/// A new sale's idempotency key (docs/DECISIONS.md, "Issue 13"): a hash of the terminal and
+/// the KSN of its track data, or for a keyed sale of the terminal, TransactionDateTime and
+/// amount. None without a key.
+fn idempotency_key(terminal: &TerminalId, n: &NewRequest) -> Option<[u8; 16]> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(b"snapgate/idempotency/v1\0");
@@ -365,9 +377,9 @@ fn idempotency_id(terminal: &TerminalId, n: &NewRequest) -> Option<TxnId> {
         (None, None) => return None,
     }
     let d = h.finalize();
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&d[..16]);
-    Some(id)
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&d[..16]);
+    Some(key)
 }
 
 /// What the idempotency key found.
@@ -457,7 +469,7 @@ pub async fn run_follow<F: Send + 'static>(
         let session = read_caller(app, name, &caller)?;
         let follow = follow?;
         let (settled, outcomes) =
-            settle_and_process(app, &commit, &session, None, |sb, term, now| {
+            settle_and_process(app, &commit, &session, None, None, |sb, term, now| {
                 step(sb, term, &follow, now)
             })?;
         Ok(Done::Processed(settled, outcomes))
@@ -474,12 +486,13 @@ fn settle_and_process(
     commit: &CommitPoint,
     session: &Session,
     track: Option<TrackKsn>,
+    sale: Option<RecentSale>,
     process: impl FnOnce(&Sandbox, &TerminalId, DateTime<Utc>) -> Result<Vec<Outcome>, Error>,
 ) -> Result<(Settled, Vec<Outcome>), Error> {
     let now = app.clock.now();
     // The commit point: from the first write on, the request is finished, not abandoned.
     commit.mark()?;
-    let settled = session::settle(app, session, track)?;
+    let settled = session::settle(app, session, track, sale)?;
     Ok((settled, process(&app.sandbox, &session.terminal_id, now)?))
 }
 
@@ -500,7 +513,7 @@ async fn relay_new(
     ctx.commit.mark()?;
     let a = app.clone();
     let (settled, wrote) = store::offload(move || {
-        session::settle(&a, &session, track).map(|settled| (settled, session.wrote))
+        session::settle(&a, &session, track, None).map(|settled| (settled, session.wrote))
     })
     .await?;
     let header = settled.renewed.map(|t| renewed_header(ctx, &t));
