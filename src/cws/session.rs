@@ -120,11 +120,11 @@ pub struct TrackKsn(pub Ksn);
 /// counter above the last one seen (pure; `settle` checks again under the store's CAS).
 pub fn check_track(app: &App, s: &Session, ksn: &Ksn) -> Result<(), Error> {
     let r = &s.record;
-    if app.config.security.device_binding && ksn.device_id() != s.token.claims().device_id {
+    if app.config.security.device_binding && !ksn.device_id_is(&s.token.claims().device_id) {
         return Err(invalid("track data from another device"));
     }
     if app.config.security.replay_protection
-        && r.device_id == ksn.device_id()
+        && ksn.device_id_is(&r.device_id)
         && ksn.counter() <= r.last_counter
     {
         return Err(Error::Authentication(AuthFailure::Replay));
@@ -151,7 +151,7 @@ pub fn settle(
     let replay = app.config.security.replay_protection;
     let claims = s.token.claims();
     if let Some(TrackKsn(ksn)) = track {
-        if binding && ksn.device_id() != claims.device_id {
+        if binding && !ksn.device_id_is(&claims.device_id) {
             return Err(invalid("track data from another device"));
         }
     }
@@ -171,7 +171,7 @@ pub fn settle(
             }
             let mut r = cur.clone();
             if let Some(TrackKsn(ksn)) = track {
-                if replay && r.device_id == ksn.device_id() && ksn.counter() <= r.last_counter {
+                if replay && ksn.device_id_is(&r.device_id) && ksn.counter() <= r.last_counter {
                     return Err(Error::Authentication(AuthFailure::Replay));
                 }
                 r.last_counter = ksn.counter();

@@ -89,15 +89,28 @@ impl Ksn {
     /// The KSN without its counter, prefixed "T" (TDES: KSN[0..8] with byte 7 &= 0xE0)
     /// or "A" (AES: the 8-byte initial key ID), so the schemes never collide.
     pub fn device_id(&self) -> String {
-        match self {
-            Ksn::Tdes(b) => {
-                let mut d = [0u8; 8];
-                d.copy_from_slice(&b[..8]);
-                d[7] &= 0xE0;
-                format!("T{}", hex::encode_upper(d))
-            }
-            Ksn::Aes(b) => format!("A{}", hex::encode_upper(&b[..8])),
+        String::from_utf8(self.device_id_bytes().to_vec()).expect("ASCII")
+    }
+
+    /// Whether `id` is this KSN's `device_id`, without building it as a String (a sale
+    /// compares it several times: issue 9).
+    pub fn device_id_is(&self, id: &str) -> bool {
+        id.as_bytes() == self.device_id_bytes()
+    }
+
+    /// `device_id` in a stack buffer: the scheme letter, then 16 uppercase hex digits.
+    fn device_id_bytes(&self) -> [u8; 17] {
+        let (scheme, mut d) = match self {
+            Ksn::Tdes(b) => (b'T', [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            Ksn::Aes(b) => (b'A', [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+        };
+        if scheme == b'T' {
+            d[7] &= 0xE0;
         }
+        let mut out = [scheme; 17];
+        hex::encode_to_slice(d, &mut out[1..]).expect("16 hex digits for 8 bytes");
+        out[1..].make_ascii_uppercase();
+        out
     }
 
     /// Whether a terminal could have produced this counter: TDES 1..=10 one-bits,

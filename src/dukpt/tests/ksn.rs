@@ -77,6 +77,27 @@ fn ksn_counter_device_id_and_key_set_id_are_extracted() {
 }
 
 #[test]
+fn device_id_is_compares_with_the_device_id_exactly() {
+    let t = Ksn::parse_hex("FFFF9876543210EFF801").unwrap();
+    let a = Ksn::parse_hex("FFFF9876543210EFF8012000").unwrap();
+    for k in [t, t.with_counter(1), a] {
+        assert!(k.device_id_is(&k.device_id()), "{k:?}");
+    }
+    assert!(t.device_id_is("TFFFF9876543210E0"));
+    assert!(a.device_id_is("AFFFF9876543210EF"));
+    for other in [
+        "AFFFF9876543210E0", // the other scheme
+        "TFFFF9876543210E1", // a counter bit kept
+        "Tffff9876543210e0", // lowercase is another string
+        "TFFFF9876543210E",
+        "TFFFF9876543210E00",
+        "",
+    ] {
+        assert!(!t.device_id_is(other), "{other}");
+    }
+}
+
+#[test]
 fn ksn_with_counter_replaces_only_the_counter() {
     let t = Ksn::parse_hex("FFFF9876543210E00000").unwrap();
     assert_eq!(t.with_counter(0x1F_F800).to_hex(), "FFFF9876543210FFF800");

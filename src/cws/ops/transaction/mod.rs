@@ -410,7 +410,7 @@ fn retried(
         (Some(c), _) => Some(c),
         (None, Some(s)) => {
             // Only the token's own device: its ciphertext decrypted under this KSN before.
-            if s.ksn.device_id() != session.token.claims().device_id {
+            if !s.ksn.device_id_is(&session.token.claims().device_id) {
                 return Retry::Taken;
             }
             read = card::from_secure_track(&app.keys(), &s.ksn, &s.data).ok();
