@@ -275,10 +275,13 @@ fn borrowed<'a>(src: &'a str, part: &[u8]) -> Result<Cow<'a, str>, EnvelopeError
 
 /// Append a piece of an element's text: the first piece is kept as it is (borrowed when it
 /// had no reference to unescape), a second one (text around a comment, CDATA) makes a copy.
+/// Whitespace after whitespace is dropped: it is what indentation between a parent's children
+/// gives, one piece per child, and every reader trims it away (a relayed request only loses
+/// some of its indentation).
 fn append<'a>(text: &mut Cow<'a, str>, piece: Cow<'a, str>) {
     if text.is_empty() {
         *text = piece;
-    } else {
+    } else if !(piece.trim().is_empty() && text.trim().is_empty()) {
         text.to_mut().push_str(&piece);
     }
 }
@@ -869,6 +872,11 @@ mod tests {
         assert!(is_borrowed(&d.text) && d.text == "<raw>");
         // Text on both sides of a comment is joined into a copy.
         assert!(!is_borrowed(&e.text) && e.text == "pq");
+        // Indentation between children stays the first piece, borrowed.
+        let indented = parse_document("<a>\n  <b>1</b>\n  <c/>\n</a>", &LIMITS).unwrap();
+        assert!(is_borrowed(&indented.text) && indented.text == "\n  ");
+        let mixed = parse_document("<a> <!-- --> x <!-- --> </a>", &LIMITS).unwrap();
+        assert_eq!(mixed.text, "  x  ");
         let owned = root.clone().into_owned();
         assert_eq!(owned, root);
     }
