@@ -281,9 +281,14 @@ fn borrowed<'a>(src: &'a str, part: &[u8]) -> Result<Cow<'a, str>, EnvelopeError
 fn append<'a>(text: &mut Cow<'a, str>, piece: Cow<'a, str>) {
     if text.is_empty() {
         *text = piece;
-    } else if !(piece.trim().is_empty() && text.trim().is_empty()) {
+    } else if !(xml_space(&piece) && xml_space(text)) {
         text.to_mut().push_str(&piece);
     }
+}
+
+/// Only XML's whitespace (space, tab, CR, LF): cheaper than `trim`, and never more.
+fn xml_space(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
 }
 
 /// Parse one XML document into its root element, borrowing from `text`.
@@ -877,6 +882,9 @@ mod tests {
         assert!(is_borrowed(&indented.text) && indented.text == "\n  ");
         let mixed = parse_document("<a> <!-- --> x <!-- --> </a>", &LIMITS).unwrap();
         assert_eq!(mixed.text, "  x  ");
+        // Other Unicode whitespace is text to keep, whatever readers trim later.
+        let nbsp = parse_document("<a>\t<!-- -->\u{a0}<!-- -->\r\n</a>", &LIMITS).unwrap();
+        assert_eq!(nbsp.text, "\t\u{a0}\r\n");
         let owned = root.clone().into_owned();
         assert_eq!(owned, root);
     }
