@@ -113,6 +113,9 @@ pub struct LoadArgs {
     /// In-process snapgate's sled cache, `store.cache_mb` (0: its default).
     #[arg(long, default_value_t = 0)]
     pub cache_mb: u64,
+    /// In-process snapgate's `store.group_commit_window_us` (its default: 0).
+    #[arg(long, default_value_t = 0)]
+    pub commit_window_us: u64,
 }
 
 #[derive(Serialize)]

@@ -109,6 +109,7 @@ pub(super) fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String
         o => return Err(format!("--offload {o}: always or network")),
     };
     cfg.store.threads = args.store_threads;
+    cfg.store.group_commit_window_us = args.commit_window_us;
     if args.cache_mb > 0 {
         cfg.store.cache_mb = args.cache_mb;
     }
