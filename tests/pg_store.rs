@@ -5,7 +5,7 @@ mod common;
 use common::*;
 
 use snapgate::store::postgres::{self as pg, PgSettings, PgStore};
-use snapgate::store::{self, StoreError, TerminalId, TerminalRecord, TerminalStore};
+use snapgate::store::{self, StoreError, TerminalId, TerminalStore};
 use snapgate::token::TokenId;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -25,39 +25,11 @@ fn open(url: &str) -> PgStore {
     s
 }
 
-fn record(serial: &str) -> TerminalRecord {
-    TerminalRecord {
-        merchant_profile_id: "MP1".into(),
-        device_serial: serial.into(),
-        service_key: SERVICE_KEY.into(),
-        vendor_id: VENDOR_ID.into(),
-        service_id: None,
-        bdk_id: "ansi".into(),
-        device_id: "TFFFF9876543210E0".into(),
-        registered_at_ms: 1,
-        token_id: TokenId([1; 16]),
-        issued_at_ms: 1,
-        expires_at_ms: 2,
-        refresh_due_at_ms: 3,
-        refresh_flag: false,
-        pending: None,
-        last_counter: 1,
-        revoked: false,
-        recent: vec![
-            snapgate::store::RecentSale {
-                key: [7; 16],
-                id: [9; 16],
-            };
-            2
-        ],
-    }
-}
-
 #[test]
 fn compare_and_swap_get_and_list_behave_as_on_sled() {
     let s = open(&fresh_database());
     let id = TerminalId::new(SERVICE_KEY, "B1");
-    let a = record("B1");
+    let a = sample_record("B1");
     let mut b = a.clone();
     b.last_counter = 9;
     assert_eq!(s.get(&id).unwrap(), None);
@@ -81,7 +53,9 @@ fn compare_and_swap_get_and_list_behave_as_on_sled() {
     for i in 0..5 {
         let serial = format!("L{i}");
         let tid = TerminalId::new(SERVICE_KEY, &serial);
-        assert!(s.compare_and_swap(&tid, None, &record(&serial)).unwrap());
+        assert!(s
+            .compare_and_swap(&tid, None, &sample_record(&serial))
+            .unwrap());
         ids.push(tid);
     }
     ids.sort();
@@ -100,7 +74,7 @@ fn updates_from_two_nodes_never_lose_each_other() {
     let nodes = [Arc::new(open(&url)), Arc::new(open(&url))];
     let id = TerminalId::new(SERVICE_KEY, "RACE");
     assert!(nodes[0]
-        .compare_and_swap(&id, None, &record("RACE"))
+        .compare_and_swap(&id, None, &sample_record("RACE"))
         .unwrap());
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -130,7 +104,7 @@ fn one_counter_and_one_promotion_win_across_nodes() {
     let url = fresh_database();
     let nodes = [Arc::new(open(&url)), Arc::new(open(&url))];
     let id = TerminalId::new(SERVICE_KEY, "ONCE");
-    let mut r = record("ONCE");
+    let mut r = sample_record("ONCE");
     r.pending = Some(store::PendingToken {
         token_id: TokenId([7; 16]),
         issued_at_ms: 10,
@@ -208,8 +182,8 @@ fn migrate_is_idempotent_and_refuses_a_newer_schema() {
 async fn works_from_a_current_thread_runtime() {
     let s = open(&fresh_database());
     let id = TerminalId::new(SERVICE_KEY, "RT");
-    assert!(s.compare_and_swap(&id, None, &record("RT")).unwrap());
-    assert_eq!(s.get(&id).unwrap(), Some(record("RT")));
+    assert!(s.compare_and_swap(&id, None, &sample_record("RT")).unwrap());
+    assert_eq!(s.get(&id).unwrap(), Some(sample_record("RT")));
     s.ping().unwrap();
 }
 
@@ -224,7 +198,9 @@ fn an_outage_fails_within_the_timeout_and_the_store_recovers() {
     let s = PgStore::open(&st).unwrap();
     pg::migrate(s.pool()).unwrap();
     let id = TerminalId::new(SERVICE_KEY, "OUT");
-    assert!(s.compare_and_swap(&id, None, &record("OUT")).unwrap());
+    assert!(s
+        .compare_and_swap(&id, None, &sample_record("OUT"))
+        .unwrap());
     server.stop();
     for _ in 0..3 {
         let t = Instant::now();
@@ -244,7 +220,7 @@ fn an_outage_fails_within_the_timeout_and_the_store_recovers() {
     }
     // Every connection of the pool works again: none answers with a stale socket.
     for _ in 0..16 {
-        assert_eq!(s.get(&id).unwrap(), Some(record("OUT")));
+        assert_eq!(s.get(&id).unwrap(), Some(sample_record("OUT")));
     }
 }
 
@@ -300,7 +276,9 @@ fn tls_to_postgres_verifies_the_server() {
     let s = PgStore::open(&st).unwrap();
     pg::migrate(s.pool()).unwrap();
     let id = TerminalId::new(SERVICE_KEY, "TLS");
-    assert!(s.compare_and_swap(&id, None, &record("TLS")).unwrap());
+    assert!(s
+        .compare_and_swap(&id, None, &sample_record("TLS"))
+        .unwrap());
     let ssl: bool = s
         .pool()
         .call(|c, _| {

@@ -307,29 +307,8 @@ fn db_copy_brings_the_other_services_records_and_can_run_again() {
         })
         .unwrap();
     // A terminal with recent sales: they come along with its record.
-    let tid = snapgate::store::TerminalId::new("SK1", "T1");
-    let rec = snapgate::store::TerminalRecord {
-        merchant_profile_id: "MP1".into(),
-        device_serial: "T1".into(),
-        service_key: "SK1".into(),
-        vendor_id: "V".into(),
-        service_id: None,
-        bdk_id: "ansi".into(),
-        device_id: "TFFFF9876543210E0".into(),
-        registered_at_ms: 1,
-        token_id: snapgate::token::TokenId([1; 16]),
-        issued_at_ms: 1,
-        expires_at_ms: 2,
-        refresh_due_at_ms: 3,
-        refresh_flag: false,
-        pending: None,
-        last_counter: 1,
-        revoked: false,
-        recent: vec![snapgate::store::RecentSale {
-            key: [3; 16],
-            id: [4; 16],
-        }],
-    };
+    let tid = snapgate::store::TerminalId::new(SERVICE_KEY, "T1");
+    let rec = sample_record("T1");
     use snapgate::store::TerminalStore;
     assert!(sled.compare_and_swap(&tid, None, &rec).unwrap());
     let url = fresh_database();

@@ -285,3 +285,35 @@ pub fn python(package: &str) -> PathBuf {
     );
     venv
 }
+
+/// A terminal record with every field set plainly and two recent sales, for the store tests.
+#[allow(dead_code)]
+pub fn sample_record(serial: &str) -> snapgate::store::TerminalRecord {
+    use snapgate::store::TerminalRecord;
+    use snapgate::token::TokenId;
+    TerminalRecord {
+        merchant_profile_id: "MP1".into(),
+        device_serial: serial.into(),
+        service_key: SERVICE_KEY.into(),
+        vendor_id: VENDOR_ID.into(),
+        service_id: None,
+        bdk_id: "ansi".into(),
+        device_id: "TFFFF9876543210E0".into(),
+        registered_at_ms: 1,
+        token_id: TokenId([1; 16]),
+        issued_at_ms: 1,
+        expires_at_ms: 2,
+        refresh_due_at_ms: 3,
+        refresh_flag: false,
+        pending: None,
+        last_counter: 1,
+        revoked: false,
+        recent: vec![
+            snapgate::store::RecentSale {
+                key: [7; 16],
+                id: [9; 16],
+            };
+            2
+        ],
+    }
+}
