@@ -3,6 +3,10 @@
 //! started. At low load a lone caller is flushed at once; under load the queue grows while the
 //! previous flush runs, so batches grow with the load and the fsync rate never caps throughput.
 //! `close` answers whoever is queued, stops the thread and waits for it.
+//!
+//! A waiter is a callback the flush thread calls with the flush's result: `durable` awaits one,
+//! and a store trip can queue one itself (`then`) so its request wakes once, after the flush
+//! (`store::offload_durable`).
 
 use super::{StoreError, TerminalStore};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-type FlushWaiter = oneshot::Sender<Result<(), Arc<StoreError>>>;
+type FlushWaiter = Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send>;
 
 #[derive(Default)]
 struct Queue {
@@ -60,7 +64,7 @@ pub struct GroupCommit {
 }
 
 /// Marks the queue closed when the thread ends, however it ends, so no later caller waits for
-/// a thread that is gone; dropping the queued senders answers their callers with `Closed`.
+/// a thread that is gone, and answers whoever is still queued with `Closed`.
 struct ExitGuard {
     shared: Arc<Shared>,
     done: Option<oneshot::Sender<()>>,
@@ -70,8 +74,11 @@ impl Drop for ExitGuard {
     fn drop(&mut self) {
         let mut q = self.shared.lock();
         q.closed = true;
-        q.waiters.clear();
+        let queued = std::mem::take(&mut q.waiters);
         drop(q);
+        for w in queued {
+            w(Err(Arc::new(StoreError::Closed)));
+        }
         if let Some(d) = self.done.take() {
             let _ = d.send(());
         }
@@ -103,20 +110,27 @@ impl GroupCommit {
     /// Wait until everything written before this call is durable.
     pub async fn durable(&self) -> Result<(), Arc<StoreError>> {
         let (tx, rx) = oneshot::channel();
-        {
-            let shared = &self.h.shared;
-            let mut q = shared.lock();
-            if q.closed {
-                return Err(Arc::new(StoreError::Closed));
-            }
-            q.waiters.push(tx);
-            if q.idle {
-                q.idle = false;
-                drop(q);
-                shared.wake.notify_one();
-            }
-        }
+        self.then(move |r| {
+            let _ = tx.send(r);
+        });
         rx.await.unwrap_or(Err(Arc::new(StoreError::Closed)))
+    }
+
+    /// Call `f` with the result of a flush that starts after this call: everything written
+    /// before it is then durable (or the flush failed). Once closed, `f` gets `Closed` at once.
+    pub fn then(&self, f: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static) {
+        let shared = &self.h.shared;
+        let mut q = shared.lock();
+        if q.closed {
+            drop(q);
+            return f(Err(Arc::new(StoreError::Closed)));
+        }
+        q.waiters.push(Box::new(f));
+        if q.idle {
+            q.idle = false;
+            drop(q);
+            shared.wake.notify_one();
+        }
     }
 
     /// Flushes run so far.
@@ -194,7 +208,7 @@ fn flush_loop(store: Arc<dyn TerminalStore>, window: Duration, guard: ExitGuard)
             .served
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         for w in batch {
-            let _ = w.send(res.clone());
+            w(res.clone());
         }
         q = shared.lock();
     }

@@ -17,7 +17,9 @@ mod sled_profiles;
 #[cfg(test)]
 mod tests;
 
-pub use self::blocking::{blocking, blocking_io, offload, set_inline, set_max_threads};
+pub use self::blocking::{
+    blocking, blocking_io, offload, offload_durable, set_inline, set_max_threads, Flushed,
+};
 pub use self::commit::GroupCommit;
 pub use self::profiles::ProfileStore;
 pub use self::sled::{SledStore, SledTransactions, DEFAULT_CACHE_BYTES};

@@ -595,3 +595,39 @@ async fn each_flush_fdatasyncs_and_group_commit_does_one_per_batch() {
     assert_eq!(s.fdatasyncs(), at_open + 1 + gc.flushes());
     gc.close().await;
 }
+
+/// `offload_durable`: a trip that wrote is answered by the flush that follows it, never before
+/// it ends; a trip that wrote nothing is answered at once; a closed commit answers `Closed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trip_that_wrote_is_answered_by_the_flush_after_it() {
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    let store = Arc::new(GatedStore {
+        started: started_tx,
+        go: Mutex::new(go_rx),
+    });
+    let gc = GroupCommit::start(store, std::time::Duration::ZERO);
+    let trip = tokio::spawn({
+        let gc = gc.clone();
+        async move { offload_durable(&gc, || ("sale", true)).await }
+    });
+    // The store thread queued the flush itself; it runs, held, and the trip is not answered.
+    let started = next_flush(started).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!trip.is_finished(), "answered before its flush ended");
+    go.send(()).unwrap();
+    let (v, flushed) = trip.await.unwrap();
+    assert_eq!(v, "sale");
+    assert!(matches!(flushed, Some(Ok(()))));
+    assert_eq!((gc.flushes(), gc.served()), (1, 1));
+
+    let (v, flushed) = offload_durable(&gc, || (7, false)).await;
+    assert_eq!(v, 7);
+    assert!(flushed.is_none());
+    assert_eq!(gc.flushes(), 1, "nothing written, nothing flushed");
+    drop(started);
+
+    gc.close().await;
+    let (_, flushed) = offload_durable(&gc, || ((), true)).await;
+    assert!(matches!(flushed, Some(Err(e)) if matches!(*e, StoreError::Closed)));
+}

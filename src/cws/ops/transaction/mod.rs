@@ -218,9 +218,21 @@ pub async fn run_new(
         return relay_new(app, ctx, name, element, session, track).await;
     }
     let (app2, commit) = (app.clone(), ctx.commit.clone());
-    let done =
-        store::offload(move || new_trip(&app2, &commit, name, &caller, request, step)).await?;
-    answer(app, ctx, name, done).await
+    // The trip queues the group commit itself, so this task wakes once, after the flush.
+    let (done, flushed) = store::offload_durable(&app.commit, move || {
+        let done = new_trip(&app2, &commit, name, &caller, request, step).and_then(|d| {
+            if let Done::Retry(_) = d {
+                // The first answer may not be durable yet (it may have timed out waiting for
+                // that): flushed again, unless the handler timeout answered this request.
+                commit.mark()?;
+            }
+            Ok(d)
+        });
+        let wrote = done.is_ok();
+        (done, wrote)
+    })
+    .await;
+    answer(app, ctx, name, done?, flushed).await
 }
 
 /// The sandbox path's store trip for a new transaction (see `run_new`).
@@ -325,22 +337,26 @@ enum Done {
     Processed(Settled, Vec<Outcome>),
 }
 
-/// Wait until what the trip wrote (or the retried answer) is durable, then answer.
-async fn answer(app: &App, ctx: &Context, name: OpName, done: Done) -> Result<Reply, Error> {
+/// Answer once what the trip wrote (or the retried answer) is durable: `flushed` is the group
+/// commit the trip queued after its writes (`store::offload_durable`).
+async fn answer(
+    app: &App,
+    ctx: &Context,
+    name: OpName,
+    done: Done,
+    flushed: Option<store::Flushed>,
+) -> Result<Reply, Error> {
+    match flushed {
+        Some(r) => r.map_err(outcome_unknown)?,
+        None => app.commit.durable().await.map_err(outcome_unknown)?,
+    }
     match done {
-        Done::Processed(settled, outcomes) => {
-            let header = settled.renewed.map(|t| renewed_header(ctx, &t));
-            app.commit.durable().await.map_err(outcome_unknown)?;
-            Ok(Reply {
-                header,
-                body: respond(ctx.base, name, &outcomes),
-            })
-        }
+        Done::Processed(settled, outcomes) => Ok(Reply {
+            header: settled.renewed.map(|t| renewed_header(ctx, &t)),
+            body: respond(ctx.base, name, &outcomes),
+        }),
         Done::Retry(retry) => {
             let (session, swiped, outcome) = *retry;
-            // The first answer may not be durable yet (it may have timed out waiting for that).
-            ctx.commit.mark()?;
-            app.commit.durable().await.map_err(outcome_unknown)?;
             let header = if swiped {
                 session::pending_token(app, &session).map(|t| renewed_header(ctx, &t))
             } else {
@@ -464,18 +480,22 @@ pub async fn run_follow<F: Send + 'static>(
         return relay_new(app, ctx, name, element, session, None).await;
     }
     let (app2, commit) = (app.clone(), ctx.commit.clone());
-    let done = store::offload(move || -> Result<_, Error> {
-        let app = &*app2;
-        let session = read_caller(app, name, &caller)?;
-        let follow = follow?;
-        let (settled, outcomes) =
-            settle_and_process(app, &commit, &session, None, None, |sb, term, now| {
-                step(sb, term, &follow, now)
-            })?;
-        Ok(Done::Processed(settled, outcomes))
+    let (done, flushed) = store::offload_durable(&app.commit, move || {
+        let done = (|| -> Result<_, Error> {
+            let app = &*app2;
+            let session = read_caller(app, name, &caller)?;
+            let follow = follow?;
+            let (settled, outcomes) =
+                settle_and_process(app, &commit, &session, None, None, |sb, term, now| {
+                    step(sb, term, &follow, now)
+                })?;
+            Ok(Done::Processed(settled, outcomes))
+        })();
+        let wrote = done.is_ok();
+        (done, wrote)
     })
-    .await?;
-    answer(app, ctx, name, done).await
+    .await;
+    answer(app, ctx, name, done?, flushed).await
 }
 
 /// The commit point, then settle the refresh flow and process: both are store writes, made
