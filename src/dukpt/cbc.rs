@@ -1,44 +1,37 @@
 //! The data cipher used with derived keys: CBC with an all-zero IV and zero padding, for TDES
 //! (8-byte blocks) and AES (16-byte blocks).
 
-use super::des::Tdes2;
 use super::{DukptError, WorkingKey};
 use ::aes::{Aes128, Aes256};
+use ::des::TdesEde2;
 use cipher::generic_array::GenericArray;
 use cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 use zeroize::Zeroizing;
 
-/// CBC with a zero IV over blocks of `bs` bytes, `encrypt` transforming one block in place.
-fn cbc_encrypt_in_place(bs: usize, buf: &mut [u8], mut encrypt: impl FnMut(&mut [u8])) {
+fn cbc_encrypt_in_place<C: BlockEncrypt>(c: &C, buf: &mut [u8]) {
+    let bs = C::block_size();
     let mut prev = [0u8; 16];
     for chunk in buf.chunks_exact_mut(bs) {
         for (b, p) in chunk.iter_mut().zip(&prev[..bs]) {
             *b ^= *p;
         }
-        encrypt(chunk);
+        c.encrypt_block(GenericArray::from_mut_slice(chunk));
         prev[..bs].copy_from_slice(chunk);
     }
 }
 
-fn cbc_decrypt_in_place(bs: usize, buf: &mut [u8], mut decrypt: impl FnMut(&mut [u8])) {
+fn cbc_decrypt_in_place<C: BlockDecrypt>(c: &C, buf: &mut [u8]) {
+    let bs = C::block_size();
     let mut prev = [0u8; 16];
     let mut cur = [0u8; 16];
     for chunk in buf.chunks_exact_mut(bs) {
         cur[..bs].copy_from_slice(chunk);
-        decrypt(chunk);
+        c.decrypt_block(GenericArray::from_mut_slice(chunk));
         for (b, p) in chunk.iter_mut().zip(&prev[..bs]) {
             *b ^= *p;
         }
         prev = cur;
     }
-}
-
-fn aes_encrypt<C: BlockEncrypt>(c: &C) -> impl Fn(&mut [u8]) + '_ {
-    |b| c.encrypt_block(GenericArray::from_mut_slice(b))
-}
-
-fn aes_decrypt<C: BlockDecrypt>(c: &C) -> impl Fn(&mut [u8]) + '_ {
-    |b| c.decrypt_block(GenericArray::from_mut_slice(b))
 }
 
 /// CBC decrypt with an all-zero IV. The ciphertext must be a non-empty multiple of the block
@@ -49,16 +42,9 @@ pub fn decrypt_cbc(key: &WorkingKey, ciphertext: &[u8]) -> Result<Zeroizing<Vec<
     }
     let mut buf = Zeroizing::new(ciphertext.to_vec());
     match key {
-        WorkingKey::Tdes(k) => {
-            let c = Tdes2::new(k);
-            cbc_decrypt_in_place(8, &mut buf, |b| c.decrypt_in_place(b))
-        }
-        WorkingKey::Aes128(k) => {
-            cbc_decrypt_in_place(16, &mut buf, aes_decrypt(&Aes128::new(k.into())))
-        }
-        WorkingKey::Aes256(k) => {
-            cbc_decrypt_in_place(16, &mut buf, aes_decrypt(&Aes256::new(k.into())))
-        }
+        WorkingKey::Tdes(k) => cbc_decrypt_in_place(&TdesEde2::new(k.into()), &mut buf),
+        WorkingKey::Aes128(k) => cbc_decrypt_in_place(&Aes128::new(k.into()), &mut buf),
+        WorkingKey::Aes256(k) => cbc_decrypt_in_place(&Aes256::new(k.into()), &mut buf),
     }
     Ok(buf)
 }
@@ -71,16 +57,9 @@ pub fn encrypt_cbc(key: &WorkingKey, plaintext: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; blocks * bs];
     buf[..plaintext.len()].copy_from_slice(plaintext);
     match key {
-        WorkingKey::Tdes(k) => {
-            let c = Tdes2::new(k);
-            cbc_encrypt_in_place(8, &mut buf, |b| c.encrypt_in_place(b))
-        }
-        WorkingKey::Aes128(k) => {
-            cbc_encrypt_in_place(16, &mut buf, aes_encrypt(&Aes128::new(k.into())))
-        }
-        WorkingKey::Aes256(k) => {
-            cbc_encrypt_in_place(16, &mut buf, aes_encrypt(&Aes256::new(k.into())))
-        }
+        WorkingKey::Tdes(k) => cbc_encrypt_in_place(&TdesEde2::new(k.into()), &mut buf),
+        WorkingKey::Aes128(k) => cbc_encrypt_in_place(&Aes128::new(k.into()), &mut buf),
+        WorkingKey::Aes256(k) => cbc_encrypt_in_place(&Aes256::new(k.into()), &mut buf),
     }
     buf
 }

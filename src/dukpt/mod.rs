@@ -1,13 +1,11 @@
 //! DUKPT host-side key derivation, one file per part (as moov-io/dukpt splits by scheme):
-//! `ksn` (key serial numbers), `bdk` (BDKs, key usages, working keys), `des` (the block
-//! cipher under `tdes`), `tdes` (ANSI X9.24-1:2009), `aes` (X9.24-3:2017), `cbc` (the
-//! all-zero-IV, zero-padded data cipher used with the derived keys). `working_key` picks the
-//! scheme. Test vectors live in `tests/`.
+//! `ksn` (key serial numbers), `bdk` (BDKs, key usages, working keys), `tdes` (ANSI
+//! X9.24-1:2009), `aes` (X9.24-3:2017), `cbc` (the all-zero-IV, zero-padded data cipher used
+//! with the derived keys). `working_key` picks the scheme. Test vectors live in `tests/`.
 
 pub mod aes;
 mod bdk;
 mod cbc;
-mod des;
 mod ksn;
 pub mod tdes;
 #[cfg(test)]

@@ -1,18 +1,25 @@
 //! TDES DUKPT primitives (X9.24-1:2009 Annex A). Keys are 16-byte 2-key TDES keys.
 
-use super::des::{Des, Tdes2};
 use super::{TdesVariant, TDES_COUNTER_MASK};
+use ::des::{Des, TdesEde2};
+use cipher::generic_array::GenericArray;
+use cipher::{BlockEncrypt, KeyInit};
 use zeroize::{Zeroize, Zeroizing};
 
 /// C0C0C0C000000000 applied to each half of a double-length key.
 const KEY_MASK_HALF: u64 = 0xC0C0_C0C0_0000_0000;
 
 fn tdes_encrypt_block(key: &[u8; 16], block: &mut [u8]) {
-    Tdes2::new(key).encrypt_in_place(block);
+    TdesEde2::new(key.into()).encrypt_block(GenericArray::from_mut_slice(block));
 }
 
 fn des_encrypt(key: u64, data: u64) -> u64 {
-    Des::new(key).encrypt(data)
+    let mut k = key.to_be_bytes();
+    let c = Des::new(&k.into());
+    k.zeroize();
+    let mut b = data.to_be_bytes();
+    c.encrypt_block(GenericArray::from_mut_slice(&mut b));
+    u64::from_be_bytes(b)
 }
 
 /// Non-reversible key generation process: new key from `key` and crypto register `reg`.
@@ -87,10 +94,10 @@ pub fn variant_key(txn: &[u8; 16], v: TdesVariant, data_owf: bool) -> Zeroizing<
     vk[idx] ^= 0xFF;
     vk[idx + 8] ^= 0xFF;
     if data_owf && matches!(v, TdesVariant::DataRequest | TdesVariant::DataResponse) {
-        let c = Tdes2::new(&vk);
+        let c = TdesEde2::new((&*vk).into());
         let mut out = Zeroizing::new(*vk);
-        c.encrypt_in_place(&mut out[..8]);
-        c.encrypt_in_place(&mut out[8..]);
+        c.encrypt_block(GenericArray::from_mut_slice(&mut out[..8]));
+        c.encrypt_block(GenericArray::from_mut_slice(&mut out[8..]));
         return out;
     }
     vk
