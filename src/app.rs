@@ -95,6 +95,7 @@ impl App {
         let commit = GroupCommit::start(
             store.clone(),
             std::time::Duration::from_micros(config.store.group_commit_window_us),
+            std::time::Duration::from_micros(config.store.group_commit_gather_us),
         );
         let l = &config.limits;
         let xml_limits = XmlLimits {

@@ -123,7 +123,7 @@ impl OneWorker {
                 .ok()
                 .expect("a fresh App has one owner");
             app.store = store.clone();
-            app.commit = GroupCommit::start(store.clone(), Duration::ZERO);
+            app.commit = GroupCommit::start(store.clone(), Duration::ZERO, Duration::ZERO);
             let app = Arc::new(app);
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let a = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -177,6 +177,8 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// How long a durable write may wait to share an fsync with others.
     pub group_commit_window_us: u64,
+    /// The longest a flush waits for store trips already running to join it (0: never).
+    pub group_commit_gather_us: u64,
     /// sled's page cache in MiB (the OS page cache comes on top).
     pub cache_mb: u64,
     /// Where terminals and transactions live: the embedded sled folder (`path`), or a
@@ -228,6 +230,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: PathBuf::from("db"),
             group_commit_window_us: 0,
+            group_commit_gather_us: 500,
             cache_mb: crate::store::DEFAULT_CACHE_BYTES >> 20,
             backend: StoreBackend::Sled,
             url: None,

@@ -106,6 +106,11 @@ impl Config {
             st.group_commit_window_us,
             0..=100_000,
         )?;
+        bounded(
+            "store.group_commit_gather_us",
+            st.group_commit_gather_us,
+            0..=100_000,
+        )?;
         bounded("store.cache_mb", st.cache_mb, 1..=1 << 16)?;
         let pr = &self.processor;
         bounded(
@@ -281,6 +286,9 @@ mod bounds_tests {
             }),
             ("store.group_commit_window_us", |c| {
                 c.store.group_commit_window_us = u64::MAX
+            }),
+            ("store.group_commit_gather_us", |c| {
+                c.store.group_commit_gather_us = u64::MAX
             }),
             ("security.lockout.window_seconds", |c| {
                 c.security.lockout.window_seconds = 0

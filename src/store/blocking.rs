@@ -186,12 +186,13 @@ where
         };
     }
     let span = tracing::Span::current();
-    let commit = commit.clone();
+    // Counted before it is queued: a flush about to start waits for it (`GroupCommit::expect`).
+    let expected = commit.expect();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| span.in_scope(f))) {
             // Queued after the trip's writes: the flush that answers covers them.
-            Ok((v, true)) => commit.then(move |flushed| {
+            Ok((v, true)) => expected.then(move |flushed| {
                 let _ = tx.send(Ok((v, Some(flushed))));
             }),
             Ok((v, false)) => {

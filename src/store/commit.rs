@@ -7,6 +7,13 @@
 //! A waiter is a callback the flush thread calls with the flush's result: `durable` awaits one,
 //! and a store trip can queue one itself (`then`) so its request wakes once, after the flush
 //! (`store::offload_durable`).
+//!
+//! Gathering: a trip that will want a flush says so before it starts (`expect`). A flush
+//! about to start waits, up to `store.group_commit_gather_us`, until no such trip is still
+//! running: a trip is tens of µs, a flush hundreds (sled's write-out and wake-ups, then the
+//! fdatasync), so the trip that would have just missed this flush shares it instead of
+//! waiting for it and then for a flush of its own. At low load nothing is in flight and the
+//! flush starts at once; the wait grows only with the trips that are actually running.
 
 use super::{StoreError, TerminalStore};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +29,10 @@ struct Queue {
     closed: bool,
     /// The thread sleeps on the condvar: only then does a new waiter pay for a wake-up.
     idle: bool,
+    /// Trips that said they will queue a waiter (`expect`) and have not yet.
+    in_flight: usize,
+    /// The thread waits for `in_flight` to reach 0 before it flushes.
+    gathering: bool,
 }
 
 #[derive(Default)]
@@ -88,7 +99,8 @@ impl Drop for ExitGuard {
 impl GroupCommit {
     /// Start the flush thread. `window` > 0 makes each flush wait that long for company first
     /// (`store.group_commit_window_us`); 0, the default, flushes as soon as there is work.
-    pub fn start(store: Arc<dyn TerminalStore>, window: Duration) -> Self {
+    /// `gather` bounds the wait for trips in flight (`store.group_commit_gather_us`; 0: none).
+    pub fn start(store: Arc<dyn TerminalStore>, window: Duration, gather: Duration) -> Self {
         let shared = Arc::new(Shared::default());
         let (done_tx, done_rx) = oneshot::channel();
         let guard = ExitGuard {
@@ -97,7 +109,7 @@ impl GroupCommit {
         };
         std::thread::Builder::new()
             .name("snapgate-flush".into())
-            .spawn(move || flush_loop(store, window, guard))
+            .spawn(move || flush_loop(store, window, gather, guard))
             .expect("spawn the group commit thread");
         GroupCommit {
             h: Arc::new(Handle {
@@ -119,17 +131,38 @@ impl GroupCommit {
     /// Call `f` with the result of a flush that starts after this call: everything written
     /// before it is then durable (or the flush failed). Once closed, `f` gets `Closed` at once.
     pub fn then(&self, f: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static) {
+        self.push(Some(Box::new(f)), false);
+    }
+
+    /// Queue a waiter and/or mark an expected trip landed, under one lock, and wake the flush
+    /// thread if it sleeps with work now, or gathers and nothing is in flight any more.
+    fn push(&self, waiter: Option<FlushWaiter>, landed: bool) {
         let shared = &self.h.shared;
         let mut q = shared.lock();
-        if q.closed {
-            drop(q);
-            return f(Err(Arc::new(StoreError::Closed)));
+        if landed {
+            q.in_flight = q.in_flight.saturating_sub(1);
         }
-        q.waiters.push(Box::new(f));
-        if q.idle {
+        if let Some(f) = waiter {
+            if q.closed {
+                drop(q);
+                return f(Err(Arc::new(StoreError::Closed)));
+            }
+            q.waiters.push(f);
+        }
+        if (q.idle && !q.waiters.is_empty()) || (q.gathering && q.in_flight == 0) {
             q.idle = false;
+            q.gathering = false;
             drop(q);
             shared.wake.notify_one();
+        }
+    }
+
+    /// Say that a trip about to run will queue a waiter: a flush about to start waits for it
+    /// (bounded, see the module text). The `Expected` queues it (`then`) or, dropped, withdraws.
+    pub fn expect(&self) -> Expected {
+        self.h.shared.lock().in_flight += 1;
+        Expected {
+            commit: Some(self.clone()),
         }
     }
 
@@ -182,7 +215,30 @@ impl GroupCommit {
     }
 }
 
-fn flush_loop(store: Arc<dyn TerminalStore>, window: Duration, guard: ExitGuard) {
+/// A trip that will queue a waiter (`GroupCommit::expect`).
+pub struct Expected {
+    commit: Option<GroupCommit>,
+}
+
+impl Expected {
+    /// Queue `f` for the next flush (as `GroupCommit::then`), no longer in flight.
+    pub fn then(mut self, f: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static) {
+        if let Some(c) = self.commit.take() {
+            c.push(Some(Box::new(f)), true);
+        }
+    }
+}
+
+/// Dropped without `then` (the trip wrote nothing, or panicked): withdrawn.
+impl Drop for Expected {
+    fn drop(&mut self) {
+        if let Some(c) = self.commit.take() {
+            c.push(None, true);
+        }
+    }
+}
+
+fn flush_loop(store: Arc<dyn TerminalStore>, window: Duration, gather: Duration, guard: ExitGuard) {
     let shared = guard.shared.clone();
     let mut q = shared.lock();
     loop {
@@ -198,6 +254,22 @@ fn flush_loop(store: Arc<dyn TerminalStore>, window: Duration, guard: ExitGuard)
             drop(q);
             std::thread::sleep(window);
             q = shared.lock();
+        }
+        if q.in_flight > 0 && !gather.is_zero() {
+            let deadline = std::time::Instant::now() + gather;
+            while q.in_flight > 0 && !q.closed {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                q.gathering = true;
+                q = shared
+                    .wake
+                    .wait_timeout(q, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            q.gathering = false;
         }
         // Everyone queued now: their writes all happened before this flush starts.
         let batch = std::mem::take(&mut q.waiters);

@@ -412,7 +412,7 @@ fn terminal_id_depends_on_service_key_and_serial() {
 async fn group_commit_answers_every_waiter() {
     let dir = tempfile::tempdir().unwrap();
     let s: Arc<dyn TerminalStore> = Arc::new(SledStore::open(dir.path()).unwrap());
-    let gc = GroupCommit::start(s, std::time::Duration::ZERO);
+    let gc = GroupCommit::start(s, std::time::Duration::ZERO, std::time::Duration::ZERO);
     let waits: Vec<_> = (0..32)
         .map(|_| {
             let gc = gc.clone();
@@ -428,7 +428,7 @@ async fn group_commit_answers_every_waiter() {
 async fn group_commit_close_stops_the_flusher_and_refuses_later_waits() {
     let dir = tempfile::tempdir().unwrap();
     let s: Arc<dyn TerminalStore> = Arc::new(SledStore::open(dir.path()).unwrap());
-    let gc = GroupCommit::start(s, std::time::Duration::ZERO);
+    let gc = GroupCommit::start(s, std::time::Duration::ZERO, std::time::Duration::ZERO);
     assert!(gc.durable().await.is_ok());
     let other = gc.clone();
     gc.close().await;
@@ -529,7 +529,7 @@ async fn callers_queued_during_a_flush_share_the_next_one() {
         started: started_tx,
         go: Mutex::new(go_rx),
     });
-    let gc = GroupCommit::start(store, std::time::Duration::ZERO);
+    let gc = GroupCommit::start(store, std::time::Duration::ZERO, std::time::Duration::ZERO);
     let first = tokio::spawn({
         let gc = gc.clone();
         async move { gc.durable().await }
@@ -580,7 +580,11 @@ async fn each_flush_fdatasyncs_and_group_commit_does_one_per_batch() {
         .unwrap();
     s.flush().unwrap();
     assert_eq!(s.fdatasyncs(), at_open + 1);
-    let gc = GroupCommit::start(Arc::new(s.clone()), std::time::Duration::ZERO);
+    let gc = GroupCommit::start(
+        Arc::new(s.clone()),
+        std::time::Duration::ZERO,
+        std::time::Duration::ZERO,
+    );
     let waits: Vec<_> = (0..32)
         .map(|_| {
             let gc = gc.clone();
@@ -606,7 +610,7 @@ async fn a_trip_that_wrote_is_answered_by_the_flush_after_it() {
         started: started_tx,
         go: Mutex::new(go_rx),
     });
-    let gc = GroupCommit::start(store, std::time::Duration::ZERO);
+    let gc = GroupCommit::start(store, std::time::Duration::ZERO, std::time::Duration::ZERO);
     let trip = tokio::spawn({
         let gc = gc.clone();
         async move { offload_durable(&gc, || ("sale", true)).await }
@@ -630,4 +634,57 @@ async fn a_trip_that_wrote_is_answered_by_the_flush_after_it() {
     gc.close().await;
     let (_, flushed) = offload_durable(&gc, || ((), true)).await;
     assert!(matches!(flushed, Some(Err(e)) if matches!(*e, StoreError::Closed)));
+}
+
+/// Gathering: a flush waits for a trip that said it will queue (`expect`), then serves both in
+/// one flush; a withdrawn trip ends the wait; the wait is bounded by `gather`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_waits_for_the_trips_in_flight_then_serves_them_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let s: Arc<dyn TerminalStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let long = std::time::Duration::from_secs(600);
+    let gc = GroupCommit::start(s.clone(), std::time::Duration::ZERO, long);
+
+    let trip = gc.expect();
+    let first = tokio::spawn({
+        let gc = gc.clone();
+        async move { gc.durable().await }
+    });
+    while gc.queued() < 1 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(gc.flushes(), 0, "flushed without the trip in flight");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    trip.then(move |r| {
+        let _ = tx.send(r);
+    });
+    assert!(rx.await.unwrap().is_ok());
+    assert!(first.await.unwrap().is_ok());
+    assert_eq!((gc.flushes(), gc.served()), (1, 2));
+
+    // A trip that wrote nothing withdraws, and the flush goes ahead.
+    let trip = gc.expect();
+    let second = tokio::spawn({
+        let gc = gc.clone();
+        async move { gc.durable().await }
+    });
+    while gc.queued() < 1 {
+        tokio::task::yield_now().await;
+    }
+    drop(trip);
+    assert!(second.await.unwrap().is_ok());
+    assert_eq!((gc.flushes(), gc.served()), (2, 3));
+    gc.close().await;
+
+    // Bounded: a trip that never lands holds a flush back at most `gather`.
+    let gc = GroupCommit::start(
+        s,
+        std::time::Duration::ZERO,
+        std::time::Duration::from_millis(20),
+    );
+    let _stuck = gc.expect();
+    assert!(gc.durable().await.is_ok());
+    assert_eq!(gc.flushes(), 1);
+    gc.close().await;
 }

@@ -116,6 +116,9 @@ pub struct LoadArgs {
     /// In-process snapgate's `store.group_commit_window_us` (its default: 0).
     #[arg(long, default_value_t = 0)]
     pub commit_window_us: u64,
+    /// In-process snapgate's `store.group_commit_gather_us` (unset: its default).
+    #[arg(long)]
+    pub gather_us: Option<u64>,
 }
 
 #[derive(Serialize)]

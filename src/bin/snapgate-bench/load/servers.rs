@@ -110,6 +110,9 @@ pub(super) fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String
     };
     cfg.store.threads = args.store_threads;
     cfg.store.group_commit_window_us = args.commit_window_us;
+    if let Some(g) = args.gather_us {
+        cfg.store.group_commit_gather_us = g;
+    }
     if args.cache_mb > 0 {
         cfg.store.cache_mb = args.cache_mb;
     }
