@@ -532,16 +532,20 @@ async fn relay_new(
     // The commit point: from the first write on, the request is finished, not abandoned.
     ctx.commit.mark()?;
     let a = app.clone();
-    let (settled, wrote) = store::offload(move || {
-        session::settle(&a, &session, track, None).map(|settled| (settled, session.wrote))
-    })
-    .await?;
-    let header = settled.renewed.map(|t| renewed_header(ctx, &t));
     // What authenticate and settle recorded (counter, flag, pending or promoted token) is
-    // durable before the answer, as the sandbox path's single flush makes it there.
-    if wrote || settled.wrote {
-        app.commit.durable().await.map_err(outcome_unknown)?;
+    // durable before the relay, as the sandbox path's single flush makes it there; the trip
+    // queues that flush itself (`store::offload_durable`).
+    let (settled, flushed) = store::offload_durable(&app.commit, move || {
+        let settled = session::settle(&a, &session, track, None);
+        let wrote = matches!(&settled, Ok(s) if s.wrote || session.wrote);
+        (settled, wrote)
+    })
+    .await;
+    let settled = settled?;
+    if let Some(r) = flushed {
+        r.map_err(outcome_unknown)?;
     }
+    let header = settled.renewed.map(|t| renewed_header(ctx, &t));
     let body = relay(app, fwd, name, element, ctx.base).await?;
     Ok(Reply { header, body })
 }
