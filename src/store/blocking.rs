@@ -158,14 +158,7 @@ where
         // The request may be gone (abandoned by the handler timeout): nobody to answer.
         let _ = tx.send(r);
     });
-    if let Some(job) = POOL.get_or_init(Pool::default).submit(job) {
-        blocking_io(job);
-    }
-    match rx.await {
-        Ok(Ok(v)) => v,
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("a store thread dropped its job unanswered"),
-    }
+    submit_and_wait(job, rx).await
 }
 
 /// `offload` for a trip that writes: when `f` says it wrote (`true`), its result comes back
@@ -203,6 +196,12 @@ where
             }
         }
     });
+    submit_and_wait(job, rx).await
+}
+
+/// Hand `job` to a store thread and await what it sends on `rx`; a panic it caught resumes
+/// here.
+async fn submit_and_wait<T>(job: Job, rx: Answer<T>) -> T {
     if let Some(job) = POOL.get_or_init(Pool::default).submit(job) {
         blocking_io(job);
     }
@@ -212,6 +211,8 @@ where
         Err(_) => panic!("a store thread dropped its job unanswered"),
     }
 }
+
+type Answer<T> = tokio::sync::oneshot::Receiver<std::thread::Result<T>>;
 
 /// A group commit's result, as `offload_durable` hands it back.
 pub type Flushed = Result<(), std::sync::Arc<super::StoreError>>;

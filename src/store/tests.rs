@@ -523,13 +523,7 @@ impl TerminalStore for GatedStore {
 /// One flush thread: while a flush runs, new callers queue; the next flush serves them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_queued_during_a_flush_share_the_next_one() {
-    let (started_tx, started) = std::sync::mpsc::channel();
-    let (go, go_rx) = std::sync::mpsc::channel();
-    let store = Arc::new(GatedStore {
-        started: started_tx,
-        go: Mutex::new(go_rx),
-    });
-    let gc = GroupCommit::start(store, std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let (gc, started, go) = gated_commit();
     let first = tokio::spawn({
         let gc = gc.clone();
         async move { gc.durable().await }
@@ -556,6 +550,22 @@ async fn callers_queued_during_a_flush_share_the_next_one() {
     assert_eq!(gc.flushes(), 2);
     assert_eq!(gc.served(), 11);
     gc.close().await;
+}
+
+/// A group commit over a `GatedStore`: each flush reports on `started` and waits for `go`.
+fn gated_commit() -> (
+    GroupCommit,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    let store = Arc::new(GatedStore {
+        started: started_tx,
+        go: Mutex::new(go_rx),
+    });
+    let gc = GroupCommit::start(store, std::time::Duration::ZERO, std::time::Duration::ZERO);
+    (gc, started, go)
 }
 
 async fn next_flush(started: std::sync::mpsc::Receiver<()>) -> std::sync::mpsc::Receiver<()> {
@@ -604,13 +614,7 @@ async fn each_flush_fdatasyncs_and_group_commit_does_one_per_batch() {
 /// it ends; a trip that wrote nothing is answered at once; a closed commit answers `Closed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trip_that_wrote_is_answered_by_the_flush_after_it() {
-    let (started_tx, started) = std::sync::mpsc::channel();
-    let (go, go_rx) = std::sync::mpsc::channel();
-    let store = Arc::new(GatedStore {
-        started: started_tx,
-        go: Mutex::new(go_rx),
-    });
-    let gc = GroupCommit::start(store, std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let (gc, started, go) = gated_commit();
     let trip = tokio::spawn({
         let gc = gc.clone();
         async move { offload_durable(&gc, || ("sale", true)).await }
