@@ -300,6 +300,35 @@ mod tests {
         assert!(nested.unwrap());
     }
 
+    /// Where `offload_durable` runs its trip: on a store thread under a multi-thread runtime,
+    /// in place on a current-thread one.
+    #[test]
+    fn offload_durable_runs_on_a_store_thread_unless_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let zero = std::time::Duration::ZERO;
+        let gc = super::GroupCommit::start(store, zero, zero);
+        let name = || std::thread::current().name().map(str::to_owned);
+        let rt = one_worker();
+        let (on, flushed) = rt
+            .block_on({
+                let gc = gc.clone();
+                rt.spawn(async move { super::offload_durable(&gc, move || (name(), true)).await })
+            })
+            .unwrap();
+        assert_eq!(on.as_deref(), Some("snapgate-store"));
+        assert!(matches!(flushed, Some(Ok(()))));
+        let here = std::thread::current().id();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (same, flushed) = rt.block_on(super::offload_durable(&gc, move || {
+            (std::thread::current().id() == here, false)
+        }));
+        assert!(same, "not run in place on a current-thread runtime");
+        assert!(flushed.is_none());
+    }
+
     #[test]
     fn offload_resumes_a_panic_in_the_caller() {
         let rt = one_worker();

@@ -21,7 +21,30 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-type FlushWaiter = Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send>;
+/// A queued caller: answered once with the flush's result, or with `Closed` if it is dropped
+/// unanswered (the thread ended, or a flush panicked with its batch in hand), so no caller
+/// ever waits for an answer that cannot come.
+struct FlushWaiter(Option<Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send>>);
+
+impl FlushWaiter {
+    fn new(f: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static) -> Self {
+        FlushWaiter(Some(Box::new(f)))
+    }
+
+    fn answer(mut self, r: Result<(), Arc<StoreError>>) {
+        if let Some(f) = self.0.take() {
+            f(r);
+        }
+    }
+}
+
+impl Drop for FlushWaiter {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(Arc::new(StoreError::Closed)));
+        }
+    }
+}
 
 #[derive(Default)]
 struct Queue {
@@ -87,9 +110,7 @@ impl Drop for ExitGuard {
         q.closed = true;
         let queued = std::mem::take(&mut q.waiters);
         drop(q);
-        for w in queued {
-            w(Err(Arc::new(StoreError::Closed)));
-        }
+        drop(queued); // each answers `Closed`
         if let Some(d) = self.done.take() {
             let _ = d.send(());
         }
@@ -131,7 +152,7 @@ impl GroupCommit {
     /// Call `f` with the result of a flush that starts after this call: everything written
     /// before it is then durable (or the flush failed). Once closed, `f` gets `Closed` at once.
     pub fn then(&self, f: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static) {
-        self.push(Some(Box::new(f)), false);
+        self.push(Some(FlushWaiter::new(f)), false);
     }
 
     /// Queue a waiter and/or mark an expected trip landed, under one lock, and wake the flush
@@ -145,7 +166,7 @@ impl GroupCommit {
         if let Some(f) = waiter {
             if q.closed {
                 drop(q);
-                return f(Err(Arc::new(StoreError::Closed)));
+                return f.answer(Err(Arc::new(StoreError::Closed)));
             }
             q.waiters.push(f);
         }
@@ -224,7 +245,7 @@ impl Expected {
     /// Queue `f` for the next flush (as `GroupCommit::then`), no longer in flight.
     pub fn then(mut self, f: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static) {
         if let Some(c) = self.commit.take() {
-            c.push(Some(Box::new(f)), true);
+            c.push(Some(FlushWaiter::new(f)), true);
         }
     }
 }
@@ -280,7 +301,7 @@ fn flush_loop(store: Arc<dyn TerminalStore>, window: Duration, gather: Duration,
             .served
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         for w in batch {
-            w(res.clone());
+            w.answer(res.clone());
         }
         q = shared.lock();
     }

@@ -515,7 +515,12 @@ impl TerminalStore for GatedStore {
     }
     fn flush(&self) -> Result<(), StoreError> {
         let _ = self.started.send(());
-        let _ = self.go.lock().unwrap().recv();
+        // A test that drops its `go` makes the held flush panic.
+        self.go
+            .lock()
+            .unwrap()
+            .recv()
+            .expect("the test let go: this flush panics");
         Ok(())
     }
 }
@@ -691,4 +696,26 @@ async fn a_flush_waits_for_the_trips_in_flight_then_serves_them_together() {
     assert!(gc.durable().await.is_ok());
     assert_eq!(gc.flushes(), 1);
     gc.close().await;
+}
+
+/// A flush that panics ends the thread; the callers in its batch and those queued behind it are
+/// answered `Closed`, not left waiting, and later callers are refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_flush_answers_every_caller_closed() {
+    let (gc, started, go) = gated_commit();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let in_batch = tx.clone();
+    gc.then(move |r| in_batch.send(("in the batch", r)).unwrap());
+    let _started = next_flush(started).await;
+    gc.then(move |r| tx.send(("queued behind", r)).unwrap());
+    drop(go); // the held flush panics
+    for _ in 0..2 {
+        let (who, r) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert!(
+            matches!(r, Err(ref e) if matches!(**e, StoreError::Closed)),
+            "{who}: {r:?}"
+        );
+    }
+    let refused = gc.durable().await.unwrap_err();
+    assert!(matches!(*refused, StoreError::Closed));
 }
