@@ -24,7 +24,9 @@ use tokio::sync::oneshot;
 /// A queued caller: answered once with the flush's result, or with `Closed` if it is dropped
 /// unanswered (the thread ended, or a flush panicked with its batch in hand), so no caller
 /// ever waits for an answer that cannot come.
-struct FlushWaiter(Option<Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send>>);
+struct FlushWaiter(Option<Callback>);
+
+type Callback = Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send>;
 
 impl FlushWaiter {
     fn new(f: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static) -> Self {
