@@ -164,9 +164,9 @@ where
 /// `offload` for a trip that writes: when `f` says it wrote (`true`), its result comes back
 /// with the result of a group commit queued by the store thread right after `f`, so the
 /// request's task wakes once, after the flush, instead of once for the trip and again for the
-/// flush (issue 9: at moderate load every wake-up is a context switch). `None` when `f` wrote
-/// nothing.
-pub async fn offload_durable<T, F>(commit: &GroupCommit, f: F) -> (T, Option<Flushed>)
+/// flush (issue 9: at moderate load every wake-up is a context switch). When `f` wrote nothing
+/// there is nothing of its own to make durable: `Ok(())` at once, no flush.
+pub async fn offload_durable<T, F>(commit: &GroupCommit, f: F) -> (T, Flushed)
 where
     F: FnOnce() -> (T, bool) + Send + 'static,
     T: Send + 'static,
@@ -174,8 +174,8 @@ where
     if INLINE.load(Ordering::Relaxed) || !in_multi_thread_runtime() {
         let (v, wrote) = f();
         return match wrote {
-            true => (v, Some(commit.durable().await)),
-            false => (v, None),
+            true => (v, commit.durable().await),
+            false => (v, Ok(())),
         };
     }
     let span = tracing::Span::current();
@@ -186,10 +186,10 @@ where
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| span.in_scope(f))) {
             // Queued after the trip's writes: the flush that answers covers them.
             Ok((v, true)) => expected.then(move |flushed| {
-                let _ = tx.send(Ok((v, Some(flushed))));
+                let _ = tx.send(Ok((v, flushed)));
             }),
             Ok((v, false)) => {
-                let _ = tx.send(Ok((v, None)));
+                let _ = tx.send(Ok((v, Ok(()))));
             }
             Err(panic) => {
                 let _ = tx.send(Err(panic));
@@ -317,7 +317,8 @@ mod tests {
             })
             .unwrap();
         assert_eq!(on.as_deref(), Some("snapgate-store"));
-        assert!(matches!(flushed, Some(Ok(()))));
+        assert!(flushed.is_ok());
+        assert_eq!(gc.flushes(), 1);
         let here = std::thread::current().id();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -326,7 +327,8 @@ mod tests {
             (std::thread::current().id() == here, false)
         }));
         assert!(same, "not run in place on a current-thread runtime");
-        assert!(flushed.is_none());
+        assert!(flushed.is_ok());
+        assert_eq!(gc.flushes(), 1, "nothing written, nothing flushed");
     }
 
     #[test]

@@ -232,7 +232,7 @@ pub async fn run_new(
         (done, wrote)
     })
     .await;
-    answer(app, ctx, name, done?, flushed).await
+    answer(app, ctx, name, done?, flushed)
 }
 
 /// The sandbox path's store trip for a new transaction (see `run_new`).
@@ -339,17 +339,14 @@ enum Done {
 
 /// Answer once what the trip wrote (or the retried answer) is durable: `flushed` is the group
 /// commit the trip queued after its writes (`store::offload_durable`).
-async fn answer(
+fn answer(
     app: &App,
     ctx: &Context,
     name: OpName,
     done: Done,
-    flushed: Option<store::Flushed>,
+    flushed: store::Flushed,
 ) -> Result<Reply, Error> {
-    match flushed {
-        Some(r) => r.map_err(outcome_unknown)?,
-        None => app.commit.durable().await.map_err(outcome_unknown)?,
-    }
+    flushed.map_err(outcome_unknown)?;
     match done {
         Done::Processed(settled, outcomes) => Ok(Reply {
             header: settled.renewed.map(|t| renewed_header(ctx, &t)),
@@ -495,7 +492,7 @@ pub async fn run_follow<F: Send + 'static>(
         (done, wrote)
     })
     .await;
-    answer(app, ctx, name, done?, flushed).await
+    answer(app, ctx, name, done?, flushed)
 }
 
 /// The commit point, then settle the refresh flow and process: both are store writes, made
@@ -542,9 +539,7 @@ async fn relay_new(
     })
     .await;
     let settled = settled?;
-    if let Some(r) = flushed {
-        r.map_err(outcome_unknown)?;
-    }
+    flushed.map_err(outcome_unknown)?;
     let header = settled.renewed.map(|t| renewed_header(ctx, &t));
     let body = relay(app, fwd, name, element, ctx.base).await?;
     Ok(Reply { header, body })
