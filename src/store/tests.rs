@@ -573,6 +573,19 @@ fn gated_commit() -> (
     (gc, started, go)
 }
 
+/// A `durable` caller on its own task, returned once it waits in the queue.
+async fn queued_durable(gc: &GroupCommit) -> tokio::task::JoinHandle<Result<(), Arc<StoreError>>> {
+    let before = gc.queued();
+    let task = tokio::spawn({
+        let gc = gc.clone();
+        async move { gc.durable().await }
+    });
+    while gc.queued() <= before {
+        tokio::task::yield_now().await;
+    }
+    task
+}
+
 async fn next_flush(started: std::sync::mpsc::Receiver<()>) -> std::sync::mpsc::Receiver<()> {
     tokio::task::spawn_blocking(move || {
         started.recv().unwrap();
@@ -655,13 +668,7 @@ async fn a_flush_waits_for_the_trips_in_flight_then_serves_them_together() {
     let gc = GroupCommit::start(s.clone(), std::time::Duration::ZERO, long);
 
     let trip = gc.expect();
-    let first = tokio::spawn({
-        let gc = gc.clone();
-        async move { gc.durable().await }
-    });
-    while gc.queued() < 1 {
-        tokio::task::yield_now().await;
-    }
+    let first = queued_durable(&gc).await;
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert_eq!(gc.flushes(), 0, "flushed without the trip in flight");
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -674,13 +681,7 @@ async fn a_flush_waits_for_the_trips_in_flight_then_serves_them_together() {
 
     // A trip that wrote nothing withdraws, and the flush goes ahead.
     let trip = gc.expect();
-    let second = tokio::spawn({
-        let gc = gc.clone();
-        async move { gc.durable().await }
-    });
-    while gc.queued() < 1 {
-        tokio::task::yield_now().await;
-    }
+    let second = queued_durable(&gc).await;
     drop(trip);
     assert!(second.await.unwrap().is_ok());
     assert_eq!((gc.flushes(), gc.served()), (2, 3));
