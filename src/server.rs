@@ -71,7 +71,12 @@ pub async fn run(
     // answer any queued durability wait, stop the flusher.
     app.connector.shutdown().await;
     app.commit.close().await;
-    crate::store::blocking_io(|| app.store.flush()).map_err(std::io::Error::other)?;
+    // A checkpoint: everything is in sled's durable state, and the next start replays nothing.
+    crate::store::blocking_io(|| {
+        app.store.flush()?;
+        app.store.checkpoint(true)
+    })
+    .map_err(std::io::Error::other)?;
     Ok(())
 }
 

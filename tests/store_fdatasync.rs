@@ -1,22 +1,30 @@
-//! Acknowledged means durable: every store flush ends in fdatasync of sled's log file, seen
-//! here from the kernel with strace. Its own test binary, because it forks: a fork in a
+//! Acknowledged means durable: every full store flush ends in fdatasync of the write-ahead log
+//! and of sled's log file, and a sale's flush (`flush_logged`) in fdatasync of the write-ahead
+//! log alone, seen here from the kernel with strace. Its own test binary, because it forks: a fork in a
 //! process whose other tests hold sled files open would share their file locks for a moment.
 
 use snapgate::store::{SledStore, TerminalId, TerminalStore, TransactionStore};
 
 /// Seen from the kernel: run this test again under `strace` and count the fdatasync calls on
-/// `<dir>/db`, sled's log file. Skipped when strace is not installed.
+/// `<dir>/db`, sled's log file, and on `<dir>/wal/<segment>`, the write-ahead log. Skipped
+/// when strace is not installed.
 #[test]
 fn strace_sees_fdatasync_on_sleds_log_file() {
     const CHILD: &str = "SNAPGATE_FDATASYNC_CHILD";
     if let Some(dir) = std::env::var_os(CHILD) {
-        // The traced child: open (one sync), one write, three flushes.
+        // The traced child: open (one sync of each file), one write, three full flushes,
+        // another write, three logged flushes.
         let s = SledStore::open(std::path::Path::new(&dir)).unwrap();
         let t = s.transactions().unwrap();
         t.insert(&TerminalId([1; 16]), &[2; 16], vec![3; 40], false)
             .unwrap();
         for _ in 0..3 {
             s.flush().unwrap();
+        }
+        t.insert(&TerminalId([1; 16]), &[4; 16], vec![5; 40], false)
+            .unwrap();
+        for _ in 0..3 {
+            s.flush_logged().unwrap();
         }
         return;
     }
@@ -54,10 +62,13 @@ fn strace_sees_fdatasync_on_sleds_log_file() {
         .unwrap();
     assert!(status.success());
     let log = std::fs::read_to_string(&trace).unwrap();
-    let file = format!("<{}>)", db.join("db").display());
-    let synced = log
-        .lines()
-        .filter(|l| l.contains("fdatasync(") && l.contains(&file) && l.ends_with("= 0"))
-        .count();
-    assert_eq!(synced, 4, "expected 4 fdatasync on {file}, trace:\n{log}");
+    let synced = |file: std::path::PathBuf| {
+        let file = format!("<{}>)", file.display());
+        log.lines()
+            .filter(|l| l.contains("fdatasync(") && l.contains(&file) && l.ends_with("= 0"))
+            .count()
+    };
+    assert_eq!(synced(db.join("db")), 4, "sled's file, trace:\n{log}");
+    let wal = db.join("wal").join(format!("{:020}.wal", 1));
+    assert_eq!(synced(wal), 7, "the write-ahead log, trace:\n{log}");
 }

@@ -181,6 +181,12 @@ pub struct StoreConfig {
     pub group_commit_gather_us: u64,
     /// sled's page cache in MiB (the OS page cache comes on top).
     pub cache_mb: u64,
+    /// sled: log writes to terminal records and sandbox transactions in a write-ahead log of
+    /// our own, so a sale's durable flush is one fdatasync of that log (docs/DECISIONS.md).
+    pub wal: bool,
+    /// sled: checkpoint the write-ahead log (flush sled, start a new segment) once its segment
+    /// holds this many MiB; also the most a start replays.
+    pub wal_checkpoint_mb: u64,
     /// Where terminals and transactions live: the embedded sled folder (`path`), or a
     /// PostgreSQL database shared by several nodes (`url`).
     pub backend: StoreBackend,
@@ -232,6 +238,8 @@ impl Default for StoreConfig {
             group_commit_window_us: 0,
             group_commit_gather_us: 500,
             cache_mb: crate::store::DEFAULT_CACHE_BYTES >> 20,
+            wal: true,
+            wal_checkpoint_mb: crate::store::DEFAULT_WAL_CHECKPOINT_BYTES >> 20,
             backend: StoreBackend::Sled,
             url: None,
             pool_size: 16,
@@ -480,6 +488,14 @@ impl StoreConfig {
     /// sled's cache in bytes (`cache_mb` is bounded, so this cannot wrap).
     pub fn cache_bytes(&self) -> u64 {
         self.cache_mb << 20
+    }
+
+    /// How to open the sled folder (`cache_mb`, `wal`, `wal_checkpoint_mb`, all bounded).
+    pub fn sled_options(&self) -> crate::store::SledOptions {
+        crate::store::SledOptions {
+            cache_bytes: self.cache_bytes(),
+            wal_checkpoint_bytes: self.wal.then_some(self.wal_checkpoint_mb << 20),
+        }
     }
 
     /// The PostgreSQL settings: `SNAPGATE_STORE_URL` wins over `url`.

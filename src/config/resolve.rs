@@ -112,6 +112,7 @@ impl Config {
             0..=100_000,
         )?;
         bounded("store.cache_mb", st.cache_mb, 1..=1 << 16)?;
+        bounded("store.wal_checkpoint_mb", st.wal_checkpoint_mb, 1..=1 << 16)?;
         let pr = &self.processor;
         bounded(
             "processor.sandbox_retention_days",
@@ -268,6 +269,10 @@ mod bounds_tests {
             ("token.lifetime_days", |c| c.token.lifetime_days = u32::MAX),
             ("store.cache_mb", |c| c.store.cache_mb = u64::MAX >> 10),
             ("store.cache_mb", |c| c.store.cache_mb = 0),
+            ("store.wal_checkpoint_mb", |c| c.store.wal_checkpoint_mb = 0),
+            ("store.wal_checkpoint_mb", |c| {
+                c.store.wal_checkpoint_mb = u64::MAX
+            }),
             ("limits.max_header_bytes", |c| {
                 c.limits.max_header_bytes = 100
             }),

@@ -166,6 +166,9 @@ where
 /// request's task wakes once, after the flush, instead of once for the trip and again for the
 /// flush (issue 9: at moderate load every wake-up is a context switch). When `f` wrote nothing
 /// there is nothing of its own to make durable: `Ok(())` at once, no flush.
+///
+/// `f` may write terminal records and sandbox transactions only: the flush that answers is
+/// `TerminalStore::flush_logged`, which with sled's write-ahead log covers nothing else.
 pub async fn offload_durable<T, F>(commit: &GroupCommit, f: F) -> (T, Flushed)
 where
     F: FnOnce() -> (T, bool) + Send + 'static,
@@ -174,7 +177,7 @@ where
     if INLINE.load(Ordering::Relaxed) || !in_multi_thread_runtime() {
         let (v, wrote) = f();
         return match wrote {
-            true => (v, commit.durable().await),
+            true => (v, commit.durable_logged().await),
             false => (v, Ok(())),
         };
     }
@@ -185,7 +188,7 @@ where
     let job: Job = Box::new(move || {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| span.in_scope(f))) {
             // Queued after the trip's writes: the flush that answers covers them.
-            Ok((v, true)) => expected.then(move |flushed| {
+            Ok((v, true)) => expected.then_logged(move |flushed| {
                 let _ = tx.send(Ok((v, flushed)));
             }),
             Ok((v, false)) => {

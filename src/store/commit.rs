@@ -24,17 +24,24 @@ use tokio::sync::oneshot;
 /// A queued caller: answered once with the flush's result, or with `Closed` if it is dropped
 /// unanswered (the thread ended, or a flush panicked with its batch in hand), so no caller
 /// ever waits for an answer that cannot come.
-struct FlushWaiter(Option<Callback>);
+struct FlushWaiter {
+    f: Option<Callback>,
+    /// Its writes were all to the logged trees (`TerminalStore::flush_logged` covers them).
+    logged: bool,
+}
 
 type Callback = Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send>;
 
 impl FlushWaiter {
-    fn new(f: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static) -> Self {
-        FlushWaiter(Some(Box::new(f)))
+    fn new(f: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static, logged: bool) -> Self {
+        FlushWaiter {
+            f: Some(Box::new(f)),
+            logged,
+        }
     }
 
     fn answer(mut self, r: Result<(), Arc<StoreError>>) {
-        if let Some(f) = self.0.take() {
+        if let Some(f) = self.f.take() {
             f(r);
         }
     }
@@ -42,7 +49,7 @@ impl FlushWaiter {
 
 impl Drop for FlushWaiter {
     fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
+        if let Some(f) = self.f.take() {
             f(Err(Arc::new(StoreError::Closed)));
         }
     }
@@ -144,17 +151,31 @@ impl GroupCommit {
 
     /// Wait until everything written before this call is durable.
     pub async fn durable(&self) -> Result<(), Arc<StoreError>> {
+        self.wait(false).await
+    }
+
+    /// `durable` for writes to terminal records and sandbox transactions only (see
+    /// `Expected::then_logged`).
+    pub async fn durable_logged(&self) -> Result<(), Arc<StoreError>> {
+        self.wait(true).await
+    }
+
+    async fn wait(&self, logged: bool) -> Result<(), Arc<StoreError>> {
         let (tx, rx) = oneshot::channel();
-        self.then(move |r| {
-            let _ = tx.send(r);
-        });
+        let waiter = FlushWaiter::new(
+            move |r| {
+                let _ = tx.send(r);
+            },
+            logged,
+        );
+        self.push(Some(waiter), false);
         rx.await.unwrap_or(Err(Arc::new(StoreError::Closed)))
     }
 
     /// Call `f` with the result of a flush that starts after this call: everything written
     /// before it is then durable (or the flush failed). Once closed, `f` gets `Closed` at once.
     pub fn then(&self, f: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static) {
-        self.push(Some(FlushWaiter::new(f)), false);
+        self.push(Some(FlushWaiter::new(f, false)), false);
     }
 
     /// Queue a waiter and/or mark an expected trip landed, under one lock, and wake the flush
@@ -247,7 +268,16 @@ impl Expected {
     /// Queue `f` for the next flush (as `GroupCommit::then`), no longer in flight.
     pub fn then(mut self, f: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static) {
         if let Some(c) = self.commit.take() {
-            c.push(Some(FlushWaiter::new(f)), true);
+            c.push(Some(FlushWaiter::new(f, false)), true);
+        }
+    }
+
+    /// `then` for a trip whose writes were all to terminal records and sandbox transactions:
+    /// a batch of such waiters only is answered by `TerminalStore::flush_logged` (with sled's
+    /// write-ahead log, one fdatasync of the log instead of sled's flush).
+    pub fn then_logged(mut self, f: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static) {
+        if let Some(c) = self.commit.take() {
+            c.push(Some(FlushWaiter::new(f, true)), true);
         }
     }
 }
@@ -297,13 +327,22 @@ fn flush_loop(store: Arc<dyn TerminalStore>, window: Duration, gather: Duration,
         // Everyone queued now: their writes all happened before this flush starts.
         let batch = std::mem::take(&mut q.waiters);
         drop(q);
-        let res = store.flush().map_err(Arc::new);
+        let res = match batch.iter().all(|w| w.logged) {
+            true => store.flush_logged(),
+            false => store.flush(),
+        }
+        .map_err(Arc::new);
         shared.flushes.fetch_add(1, Ordering::Relaxed);
         shared
             .served
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         for w in batch {
             w.answer(res.clone());
+        }
+        // After the answers: a checkpoint (sled's flush) delays only later callers, once a
+        // segment's worth of writes.
+        if let Err(e) = store.checkpoint(false) {
+            tracing::error!(error = %e, "write-ahead log checkpoint failed");
         }
         q = shared.lock();
     }

@@ -18,7 +18,7 @@ impl Engine {
     /// (`store.migrate`) or refuse a schema other than this binary's.
     pub fn open(cfg: &StoreConfig) -> Result<Engine, String> {
         match cfg.backend {
-            StoreBackend::Sled => SledStore::open_with_cache(&cfg.path, cfg.cache_bytes())
+            StoreBackend::Sled => SledStore::open_with(&cfg.path, &cfg.sled_options())
                 .map(Engine::Sled)
                 .map_err(|e| format!("cannot open the store at {}: {e}", cfg.path.display())),
             StoreBackend::Postgres => {
@@ -93,7 +93,7 @@ impl Engine {
     /// PostgreSQL is shared by every node, so it is always opened directly.
     pub fn open_local(cfg: &StoreConfig) -> Result<Option<Engine>, String> {
         match cfg.backend {
-            StoreBackend::Sled => Ok(SledStore::open_now(&cfg.path, cfg.cache_bytes())
+            StoreBackend::Sled => Ok(SledStore::open_now(&cfg.path, &cfg.sled_options())
                 .ok()
                 .map(Engine::Sled)),
             StoreBackend::Postgres => Engine::open(cfg).map(Some),

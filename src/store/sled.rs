@@ -4,6 +4,7 @@
 //! `terminal_transactions` trees, all in one database.
 
 use super::codec;
+use super::wal::{Ops, Tree, Wal};
 use super::{StoreError, TerminalId, TerminalRecord, TerminalStore, TransactionStore, TxnId};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::collections::{HashMap, HashSet};
@@ -203,6 +204,32 @@ pub(super) fn parse_count(b: Option<&[u8]>) -> Result<u32, StoreError> {
 /// gave 204 MiB with the same bytes on disk (docs/BENCHMARKS.md).
 pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
+/// The write-ahead log starts a new segment (and sled is flushed) once its segment holds this
+/// much: at ~15,000 sales a second about every 15 s, and at most this much to replay at open.
+pub const DEFAULT_WAL_CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The write-ahead log's folder inside sled's.
+const WAL_DIR: &str = "wal";
+
+/// How to open a sled store (`[store]`: `cache_mb`, `wal`, `wal_checkpoint_mb`).
+#[derive(Clone, Copy, Debug)]
+pub struct SledOptions {
+    pub cache_bytes: u64,
+    /// Log the hot trees' writes (`wal.rs`) and checkpoint at this size; None: no log, every
+    /// durable flush is sled's flush then fdatasync. A log left by an earlier process is
+    /// replayed at open either way.
+    pub wal_checkpoint_bytes: Option<u64>,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            wal_checkpoint_bytes: Some(DEFAULT_WAL_CHECKPOINT_BYTES),
+        }
+    }
+}
+
 /// The sled-backed store. Terminals live in the `terminals` tree, the strings their records
 /// share in the `names` tree; other modules may open trees of their own on the same database
 /// through `db()`.
@@ -214,6 +241,8 @@ pub struct SledStore {
     /// The files sled's flush leaves in the page cache, synced after it. None for a `from_db`
     /// store, whose folder we do not know: its flush is sled's alone.
     sync: Option<Arc<DataSync>>,
+    /// The hot trees' write-ahead log (`SledOptions::wal_checkpoint_bytes`).
+    wal: Option<Arc<Wal>>,
 }
 
 /// What sled 0.34's `flush` does not make durable, and the handles to make it so.
@@ -299,9 +328,18 @@ impl SledStore {
     /// it). So a held lock is retried for up to `LOCK_WAIT`; another process holding it is
     /// reported after that.
     pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let opts = SledOptions {
+            cache_bytes,
+            ..SledOptions::default()
+        };
+        Self::open_with(path, &opts)
+    }
+
+    /// `open_with_cache`, with every option.
+    pub fn open_with(path: &Path, opts: &SledOptions) -> Result<Self, StoreError> {
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         loop {
-            match Self::open_now(path, cache_bytes) {
+            match Self::open_now(path, opts) {
                 Err(StoreError::Engine(e))
                     if e.to_string().contains("could not acquire lock")
                         && std::time::Instant::now() < deadline =>
@@ -315,16 +353,62 @@ impl SledStore {
 
     /// Open without waiting for a held lock: an operator command that goes through the admin
     /// listener when the server holds the folder should not wait to find that out.
-    pub fn open_now(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+    pub fn open_now(path: &Path, opts: &SledOptions) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(cache_bytes)
+            .cache_capacity(opts.cache_bytes)
             .open()?;
         let mut s = Self::from_db(db)?;
         let sync = Arc::new(DataSync::open(path)?);
         let _ = s.names.sync.set(sync.clone());
         s.sync = Some(sync);
+        let t = s.transactions()?;
+        let apply = |tree: Tree, k: &[u8], v: Option<&[u8]>| -> Result<(), StoreError> {
+            let tree = match tree {
+                Tree::Terminals => &s.terminals,
+                Tree::Transactions => &t.txns,
+                Tree::TerminalTransactions => &t.by_terminal,
+            };
+            match v {
+                Some(v) => tree.insert(k, v)?,
+                None => tree.remove(k)?,
+            };
+            Ok(())
+        };
+        let dir = path.join(WAL_DIR);
+        let wal = match opts.wal_checkpoint_bytes {
+            Some(bytes) => Some(Wal::open(&dir, bytes, apply, || s.settle())?),
+            // Off now, but what an earlier process logged is still replayed.
+            None if dir.exists() => {
+                Wal::replay(&dir, apply, || s.settle())?;
+                None
+            }
+            None => None,
+        };
+        s.wal = wal.map(Arc::new);
         Ok(s)
+    }
+
+    /// sled's flush, then fdatasync: everything applied to sled so far is durable.
+    fn settle(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        if let Some(s) = &self.sync {
+            s.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Run `f`'s writes to the hot trees under the write-ahead log (see `wal.rs`), if any.
+    fn logged<R>(
+        &self,
+        f: impl FnOnce(&mut Ops<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        logged(&self.wal, f)
+    }
+
+    /// Write-ahead log checkpoints since the open.
+    pub fn wal_checkpoints(&self) -> u64 {
+        self.wal.as_ref().map_or(0, |w| w.checkpoints())
     }
 
     /// A store on a database opened elsewhere. Its `flush` is sled's only (no fdatasync):
@@ -337,14 +421,18 @@ impl SledStore {
             terminals,
             names,
             sync: None,
+            wal: None,
         })
     }
 
-    /// How many times `flush` has called fdatasync on sled's log file since the open.
+    /// How many times this store has called fdatasync on sled's log file or on its own
+    /// write-ahead log since the open.
     pub fn fdatasyncs(&self) -> u64 {
-        self.sync
+        let sled = self
+            .sync
             .as_ref()
-            .map_or(0, |s| s.fdatasyncs.load(Ordering::Relaxed))
+            .map_or(0, |s| s.fdatasyncs.load(Ordering::Relaxed));
+        sled + self.wal.as_ref().map_or(0, |w| w.fdatasyncs())
     }
 
     pub fn db(&self) -> &sled::Db {
@@ -384,6 +472,7 @@ impl SledStore {
         Ok(SledTransactions {
             txns: self.db.open_tree("transactions")?,
             by_terminal: self.db.open_tree("terminal_transactions")?,
+            wal: self.wal.clone(),
         })
     }
 }
@@ -402,22 +491,35 @@ impl TerminalStore for SledStore {
         expected: Option<&TerminalRecord>,
         new: &TerminalRecord,
     ) -> Result<bool, StoreError> {
-        let new = self.encode(new)?;
+        // Encoded before the log's lock: a new name's interning waits for a flush.
+        let new = sled::IVec::from(self.encode(new)?);
         // Names looked up, not interned: if one has no index here, these bytes will not match
         // and the check below decides.
         let old = expected.map(|r| self.encode_with(r, false)).transpose()?;
-        let Err(moved) = self.terminals.compare_and_swap(id.0, old, Some(new))? else {
-            return Ok(true);
-        };
-        // Other bytes can hold the same record: the earlier layout, or indexes this store has
-        // not cached. Compare the records, then swap against the bytes actually stored.
-        match (expected, moved.current) {
-            (Some(expected), Some(current)) if self.decode(&current)? == *expected => Ok(self
+        self.logged(|ops| {
+            let Err(moved) = self
                 .terminals
-                .compare_and_swap(id.0, Some(current), moved.proposed)?
-                .is_ok()),
-            _ => Ok(false),
-        }
+                .compare_and_swap(id.0, old, Some(new.clone()))?
+            else {
+                ops.put(Tree::Terminals, &id.0, &new);
+                return Ok(true);
+            };
+            // Other bytes can hold the same record: the earlier layout, or indexes this store
+            // has not cached. Compare the records, then swap against the bytes actually stored.
+            match (expected, moved.current) {
+                (Some(expected), Some(current)) if self.decode(&current)? == *expected => {
+                    let swapped = self
+                        .terminals
+                        .compare_and_swap(id.0, Some(current), Some(new.clone()))?
+                        .is_ok();
+                    if swapped {
+                        ops.put(Tree::Terminals, &id.0, &new);
+                    }
+                    Ok(swapped)
+                }
+                _ => Ok(false),
+            }
+        })
     }
 
     fn list(
@@ -449,14 +551,42 @@ impl TerminalStore for SledStore {
         self.terminals.len()
     }
 
-    /// sled's flush writes the log and waits for the writes; fdatasync then makes them
-    /// durable against power loss (see `DataSync`). One call serves every write before it.
+    /// The write-ahead log's buffer written and fdatasynced, then sled's flush, which writes
+    /// its log and waits for the writes, and fdatasync, which makes them durable against power
+    /// loss (see `DataSync`). One call serves every write before it, to any tree. The log goes
+    /// first so that it is never older than sled's durable state for a write acknowledged
+    /// here: a replay would otherwise put back an older logged value.
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        if let Some(s) = &self.sync {
-            s.sync()?;
+        if let Some(w) = &self.wal {
+            w.sync()?;
         }
-        Ok(())
+        self.settle()
+    }
+
+    /// With the write-ahead log: its buffer written and fdatasynced only (`wal.rs`).
+    fn flush_logged(&self) -> Result<(), StoreError> {
+        match &self.wal {
+            Some(w) => w.sync(),
+            None => self.flush(),
+        }
+    }
+
+    fn checkpoint(&self, always: bool) -> Result<(), StoreError> {
+        let Some(w) = &self.wal else { return Ok(()) };
+        if always || w.checkpoint_due() {
+            w.checkpoint(|| self.settle())?;
+        }
+        w.prepare()
+    }
+}
+
+fn logged<R>(
+    wal: &Option<Arc<Wal>>,
+    f: impl FnOnce(&mut Ops<'_>) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    match wal {
+        Some(w) => w.write(f),
+        None => f(&mut Ops::none()),
     }
 }
 
@@ -466,6 +596,7 @@ impl TerminalStore for SledStore {
 pub struct SledTransactions {
     txns: sled::Tree,
     by_terminal: sled::Tree,
+    wal: Option<Arc<Wal>>,
 }
 
 /// The per-terminal index key: terminal id then transaction id.
@@ -488,11 +619,17 @@ impl TransactionStore for SledTransactions {
         bytes: Vec<u8>,
         index: bool,
     ) -> Result<(), StoreError> {
-        self.txns.insert(id, bytes)?;
-        if index {
-            self.by_terminal.insert(index_key(terminal, id), &[])?;
-        }
-        Ok(())
+        let bytes = sled::IVec::from(bytes);
+        logged(&self.wal, |ops| {
+            self.txns.insert(id, bytes.clone())?;
+            ops.put(Tree::Transactions, id, &bytes);
+            if index {
+                let k = index_key(terminal, id);
+                self.by_terminal.insert(k, &[])?;
+                ops.put(Tree::TerminalTransactions, &k, &[]);
+            }
+            Ok(())
+        })
     }
 
     fn compare_and_swap(
@@ -501,15 +638,26 @@ impl TransactionStore for SledTransactions {
         expected: &[u8],
         new: Vec<u8>,
     ) -> Result<bool, StoreError> {
-        Ok(self
-            .txns
-            .compare_and_swap(id, Some(expected), Some(new))?
-            .is_ok())
+        let new = sled::IVec::from(new);
+        logged(&self.wal, |ops| {
+            let swapped = self
+                .txns
+                .compare_and_swap(id, Some(expected), Some(new.clone()))?
+                .is_ok();
+            if swapped {
+                ops.put(Tree::Transactions, id, &new);
+            }
+            Ok(swapped)
+        })
     }
 
     fn unindex(&self, terminal: &TerminalId, id: &TxnId) -> Result<(), StoreError> {
-        self.by_terminal.remove(index_key(terminal, id))?;
-        Ok(())
+        let k = index_key(terminal, id);
+        logged(&self.wal, |ops| {
+            self.by_terminal.remove(k)?;
+            ops.del(Tree::TerminalTransactions, &k);
+            Ok(())
+        })
     }
 
     fn indexed(&self, terminal: &TerminalId) -> Result<Vec<TxnId>, StoreError> {
@@ -530,20 +678,34 @@ impl TransactionStore for SledTransactions {
     ) -> Result<(), StoreError> {
         // sled wants an `Fn`: the caller's `FnMut` runs once per attempt, never concurrently.
         let f = std::cell::RefCell::new(f);
-        let res = self.txns.transaction(|tx| {
-            let cur = tx.get(id)?;
-            let Some(writes) = (f.borrow_mut())(cur.as_deref()) else {
-                return Err(ConflictableTransactionError::Abort(()));
-            };
-            for (k, v) in writes {
-                tx.insert(&k[..], v)?;
+        // The writes of the attempt that committed, for the log.
+        let wrote = std::cell::RefCell::new(Vec::new());
+        logged(&self.wal, |ops| {
+            let res = self.txns.transaction(|tx| {
+                let cur = tx.get(id)?;
+                let Some(writes) = (f.borrow_mut())(cur.as_deref()) else {
+                    return Err(ConflictableTransactionError::Abort(()));
+                };
+                let mut wrote = wrote.borrow_mut();
+                wrote.clear();
+                for (k, v) in writes {
+                    let v = sled::IVec::from(v);
+                    tx.insert(&k[..], v.clone())?;
+                    wrote.push((k, v));
+                }
+                Ok(())
+            });
+            match res {
+                Ok(()) => {
+                    for (k, v) in wrote.borrow().iter() {
+                        ops.put(Tree::Transactions, k, v);
+                    }
+                    Ok(())
+                }
+                Err(TransactionError::Abort(())) => Ok(()),
+                Err(TransactionError::Storage(e)) => Err(e.into()),
             }
-            Ok(())
-        });
-        match res {
-            Ok(()) | Err(TransactionError::Abort(())) => Ok(()),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
-        }
+        })
     }
 
     fn range(
@@ -565,7 +727,10 @@ impl TransactionStore for SledTransactions {
     }
 
     fn remove(&self, id: &TxnId) -> Result<(), StoreError> {
-        self.txns.remove(id)?;
-        Ok(())
+        logged(&self.wal, |ops| {
+            self.txns.remove(id)?;
+            ops.del(Tree::Transactions, id);
+            Ok(())
+        })
     }
 }

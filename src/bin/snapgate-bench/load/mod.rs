@@ -119,6 +119,9 @@ pub struct LoadArgs {
     /// In-process snapgate's `store.group_commit_gather_us` (unset: its default).
     #[arg(long)]
     pub gather_us: Option<u64>,
+    /// In-process snapgate's `store.wal` (unset: its default, on).
+    #[arg(long)]
+    pub wal: Option<bool>,
 }
 
 #[derive(Serialize)]

@@ -116,6 +116,9 @@ pub(super) fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String
     if args.cache_mb > 0 {
         cfg.store.cache_mb = args.cache_mb;
     }
+    if let Some(w) = args.wal {
+        cfg.store.wal = w;
+    }
     if args.server_log != "off" {
         let file =
             std::fs::File::create(dir.path().join("server.log")).map_err(|e| e.to_string())?;
@@ -128,7 +131,7 @@ pub(super) fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String
     }
     let server_keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
     let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
-    let store = SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_bytes())
+    let store = SledStore::open_with(&cfg.store.path, &cfg.store.sled_options())
         .map_err(|e| e.to_string())?;
     let local = Local {
         store: store.clone(),
