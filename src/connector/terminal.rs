@@ -49,7 +49,7 @@ pub async fn authorize(app: &App, token: &str) -> Result<ClientRecord, Connector
     })?;
     if s.wrote {
         app.commit
-            .durable()
+            .durable_logged() // the terminal's record only
             .await
             .map_err(|e| ConnectorError::Internal(format!("promoted terminal token: {e}")))?;
     }

@@ -376,11 +376,13 @@ impl SledStore {
             Ok(())
         };
         let dir = path.join(WAL_DIR);
+        let (db, data) = (s.db.clone(), s.sync.clone());
+        let settle = Box::new(move || settle(&db, data.as_deref()));
         let wal = match opts.wal_checkpoint_bytes {
-            Some(bytes) => Some(Wal::open(&dir, bytes, apply, || s.settle())?),
+            Some(bytes) => Some(Wal::open(&dir, bytes, apply, settle)?),
             // Off now, but what an earlier process logged is still replayed.
             None if dir.exists() => {
-                Wal::replay(&dir, apply, || s.settle())?;
+                Wal::replay(&dir, apply, &settle)?;
                 None
             }
             None => None,
@@ -389,13 +391,8 @@ impl SledStore {
         Ok(s)
     }
 
-    /// sled's flush, then fdatasync: everything applied to sled so far is durable.
     fn settle(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        if let Some(s) = &self.sync {
-            s.sync()?;
-        }
-        Ok(())
+        settle(&self.db, self.sync.as_deref())
     }
 
     /// Run `f`'s writes to the hot trees under the write-ahead log (see `wal.rs`), if any.
@@ -574,10 +571,19 @@ impl TerminalStore for SledStore {
     fn checkpoint(&self, always: bool) -> Result<(), StoreError> {
         let Some(w) = &self.wal else { return Ok(()) };
         if always || w.checkpoint_due() {
-            w.checkpoint(|| self.settle())?;
+            w.checkpoint()?;
         }
         w.prepare()
     }
+}
+
+/// sled's flush, then fdatasync: everything applied to sled so far is durable.
+fn settle(db: &sled::Db, data: Option<&DataSync>) -> Result<(), StoreError> {
+    db.flush()?;
+    if let Some(s) = data {
+        s.sync()?;
+    }
+    Ok(())
 }
 
 fn logged<R>(

@@ -42,6 +42,14 @@ const DEL: u8 = 2;
 /// is left (`Wal::prepare`, after a flush's answers).
 const ZERO_AHEAD: u64 = 512 * 1024;
 
+/// A writer that leaves this much buffered (a bulk load that never asks for a flush) writes it
+/// to the segment itself, without an fdatasync, and checkpoints if due: the buffer and the
+/// segment stay bounded whoever writes.
+const SPILL_BYTES: usize = 1024 * 1024;
+
+/// Makes everything applied to sled so far durable there (sled's flush, then fdatasync).
+pub(super) type Settle = Box<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
+
 /// The trees the log covers. Every write to them goes through `Wal::write`; a write that did
 /// not would be overwritten by an older logged value at the next replay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +101,7 @@ pub(super) struct Wal {
     io: Mutex<Io>,
     checkpointing: Mutex<()>,
     checkpoint_bytes: u64,
+    settle: Settle,
     fdatasyncs: AtomicU64,
     checkpoints: AtomicU64,
     /// A write or fdatasync of a segment failed: what reached the file is unknown, and a record
@@ -200,10 +209,16 @@ impl Segment {
         Ok(())
     }
 
-    /// Append `bytes` and fdatasync.
-    fn write_and_sync(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Append `bytes`.
+    fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         self.file.write_all_at(bytes, self.end).map_err(io)?;
         self.end += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Append `bytes` and fdatasync.
+    fn write_and_sync(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write(bytes)?;
         self.file.sync_data().map_err(io)
     }
 }
@@ -288,14 +303,14 @@ fn parse_ops(mut p: &[u8]) -> Result<Vec<Op<'_>>, StoreError> {
 
 impl Wal {
     /// Open the log in `dir`: replay what an earlier process left (`replay`), then start a
-    /// new segment.
+    /// new segment. `settle` is kept for checkpoints.
     pub(super) fn open(
         dir: &Path,
         checkpoint_bytes: u64,
         apply: impl FnMut(Tree, &[u8], Option<&[u8]>) -> Result<(), StoreError>,
-        settle: impl FnOnce() -> Result<(), StoreError>,
+        settle: Settle,
     ) -> Result<Wal, StoreError> {
-        let last = Self::replay(dir, apply, settle)?;
+        let last = Self::replay(dir, apply, &settle)?;
         let seq = last + 1;
         let seg = create_segment(dir, seq)?;
         Ok(Wal {
@@ -311,6 +326,7 @@ impl Wal {
             }),
             checkpointing: Mutex::new(()),
             checkpoint_bytes,
+            settle,
             fdatasyncs: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             failed: AtomicBool::new(false),
@@ -323,7 +339,7 @@ impl Wal {
     pub(super) fn replay(
         dir: &Path,
         mut apply: impl FnMut(Tree, &[u8], Option<&[u8]>) -> Result<(), StoreError>,
-        settle: impl FnOnce() -> Result<(), StoreError>,
+        settle: &dyn Fn() -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
         std::fs::create_dir_all(dir).map_err(io)?;
         let old = segments(dir)?;
@@ -387,7 +403,33 @@ impl Wal {
             st.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
             st.bytes += (RECORD_HEADER + len) as u64;
         }
+        let spill = st.buf.len() >= SPILL_BYTES;
+        drop(st);
+        if spill {
+            // The write itself is done and its result stands; a failure here fails every
+            // later flush (`failed`), so nothing written since is ever acknowledged.
+            if let Err(e) = self.spill() {
+                tracing::error!(error = %e, "write-ahead log: writing a full buffer failed");
+            }
+        }
         r
+    }
+
+    /// Write the buffer to the segment without an fdatasync, then checkpoint if due.
+    fn spill(&self) -> Result<(), StoreError> {
+        {
+            let mut io = self.io();
+            let io = &mut *io;
+            std::mem::swap(&mut self.state().buf, &mut io.spare);
+            self.check()?;
+            let r = io.seg.write(&io.spare);
+            io.spare.clear();
+            self.note(r)?;
+        }
+        match self.checkpoint_due() {
+            true => self.checkpoint(),
+            false => Ok(()),
+        }
     }
 
     /// Write what is buffered to the current segment and fdatasync it: every write logged
@@ -442,10 +484,7 @@ impl Wal {
 
     /// Start a new segment, make sled durable (`settle`), and delete the older segments:
     /// they hold nothing sled's durable state lacks. One checkpoint at a time.
-    pub(super) fn checkpoint(
-        &self,
-        settle: impl FnOnce() -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    pub(super) fn checkpoint(&self) -> Result<(), StoreError> {
         let _one = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
         self.check()?;
         let next = self.state().seq + 1;
@@ -467,7 +506,7 @@ impl Wal {
             self.note(r)?;
         }
         // Everything in the old segments was applied to sled before the switch.
-        settle()?;
+        (self.settle)()?;
         for (seq, path) in segments(&self.dir)? {
             if seq < next {
                 std::fs::remove_file(path).map_err(io)?;

@@ -309,3 +309,32 @@ async fn only_a_batch_of_logged_waiters_gets_the_logs_flush() {
     assert_eq!(store.logged.load(Ordering::SeqCst), 0);
     gc.close().await;
 }
+
+/// A bulk writer that never asks for a flush (the bench's prefill, a long retention sweep at
+/// idle) does not grow the buffer or the segment without bound: a full buffer is written out,
+/// and a due checkpoint runs from the writer. Every write is there after a reopen.
+#[test]
+fn a_writer_that_never_flushes_spills_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(Some(512 * 1024));
+    let n = 3_500u32;
+    {
+        let s = open(dir.path(), &o);
+        let t = s.transactions().unwrap();
+        for i in 0..n {
+            let mut txn = [0u8; 16];
+            txn[..4].copy_from_slice(&i.to_be_bytes());
+            t.insert(&id(0), &txn, vec![7; 300], false).unwrap();
+        }
+        assert!(s.wal_checkpoints() >= 1, "no flush, still checkpointed");
+        assert_eq!(segments(dir.path()).len(), 1);
+        s.flush_logged().unwrap();
+    }
+    let s = open(dir.path(), &o);
+    let t = s.transactions().unwrap();
+    for i in [0, 1, n / 2, n - 1] {
+        let mut txn = [0u8; 16];
+        txn[..4].copy_from_slice(&i.to_be_bytes());
+        assert_eq!(t.get(&txn).unwrap(), Some(vec![7; 300]), "sale {i}");
+    }
+}

@@ -261,7 +261,8 @@ async fn register(
         app.limiter.failed(&proven, now);
     }
     stored?;
-    app.commit.durable().await?;
+    // Only the terminal's record was written (a new name is made durable by its interning).
+    app.commit.durable_logged().await?;
     tracing::info!(
         terminal = %id,
         bdk = %auth.bdk_id,

@@ -124,7 +124,8 @@ pub async fn apply(app: &App, r: SisRequest, ctx: &Context) -> Result<Reply, Err
         // A pending token became current (the old one is dead): past the commit point, the
         // request finishes rather than time out.
         ctx.commit.mark()?;
-        app.commit.durable().await?;
+        app.commit.durable_logged().await?; // the terminal's record only
+
     }
     let name = r.name.as_str();
     let ns = format!("{}{SIS_PATH}", base.uri());
