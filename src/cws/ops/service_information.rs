@@ -125,7 +125,6 @@ pub async fn apply(app: &App, r: SisRequest, ctx: &Context) -> Result<Reply, Err
         // request finishes rather than time out.
         ctx.commit.mark()?;
         app.commit.durable_logged().await?; // the terminal's record only
-
     }
     let name = r.name.as_str();
     let ns = format!("{}{SIS_PATH}", base.uri());
