@@ -353,6 +353,8 @@ async def case_limits(c):
     sock.connect((u.hostname, u.port))
     a = await c.register(dev_access, "T2")
     slow = await c.ws(a["url"], a["token"], sock=sock, max_queue=1)
+    # As `device` does: the claim must not race the server attaching the connection.
+    await c.until(lambda: (c.admin_device("T2") or {}).get("connected_here"), "T2 attached")
     pos = await c.pos(pos_access, "T2")
     chunk = b"\x04" * (64 << 10)
 
