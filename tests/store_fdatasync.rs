@@ -45,7 +45,7 @@ fn strace_sees_fdatasync_on_sleds_log_file() {
             "-qq",
             "-y",
             "-e",
-            "trace=fdatasync",
+            "trace=fdatasync,fsync",
             "-e",
             "signal=none",
             "-o",
@@ -71,4 +71,11 @@ fn strace_sees_fdatasync_on_sleds_log_file() {
     assert_eq!(synced(db.join("db")), 4, "sled's file, trace:\n{log}");
     let wal = db.join("wal").join(format!("{:020}.wal", 1));
     assert_eq!(synced(wal), 7, "the write-ahead log, trace:\n{log}");
+    // The segment's directory entry: the log's folder is fsynced when a segment is created.
+    let folder = format!("<{}>)", db.join("wal").display());
+    let dir_syncs = log
+        .lines()
+        .filter(|l| l.contains("fsync(") && l.contains(&folder) && l.ends_with("= 0"))
+        .count();
+    assert!(dir_syncs >= 1, "the log's folder is fsynced, trace:\n{log}");
 }
