@@ -338,3 +338,35 @@ fn a_writer_that_never_flushes_spills_and_checkpoints() {
         assert_eq!(t.get(&txn).unwrap(), Some(vec![7; 300]), "sale {i}");
     }
 }
+
+/// A segment is filled with zeros ahead of its writes (an fdatasync then writes data only,
+/// not the file's growth): at least 512 KiB at creation, and still at least half of that
+/// after ~700 KB of flushed sales, the flush thread's `checkpoint` having refilled it.
+#[test]
+fn segments_are_filled_with_zeros_ahead_of_the_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), &opts(Some(DEFAULT_WAL_CHECKPOINT_BYTES)));
+    let seg = segments(dir.path()).pop().unwrap();
+    let created = std::fs::read(&seg).unwrap();
+    assert!(created.len() >= 512 * 1024, "{} bytes", created.len());
+    assert!(created[8..].iter().all(|&b| b == 0));
+    let t = s.transactions().unwrap();
+    for i in 0..2_000u32 {
+        let mut txn = [0u8; 16];
+        txn[..4].copy_from_slice(&i.to_be_bytes());
+        t.insert(&id(1), &txn, vec![9; 300], false).unwrap();
+        if i % 50 == 49 {
+            s.flush_logged().unwrap();
+            s.checkpoint(false).unwrap();
+        }
+    }
+    assert_eq!(segments(dir.path()), vec![seg.clone()], "no checkpoint yet");
+    let bytes = std::fs::read(&seg).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert!(end > 600_000, "the sales are in this segment: {end}");
+    assert!(
+        bytes.len() - end >= 256 * 1024,
+        "{} zero bytes ahead of {end}",
+        bytes.len() - end
+    );
+}
