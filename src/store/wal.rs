@@ -417,15 +417,7 @@ impl Wal {
 
     /// Write the buffer to the segment without an fdatasync, then checkpoint if due.
     fn spill(&self) -> Result<(), StoreError> {
-        {
-            let mut io = self.io();
-            let io = &mut *io;
-            std::mem::swap(&mut self.state().buf, &mut io.spare);
-            self.check()?;
-            let r = io.seg.write(&io.spare);
-            io.spare.clear();
-            self.note(r)?;
-        }
+        self.write_out(false)?;
         match self.checkpoint_due() {
             true => self.checkpoint(),
             false => Ok(()),
@@ -435,15 +427,24 @@ impl Wal {
     /// Write what is buffered to the current segment and fdatasync it: every write logged
     /// before this call is then durable.
     pub(super) fn sync(&self) -> Result<(), StoreError> {
+        self.write_out(true)?;
+        self.fdatasyncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Take the buffer and write it to the current segment; with `sync`, fdatasync it. Once
+    /// the log has failed the buffer is dropped instead: nothing is acknowledged any more, and
+    /// the memory stays bounded.
+    fn write_out(&self, sync: bool) -> Result<(), StoreError> {
         let mut io = self.io();
         let io = &mut *io;
         std::mem::swap(&mut self.state().buf, &mut io.spare);
-        self.check()?;
-        let r = io.seg.write_and_sync(&io.spare);
+        let r = self.check().and_then(|()| match sync {
+            true => io.seg.write_and_sync(&io.spare),
+            false => io.seg.write(&io.spare),
+        });
         io.spare.clear();
-        self.note(r)?;
-        self.fdatasyncs.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.note(r)
     }
 
     fn io(&self) -> MutexGuard<'_, Io> {

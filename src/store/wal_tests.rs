@@ -3,7 +3,7 @@
 
 use super::tests::record;
 use super::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -57,6 +57,31 @@ fn id(n: u8) -> TerminalId {
     TerminalId::new("6B2866C8FD500001", &format!("W{n}"))
 }
 
+/// `<root>/live`, a store closed cleanly after `setup` and a checkpoint, and `<root>/old`, a
+/// copy of its folder then: sled's files there predate whatever `live` is given next.
+fn live_and_old(
+    root: &Path,
+    o: &SledOptions,
+    setup: impl FnOnce(&SledStore),
+) -> (PathBuf, PathBuf) {
+    let (live, old) = (root.join("live"), root.join("old"));
+    {
+        let s = open(&live, o);
+        setup(&s);
+        s.flush().unwrap();
+        s.checkpoint(true).unwrap();
+        assert_eq!(s.wal_checkpoints(), 1);
+    }
+    copy_dir(&live, &old);
+    (live, old)
+}
+
+/// Give `old` the log `live` has now, in place of its own.
+fn copy_log(live: &Path, old: &Path) {
+    std::fs::remove_dir_all(old.join("wal")).unwrap();
+    copy_dir(&live.join("wal"), &old.join("wal"));
+}
+
 /// A sale as the sandbox writes it: a record, and its entry in the terminal's index.
 fn sale(t: &dyn TransactionStore, n: u8) {
     t.insert(&id(n), &[n; 16], vec![n; 300], true).unwrap();
@@ -68,16 +93,10 @@ fn sale(t: &dyn TransactionStore, n: u8) {
 #[test]
 fn the_log_puts_back_what_sleds_older_files_lack() {
     let dir = tempfile::tempdir().unwrap();
-    let (live, old) = (dir.path().join("live"), dir.path().join("old"));
     let o = opts(Some(DEFAULT_WAL_CHECKPOINT_BYTES));
-    {
-        let s = open(&live, &o);
+    let (live, old) = live_and_old(dir.path(), &o, |s| {
         assert!(s.compare_and_swap(&id(0), None, &record("W0")).unwrap());
-        s.flush().unwrap();
-        s.checkpoint(true).unwrap();
-        assert_eq!(s.wal_checkpoints(), 1);
-    }
-    copy_dir(&live, &old);
+    });
     {
         let s = open(&live, &o);
         let t = s.transactions().unwrap();
@@ -97,8 +116,7 @@ fn the_log_puts_back_what_sleds_older_files_lack() {
         s.flush_logged().unwrap();
         assert_eq!(s.fdatasyncs(), before + 1, "one fdatasync, of the log");
         // Only the log goes to the old folder: sled's files there predate every write above.
-        std::fs::remove_dir_all(old.join("wal")).unwrap();
-        copy_dir(&live.join("wal"), &old.join("wal"));
+        copy_log(&live, &old);
     }
     let s = open(&old, &o);
     let t = s.transactions().unwrap();
@@ -118,14 +136,8 @@ fn the_log_puts_back_what_sleds_older_files_lack() {
 #[test]
 fn a_torn_last_record_is_left_out_and_the_rest_replayed() {
     let dir = tempfile::tempdir().unwrap();
-    let (live, old) = (dir.path().join("live"), dir.path().join("old"));
     let o = opts(Some(DEFAULT_WAL_CHECKPOINT_BYTES));
-    {
-        let s = open(&live, &o);
-        s.flush().unwrap();
-        s.checkpoint(true).unwrap();
-    }
-    copy_dir(&live, &old);
+    let (live, old) = live_and_old(dir.path(), &o, |_| ());
     {
         let s = open(&live, &o);
         let t = s.transactions().unwrap();
@@ -133,8 +145,7 @@ fn a_torn_last_record_is_left_out_and_the_rest_replayed() {
         s.flush_logged().unwrap();
         sale(&t, 2);
         s.flush_logged().unwrap();
-        std::fs::remove_dir_all(old.join("wal")).unwrap();
-        copy_dir(&live.join("wal"), &old.join("wal"));
+        copy_log(&live, &old);
     }
     // The last record's final byte never reached the disk: zero where it was.
     let seg = segments(&old).pop().unwrap();
@@ -187,19 +198,13 @@ fn checkpoints_keep_one_segment_and_every_write() {
 #[test]
 fn a_log_left_behind_is_replayed_when_the_log_is_turned_off() {
     let dir = tempfile::tempdir().unwrap();
-    let (live, old) = (dir.path().join("live"), dir.path().join("old"));
+    let o = opts(Some(DEFAULT_WAL_CHECKPOINT_BYTES));
+    let (live, old) = live_and_old(dir.path(), &o, |_| ());
     {
-        let s = open(&live, &opts(Some(DEFAULT_WAL_CHECKPOINT_BYTES)));
-        s.flush().unwrap();
-        s.checkpoint(true).unwrap();
-    }
-    copy_dir(&live, &old);
-    {
-        let s = open(&live, &opts(Some(DEFAULT_WAL_CHECKPOINT_BYTES)));
+        let s = open(&live, &o);
         sale(&s.transactions().unwrap(), 5);
         s.flush_logged().unwrap();
-        std::fs::remove_dir_all(old.join("wal")).unwrap();
-        copy_dir(&live.join("wal"), &old.join("wal"));
+        copy_log(&live, &old);
     }
     let s = open(&old, &opts(None));
     let t = s.transactions().unwrap();
