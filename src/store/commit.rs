@@ -242,7 +242,7 @@ impl GroupCommit {
             },
             Scraped {
                 name: "snapgate_store_fdatasync",
-                help: "fdatasync calls on sled's log file since the store opened.",
+                help: "fdatasync calls on the store's files (the write-ahead log, sled's log) since it opened.",
                 kind: Counter(fdatasyncs),
             },
         ]
