@@ -62,9 +62,11 @@ fn strace_sees_fdatasync_on_sleds_log_file() {
         .unwrap();
     assert!(status.success());
     let log = std::fs::read_to_string(&trace).unwrap();
+    let calls = whole_calls(&log);
     let synced = |file: std::path::PathBuf| {
         let file = format!("<{}>)", file.display());
-        log.lines()
+        calls
+            .iter()
             .filter(|l| l.contains("fdatasync(") && l.contains(&file) && l.ends_with("= 0"))
             .count()
     };
@@ -73,9 +75,29 @@ fn strace_sees_fdatasync_on_sleds_log_file() {
     assert_eq!(synced(wal), 7, "the write-ahead log, trace:\n{log}");
     // The segment's directory entry: the log's folder is fsynced when a segment is created.
     let folder = format!("<{}>)", db.join("wal").display());
-    let dir_syncs = log
-        .lines()
+    let dir_syncs = calls
+        .iter()
         .filter(|l| l.contains("fsync(") && l.contains(&folder) && l.ends_with("= 0"))
         .count();
     assert!(dir_syncs >= 1, "the log's folder is fsynced, trace:\n{log}");
+}
+
+/// strace's lines with each call whole: a call that another traced thread interrupted is
+/// printed as `PID name(args <unfinished ...>` and later `PID <... name resumed>rest`.
+fn whole_calls(log: &str) -> Vec<String> {
+    let mut open = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for l in log.lines() {
+        let pid = l.split_whitespace().next().unwrap_or("");
+        if let Some(head) = l.strip_suffix(" <unfinished ...>") {
+            open.insert(pid, head);
+        } else if let Some(i) = l.find(" resumed>") {
+            if let Some(head) = open.remove(pid) {
+                out.push(format!("{head}{}", &l[i + " resumed>".len()..]));
+            }
+        } else {
+            out.push(l.to_owned());
+        }
+    }
+    out
 }
