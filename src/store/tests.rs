@@ -721,3 +721,134 @@ async fn a_panicking_flush_answers_every_caller_closed() {
     let refused = gc.durable().await.unwrap_err();
     assert!(matches!(*refused, StoreError::Closed));
 }
+
+/// A store whose terminal cache holds about `entries` records (`terminal_cache.rs`).
+fn cached(path: &std::path::Path, entries: usize) -> SledStore {
+    let o = SledOptions {
+        terminal_cache_entries: entries,
+        ..SledOptions::default()
+    };
+    SledStore::open_with(path, &o).unwrap()
+}
+
+/// What the `terminals` tree itself holds for `id`, decoded (never from the cache).
+fn in_tree(s: &SledStore, id: &TerminalId) -> Option<TerminalRecord> {
+    let bytes = s.terminals.get(id.0).unwrap()?;
+    Some(s.decode(&bytes).unwrap())
+}
+
+#[test]
+fn cached_reads_and_writes_always_match_the_tree() {
+    // 64 entries over 200 terminals: every shard evicts while the threads race on its keys.
+    for entries in [0, 64, 100_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(cached(dir.path(), entries));
+        let ids: Vec<_> = (0..200)
+            .map(|i| TerminalId::new("k", &format!("B{i}")))
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert!(s
+                .compare_and_swap(id, None, &record(&format!("B{i}")))
+                .unwrap());
+        }
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                let (s, ids) = (s.clone(), ids.clone());
+                std::thread::spawn(move || {
+                    for k in 0..600 {
+                        let id = &ids[(k * 7 + t * 13) % ids.len()];
+                        update(&*s, id, |cur| {
+                            let mut r = cur.unwrap().clone();
+                            r.last_counter += 1;
+                            Ok::<_, StoreError>((Some(r), ()))
+                        })
+                        .unwrap();
+                        // Reads interleave with other threads' writes to the same keys.
+                        let _ = s.get(&ids[(k * 3 + t) % ids.len()]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut total = 0;
+        for id in &ids {
+            let through_store = s.get(id).unwrap();
+            assert_eq!(through_store, in_tree(&s, id), "cache of {entries}");
+            total += u64::from(through_store.unwrap().last_counter - 1);
+        }
+        assert_eq!(total, 6 * 600, "no update lost with a cache of {entries}");
+        let held = s.cache_len();
+        match entries {
+            0 => assert_eq!(held, 0),
+            64 => assert!(held <= 64, "{held} entries kept, bound 64"),
+            _ => assert_eq!(held, 200),
+        }
+    }
+}
+
+#[test]
+fn a_cached_record_refuses_a_stale_expectation_without_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = cached(dir.path(), 1000);
+    let id = TerminalId::new("k", "B1");
+    let r = record("B1");
+    assert!(s.compare_and_swap(&id, None, &r).unwrap());
+    assert_eq!(s.get(&id).unwrap().as_ref(), Some(&r));
+    // Present, so "expected absent" is stale too.
+    assert!(!s.compare_and_swap(&id, None, &full_record("B1")).unwrap());
+    let mut stale = r.clone();
+    stale.last_counter = 9;
+    let mut next = r.clone();
+    next.revoked = true;
+    assert!(!s.compare_and_swap(&id, Some(&stale), &next).unwrap());
+    assert_eq!(in_tree(&s, &id), Some(r.clone()));
+    assert!(s.compare_and_swap(&id, Some(&r), &next).unwrap());
+    assert_eq!(in_tree(&s, &id), Some(next.clone()));
+    assert_eq!(s.get(&id).unwrap(), Some(next));
+}
+
+#[test]
+fn a_write_behind_the_cache_is_never_overwritten() {
+    // Only tools and tests write the tree directly; the cache must still not clobber it.
+    let dir = tempfile::tempdir().unwrap();
+    let s = cached(dir.path(), 1000);
+    let id = TerminalId::new("k", "B1");
+    let r = record("B1");
+    assert!(s.compare_and_swap(&id, None, &r).unwrap());
+    assert_eq!(s.get(&id).unwrap().as_ref(), Some(&r), "now cached");
+    let mut behind = r.clone();
+    behind.last_counter = 40;
+    s.terminals
+        .insert(id.0, s.encode(&behind).unwrap())
+        .unwrap();
+    let mut next = r.clone();
+    next.last_counter = 2;
+    // The cached record matches the expectation, sled's bytes do not: refused, and forgotten.
+    assert!(!s.compare_and_swap(&id, Some(&r), &next).unwrap());
+    assert_eq!(in_tree(&s, &id), Some(behind.clone()));
+    assert_eq!(s.get(&id).unwrap(), Some(behind.clone()));
+    assert!(s.compare_and_swap(&id, Some(&behind), &next).unwrap());
+    assert_eq!(s.get(&id).unwrap(), Some(next));
+}
+
+#[test]
+fn a_reopen_reads_the_cached_writes_back_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = TerminalId::new("k", "B2");
+    let mut r = full_record("B2");
+    {
+        let s = cached(dir.path(), 1000);
+        assert!(s.compare_and_swap(&id, None, &r).unwrap());
+        let mut next = r.clone();
+        next.last_counter = 5;
+        assert!(s.compare_and_swap(&id, Some(&r), &next).unwrap());
+        r = next;
+        s.flush().unwrap();
+    }
+    let s = reopen(dir.path());
+    assert_eq!(s.cache_len(), 0);
+    assert_eq!(s.get(&id).unwrap(), Some(r));
+    assert_eq!(s.cache_len(), 1);
+}

@@ -122,6 +122,9 @@ pub struct LoadArgs {
     /// In-process snapgate's `store.wal` (unset: its default, on).
     #[arg(long)]
     pub wal: Option<bool>,
+    /// In-process snapgate's `store.terminal_cache`, entries (unset: its default).
+    #[arg(long)]
+    pub terminal_cache: Option<usize>,
 }
 
 #[derive(Serialize)]
