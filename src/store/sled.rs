@@ -536,20 +536,15 @@ impl TerminalStore for SledStore {
         };
         // Held across sled's read and the fill, so a writer cannot slip in between.
         let mut shard = cache.lock(&id.0);
-        if let Some(e) = shard.get(&id.0) {
-            return Ok(Some(e.record.clone()));
+        if let Some(bytes) = shard.get(&id.0) {
+            return Ok(Some(self.decode(bytes)?));
         }
         let Some(bytes) = self.terminals.get(id.0)? else {
             return Ok(None);
         };
         let record = self.decode(&bytes)?;
-        shard.put(
-            id.0,
-            Entry {
-                bytes,
-                record: record.clone(),
-            },
-        );
+        // A copy: sled's value can be a slice of a whole node, which it would pin.
+        shard.put(id.0, Entry::from(&bytes[..]));
         Ok(Some(record))
     }
 
@@ -568,9 +563,9 @@ impl TerminalStore for SledStore {
             let mut shard = cache.lock(&id.0);
             let swapped = match shard.get(&id.0) {
                 // The entry is what sled holds: compare records, swap against its bytes.
-                Some(e) => match expected {
-                    Some(exp) if e.record == *exp => {
-                        let old = e.bytes.clone();
+                Some(bytes) => match expected {
+                    Some(exp) if self.decode(bytes)? == *exp => {
+                        let old = bytes.clone();
                         let r = self.terminals.compare_and_swap(
                             id.0,
                             Some(old),
@@ -594,13 +589,7 @@ impl TerminalStore for SledStore {
                 None => self.swap_bytes(ops, id, expected, &new_bytes),
             };
             match swapped {
-                Ok(true) => shard.put(
-                    id.0,
-                    Entry {
-                        bytes: new_bytes.clone(),
-                        record: new.clone(),
-                    },
-                ),
+                Ok(true) => shard.put(id.0, new_bytes.clone()),
                 _ => shard.forget(&id.0),
             }
             swapped

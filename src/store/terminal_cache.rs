@@ -1,6 +1,10 @@
-//! The sled engine's copy of recently used terminal records (`store.terminal_cache`), so a
-//! sale's authentication reads its terminal from memory instead of walking sled's tree, and its
-//! settle compares against the cached bytes instead of re-encoding the expected record.
+//! The sled engine's copy of recently used terminal records' bytes (`store.terminal_cache`),
+//! so a sale's authentication and settle read their terminal from memory instead of walking
+//! sled's tree.
+//!
+//! Bytes, not decoded records: one allocation per entry, usually the very buffer sled stores.
+//! Decoded records (seven strings each) measured ~9.5 KiB of RSS per entry in the server: the
+//! long-lived strings pinned allocator pages of threads that had since exited.
 //!
 //! Coherence: every write of the `terminals` tree in the process goes through `SledStore`,
 //! which holds the record's shard lock across sled's write and the cache update; a miss holds
@@ -9,23 +13,18 @@
 //! process, and a second store on the same database (`SledStore::from_db`, tests and tools
 //! only) has no cache.
 
-use super::TerminalRecord;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
-/// Default `store.terminal_cache`: entries kept. A record decoded plus its bytes is ~0.5-0.7
-/// KiB, so ~40 MiB at most; a million-terminal node keeps its busiest 65,536 in memory.
+/// Default `store.terminal_cache`: entries kept. A record's bytes and their slot are ~0.2 KiB,
+/// so ~13 MiB at most; a million-terminal node keeps its busiest 65,536 in memory.
 pub const DEFAULT_TERMINAL_CACHE_ENTRIES: usize = 65_536;
 
 /// Shards: the store threads rarely meet on one lock.
 const SHARDS: usize = 64;
 
-/// A cached record: what sled holds for the key, and its decoded form.
-#[derive(Clone)]
-pub(super) struct Entry {
-    pub bytes: sled::IVec,
-    pub record: TerminalRecord,
-}
+/// A cached record: exactly the bytes sled holds for the key.
+pub(super) type Entry = sled::IVec;
 
 pub(super) struct Shard {
     map: HashMap<[u8; 16], Entry>,
