@@ -96,6 +96,11 @@ pub trait ProfileStore: Send + Sync {
     fn merchants(&self, service_key: Option<&str>) -> Result<Vec<MerchantProfile>, StoreError>;
 
     fn application(&self, id: &str) -> Result<Option<ApplicationProfile>, StoreError>;
+    /// Whether an application profile is stored under `id`: what a transaction checks, without
+    /// decoding the profile.
+    fn has_application(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.application(id)?.is_some())
+    }
     /// Store new application data durably under a fresh id, and return the id.
     fn add_application(
         &self,

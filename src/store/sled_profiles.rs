@@ -84,6 +84,10 @@ impl ProfileStore for SledProfiles {
         }
     }
 
+    fn has_application(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.applications.contains_key(id.as_bytes())?)
+    }
+
     fn add_application(
         &self,
         data: BTreeMap<String, String>,
@@ -154,5 +158,8 @@ mod tests {
         let p = s.merchant("SK2", "MP1").unwrap().unwrap();
         assert!(p.admits("B1") && !p.admits("B2"));
         assert!(s.application("14560").unwrap().is_some());
+        assert!(s.has_application("14560").unwrap());
+        assert!(!s.has_application("14561").unwrap());
+        assert!(!s.has_application("1456").unwrap(), "whole ids only");
     }
 }

@@ -172,7 +172,7 @@ impl<'a> FollowUp<'a, Vec<Follow>> {
 /// SaveApplicationData (sandbox mode: in forward mode the upstream owns them).
 fn check_application(app: &App, name: OpName, id: Option<&str>) -> Result<(), Error> {
     match id {
-        Some(id) if app.forward.is_none() && app.profiles.application(id)?.is_none() => {
+        Some(id) if app.forward.is_none() && !app.profiles.has_application(id)? => {
             Err(Error::validation(
                 format!("{}/applicationProfileId", name.as_str()),
                 "applicationProfileId names no application profile (SaveApplicationData)",
