@@ -122,6 +122,9 @@ pub struct LoadArgs {
     /// In-process snapgate's `store.wal` (unset: its default, on).
     #[arg(long)]
     pub wal: Option<bool>,
+    /// In-process snapgate's `security.ipek_cache_entries` (unset: its default; 0: off).
+    #[arg(long)]
+    pub ipek_cache_entries: Option<usize>,
 }
 
 #[derive(Serialize)]
