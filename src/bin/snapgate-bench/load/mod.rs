@@ -124,7 +124,7 @@ pub struct LoadArgs {
     pub wal: Option<bool>,
     /// In-process snapgate's `security.ipek_cache_entries` (unset: its default; 0: off).
     #[arg(long)]
-    pub ipek_cache_entries: Option<usize>,
+    pub ipek_cache_entries: Option<u32>,
 }
 
 #[derive(Serialize)]

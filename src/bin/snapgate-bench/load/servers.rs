@@ -120,7 +120,7 @@ pub(super) fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String
         cfg.store.wal = w;
     }
     if let Some(n) = args.ipek_cache_entries {
-        cfg.security.ipek_cache_entries = n;
+        cfg.security.ipek_cache_entries = n as usize;
     }
     if args.server_log != "off" {
         let file =
