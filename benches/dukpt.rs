@@ -3,11 +3,14 @@
 //! Cost grows with the number of one-bits in the KSN counter, so each scheme is measured with
 //! a typical counter and with the worst case (TDES 10 one-bits, AES 16 one-bits).
 //! Targets: TDES <= 10 us, AES <= 3 us per derive+decrypt.
+//! `tdes_ipek_cache/*`: the TDES working key alone (EVO's Magensa track key), uncached
+//! (`working_key`) against `CachedBdk::working_key` with the device's IPEK cached, for one
+//! device and cycling over 10,000 devices (all cached), and derive+decrypt through the cache.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use snapgate::dukpt::{
-    decrypt_cbc, encrypt_cbc, working_key, AesKeyType, AesUsage, Bdk, KeyUsage, Ksn, Scheme,
-    TdesVariant,
+    decrypt_cbc, encrypt_cbc, working_key, AesKeyType, AesUsage, Bdk, CachedBdk, KeyUsage, Ksn,
+    Scheme, TdesVariant, DEFAULT_IPEK_CACHE_ENTRIES,
 };
 use std::hint::black_box;
 
@@ -110,5 +113,50 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+fn bench_ipek_cache(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tdes_ipek_cache");
+    let (bdk, ksn, usage, ct) = case(Scheme::Tdes, ANSI_BDK, MAGENSA_KSN, AesKeyType::Aes128);
+    let cached = CachedBdk::new(bdk.clone(), DEFAULT_IPEK_CACHE_ENTRIES);
+    assert_eq!(
+        cached.working_key(&ksn, &usage).unwrap().as_bytes(),
+        working_key(&bdk, &ksn, &usage).unwrap().as_bytes()
+    );
+    g.bench_function("working_key/uncached", |b| {
+        b.iter(|| working_key(black_box(&bdk), black_box(&ksn), &usage).unwrap())
+    });
+    g.bench_function("working_key/cached", |b| {
+        b.iter(|| cached.working_key(black_box(&ksn), &usage).unwrap())
+    });
+    // 10,000 devices of the key set (TRSM ids in KSN bytes 5..=7), counter 0x21, all cached.
+    let Ksn::Tdes(base) = ksn else { unreachable!() };
+    let devices: Vec<Ksn> = (0..10_000u32)
+        .map(|d| {
+            let mut k = base;
+            let id = (d << 5).to_be_bytes();
+            k[5] = id[1];
+            k[6] = id[2];
+            k[7] = id[3];
+            Ksn::Tdes(k).with_counter(0x21)
+        })
+        .collect();
+    for k in &devices {
+        cached.working_key(k, &usage).unwrap();
+    }
+    let mut i = 0;
+    g.bench_function("working_key/cached_10000_devices", |b| {
+        b.iter(|| {
+            i = (i + 1) % devices.len();
+            cached.working_key(black_box(&devices[i]), &usage).unwrap()
+        })
+    });
+    g.bench_function("magensa_derive_decrypt/cached", |b| {
+        b.iter(|| {
+            let key = cached.working_key(black_box(&ksn), &usage).unwrap();
+            decrypt_cbc(&key, black_box(&ct)).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_ipek_cache);
 criterion_main!(benches);

@@ -165,7 +165,7 @@ impl App {
             .get()
             .ok_or("the server was not started from a config file")?;
         let cfg = Config::load(path).map_err(|e| e.to_string())?;
-        let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
+        let keys = Keys::load_for(&cfg.security).map_err(|e| e.to_string())?;
         tracing::info!(
             lifetime_days = cfg.token.lifetime_days,
             refresh_age_days = cfg.token.refresh_age_days,

@@ -61,7 +61,7 @@ pub fn serve(
         })
         .map_err(|e| e.to_string())?;
     init_logging(&cfg);
-    let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
+    let keys = Keys::load_for(&cfg.security).map_err(|e| e.to_string())?;
     let store = crate::store::engine::Engine::open(&cfg.store)?;
     let store_at = store.describe(&cfg.store);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -3,7 +3,10 @@
 //! writing it. Key material is zeroized and never printed.
 
 use super::{keys_err, ConfigError};
-use crate::dukpt::{AesKeyType, AesUsage, Bdk, KeyUsage, Ksn, Scheme, TdesVariant};
+use crate::dukpt::{
+    AesKeyType, AesUsage, Bdk, CachedBdk, KeyUsage, Ksn, Scheme, TdesVariant,
+    DEFAULT_IPEK_CACHE_ENTRIES,
+};
 use crate::token::{KeyRing, SigningKey};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -140,7 +143,9 @@ impl SecretFormat {
 /// One configured BDK, ready to use.
 pub struct BdkConfig {
     pub id: String,
-    pub bdk: Bdk,
+    /// The BDK with its own IPEK cache (`security.ipek_cache_entries`): derive working keys with
+    /// `bdk.working_key(ksn, usage)`.
+    pub bdk: CachedBdk,
     pub key_set_ids: Vec<String>,
     /// How the terminal's secret was encrypted.
     pub secret_usage: KeyUsage,
@@ -207,12 +212,23 @@ impl Keys {
         })
     }
 
-    /// Load and check the key file; refuse one that group or others can read.
+    /// Load and check the key file; refuse one that group or others can read. TDES BDKs get
+    /// an IPEK cache of the default size (`Keys::load_for` takes the configured one).
     pub fn load(path: &Path) -> Result<Keys, ConfigError> {
-        Self::from_file(path, read_key_file(path)?)
+        Self::from_file(path, read_key_file(path)?, DEFAULT_IPEK_CACHE_ENTRIES)
     }
 
-    fn from_file(path: &Path, file: KeyFile) -> Result<Keys, ConfigError> {
+    /// `security.keys_file`, each TDES BDK with an IPEK cache of `security.ipek_cache_entries`.
+    pub fn load_for(security: &super::SecurityConfig) -> Result<Keys, ConfigError> {
+        let path = &security.keys_file;
+        Self::from_file(path, read_key_file(path)?, security.ipek_cache_entries)
+    }
+
+    fn from_file(
+        path: &Path,
+        file: KeyFile,
+        ipek_cache_entries: usize,
+    ) -> Result<Keys, ConfigError> {
         let mut signing = Vec::new();
         for e in &file.signing_keys {
             let mut key = [0u8; 32];
@@ -293,7 +309,7 @@ impl Keys {
             }
             bdks.push(BdkConfig {
                 id: e.id.clone(),
-                bdk,
+                bdk: CachedBdk::new(bdk, ipek_cache_entries),
                 key_set_ids: e.key_set_ids.iter().map(|k| k.to_uppercase()).collect(),
                 secret_usage,
                 track_usage,
@@ -401,7 +417,7 @@ fn replace_key_file(path: &Path, file: &KeyFile) -> Result<(), ConfigError> {
     let out = Zeroizing::new(toml::to_string_pretty(file).map_err(|e| keys_err(path, e))?);
     // Check the result loads before it replaces anything.
     let reparsed: KeyFile = toml::from_str(&out).map_err(|e| keys_err(path, e))?;
-    Keys::from_file(path, reparsed)?;
+    Keys::from_file(path, reparsed, 0)?;
     let tmp = path.with_extension("toml.new");
     let _ = std::fs::remove_file(&tmp);
     write_private(&tmp, &out)?;
@@ -532,6 +548,74 @@ mod tests {
         let p2 = dir.path().join("keys2.toml");
         write_private(&p2, &aes_legacy).unwrap();
         assert!(Keys::load(&p2).is_err());
+    }
+
+    /// The IPEK cache belongs to the loaded BDK: the configured size applies to TDES BDKs only,
+    /// and a key file that swaps the BDK behind a key-set id gives keys from the new BDK, never
+    /// the IPEKs cached for the old one.
+    #[test]
+    fn each_loaded_bdk_has_its_own_ipek_cache_and_a_reload_starts_empty() {
+        use crate::dukpt::{working_key, Bdk, Scheme};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = init_dev(dir.path(), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut cfg = Config::load(&cfg_path).unwrap();
+        assert_eq!(cfg.security.ipek_cache_entries, DEFAULT_IPEK_CACHE_ENTRIES);
+        cfg.security.ipek_cache_entries = 100;
+        let ksn = Ksn::parse_hex("9010010B0C2472000021").unwrap();
+        let old = Keys::load_for(&cfg.security).unwrap();
+        let b = old.bdk_for(&ksn).unwrap();
+        assert_eq!(b.bdk.ipek_cache_capacity(), 100);
+        let old_key = b.bdk.working_key(&ksn, &b.track_usage).unwrap();
+        assert_eq!(b.bdk.cached_ipeks(), 1);
+        let aes = old
+            .bdk_for(&Ksn::parse_hex("123456789012345600000001").unwrap())
+            .unwrap();
+        assert_eq!(aes.bdk.ipek_cache_capacity(), 0, "AES BDKs are not cached");
+        assert_eq!(
+            Keys::load(&cfg.security.keys_file).unwrap().bdks[0]
+                .bdk
+                .ipek_cache_capacity(),
+            DEFAULT_IPEK_CACHE_ENTRIES
+        );
+
+        // Same key-set id, another BDK: the reloaded keys derive from it.
+        const NEW_BDK: &str = "FEDCBA98765432100123456789ABCDEF";
+        let text = std::fs::read_to_string(&cfg.security.keys_file)
+            .unwrap()
+            .replace(ANSI_TEST_BDK, NEW_BDK);
+        std::fs::remove_file(&cfg.security.keys_file).unwrap();
+        write_private(&cfg.security.keys_file, &text).unwrap();
+        let new = Keys::load_for(&cfg.security).unwrap();
+        let nb = new.bdk_for(&ksn).unwrap();
+        assert_eq!(
+            nb.bdk.cached_ipeks(),
+            0,
+            "a reload starts with an empty cache"
+        );
+        let new_key = nb.bdk.working_key(&ksn, &nb.track_usage).unwrap();
+        let want = working_key(
+            &Bdk::from_hex(Scheme::Tdes, NEW_BDK).unwrap(),
+            &ksn,
+            &nb.track_usage,
+        )
+        .unwrap();
+        assert_eq!(new_key.as_bytes(), want.as_bytes());
+        assert_ne!(new_key.as_bytes(), old_key.as_bytes());
+        // The old keys, still held by requests in flight, keep answering from the old BDK.
+        let again = b.bdk.working_key(&ksn, &b.track_usage).unwrap();
+        assert_eq!(again.as_bytes(), old_key.as_bytes());
+
+        cfg.security.ipek_cache_entries = 0;
+        let off = Keys::load_for(&cfg.security).unwrap();
+        let ob = off.bdk_for(&ksn).unwrap();
+        let k = ob.bdk.working_key(&ksn, &ob.track_usage).unwrap();
+        assert_eq!(k.as_bytes(), want.as_bytes());
+        assert_eq!(
+            (ob.bdk.ipek_cache_capacity(), ob.bdk.cached_ipeks()),
+            (0, 0)
+        );
+        let dbg = format!("{new:?}");
+        assert!(!dbg.contains(NEW_BDK) && !dbg.contains(&hex::encode_upper(new_key.as_bytes())));
     }
 
     #[test]

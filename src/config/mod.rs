@@ -320,6 +320,8 @@ pub struct SecurityConfig {
     pub replay_protection: bool,
     /// Lockout after repeated failed registrations.
     pub lockout: LockoutConfig,
+    /// Devices per TDES BDK whose IPEK is cached (0: off), so a sale skips deriving it.
+    pub ipek_cache_entries: usize,
 }
 
 /// Brute-force protection for RegisterTerminal. A locked-out source gets the same
@@ -356,6 +358,7 @@ impl Default for SecurityConfig {
             device_binding: true,
             replay_protection: true,
             lockout: LockoutConfig::default(),
+            ipek_cache_entries: crate::dukpt::DEFAULT_IPEK_CACHE_ENTRIES,
         }
     }
 }

@@ -178,6 +178,11 @@ impl Config {
             16..=10_000_000,
         )?;
         bounded(
+            "security.ipek_cache_entries",
+            self.security.ipek_cache_entries,
+            0..=crate::dukpt::MAX_IPEK_CACHE_ENTRIES,
+        )?;
+        bounded(
             "processor.upstream_timeout_ms",
             self.processor.upstream_timeout_ms,
             1..=10 * MINUTE_MS,
@@ -301,6 +306,9 @@ mod bounds_tests {
             }),
             ("security.lockout.window_seconds", |c| {
                 c.security.lockout.window_seconds = 0
+            }),
+            ("security.ipek_cache_entries", |c| {
+                c.security.ipek_cache_entries = crate::dukpt::MAX_IPEK_CACHE_ENTRIES + 1
             }),
             ("processor.upstream_timeout_ms", |c| {
                 c.processor.upstream_timeout_ms = u64::MAX

@@ -39,7 +39,10 @@ pub fn from_secure_track(keys: &Keys, ksn: &Ksn, hex_data: &str) -> Result<Card,
         return Err(CardError::BadCiphertext);
     }
     let ct = hex::decode(hex_data).map_err(|_| CardError::BadCiphertext)?;
-    let key = dukpt::working_key(&bdk.bdk, ksn, &bdk.track_usage).map_err(|_| CardError::BadKsn)?;
+    let key = bdk
+        .bdk
+        .working_key(ksn, &bdk.track_usage)
+        .map_err(|_| CardError::BadKsn)?;
     let plain = dukpt::decrypt_cbc(&key, &ct).map_err(|_| CardError::BadCiphertext)?;
     from_track2(dukpt::strip_zero_padding(&plain))
 }

@@ -35,6 +35,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of the largest variant (`load`'s many flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Register terminals, then measure a plain hyper baseline and snapgate on the same

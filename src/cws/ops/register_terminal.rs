@@ -109,7 +109,9 @@ pub fn authenticate(app: &App, c: &Credentials) -> Result<Authenticated, Error> 
     }
     let ciphertext =
         hex::decode(&c.encrypted_secret).map_err(|_| fail(AuthFailure::BadCiphertext))?;
-    let key = dukpt::working_key(&bdk.bdk, &ksn, &bdk.secret_usage)
+    let key = bdk
+        .bdk
+        .working_key(&ksn, &bdk.secret_usage)
         .map_err(|_| fail(AuthFailure::BadKsn))?;
     let plain =
         dukpt::decrypt_cbc(&key, &ciphertext).map_err(|_| fail(AuthFailure::BadCiphertext))?;

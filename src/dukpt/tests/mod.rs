@@ -1,5 +1,6 @@
 //! DUKPT tests, one module per part: published test vectors for `tdes` and `aes`, KSN
-//! handling, error cases and the CBC cipher. The helpers here are shared by all of them.
+//! handling, error cases, the CBC cipher and the IPEK cache. The helpers here are shared by all
+//! of them.
 
 use super::*;
 use zeroize::Zeroizing;
@@ -7,6 +8,7 @@ use zeroize::Zeroizing;
 mod aes;
 mod cbc;
 mod errors;
+mod ipek_cache;
 mod ksn;
 mod tdes;
 

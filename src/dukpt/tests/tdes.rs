@@ -5,7 +5,7 @@ use crate::dukpt::tdes;
 
 // openemv test/dukpt_tdes_test.c: A.4.2 initial sequence (counters 1..=21):
 // (transaction key, PIN block 041274EDCBA9876F encrypted under the PIN variant).
-const TDES_INITIAL_SEQUENCE: [(&str, &str); 21] = [
+pub(super) const TDES_INITIAL_SEQUENCE: [(&str, &str); 21] = [
     ("042666B49184CFA368DE9628D0397BC9", "1B9C1845EB993A7A"),
     ("C46551CEF9FD24B0AA9AD834130D3BC7", "10A01C8D02C69107"),
     ("0DF3D9422ACA56E547676D07AD6BADFA", "18DC07B94797B466"),
@@ -30,7 +30,7 @@ const TDES_INITIAL_SEQUENCE: [(&str, &str); 21] = [
 ];
 
 // openemv test/dukpt_tdes_test.c: A.4.3 rollover sequence (KSN, transaction key, PIN block).
-const TDES_ROLLOVER_SEQUENCE: [(&str, &str, &str); 13] = [
+pub(super) const TDES_ROLLOVER_SEQUENCE: [(&str, &str, &str); 13] = [
     (
         "FFFF9876543210EFF800",
         "F9CDFEBF4F5B1D9EB3EC12454527E176",

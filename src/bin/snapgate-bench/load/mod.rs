@@ -124,7 +124,10 @@ pub struct LoadArgs {
     pub wal: Option<bool>,
     /// In-process snapgate's `store.terminal_cache`, entries (unset: its default).
     #[arg(long)]
-    pub terminal_cache: Option<usize>,
+    pub terminal_cache: Option<u32>,
+    /// In-process snapgate's `security.ipek_cache_entries` (unset: its default; 0: off).
+    #[arg(long)]
+    pub ipek_cache_entries: Option<u32>,
 }
 
 #[derive(Serialize)]

@@ -117,10 +117,13 @@ pub(super) fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String
         cfg.store.cache_mb = args.cache_mb;
     }
     if let Some(n) = args.terminal_cache {
-        cfg.store.terminal_cache = n;
+        cfg.store.terminal_cache = n as usize;
     }
     if let Some(w) = args.wal {
         cfg.store.wal = w;
+    }
+    if let Some(n) = args.ipek_cache_entries {
+        cfg.security.ipek_cache_entries = n as usize;
     }
     if args.server_log != "off" {
         let file =
@@ -132,7 +135,7 @@ pub(super) fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String
             .with_writer(std::sync::Mutex::new(file))
             .try_init();
     }
-    let server_keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
+    let server_keys = Keys::load_for(&cfg.security).map_err(|e| e.to_string())?;
     let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
     let store = SledStore::open_with(&cfg.store.path, &cfg.store.sled_options())
         .map_err(|e| e.to_string())?;
