@@ -320,11 +320,30 @@ fn xml_space(s: &str) -> bool {
     s.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
 }
 
+/// An element's end: its children (`done[first..]`) move into it, and it joins `done` to wait
+/// for its parent's end, or is the root when no element is open.
+fn close<'a>(
+    mut el: Element<'a>,
+    first: usize,
+    open: &[(Element<'a>, usize)],
+    done: &mut Vec<Element<'a>>,
+    root: &mut Option<Element<'a>>,
+) {
+    el.children = done.drain(first..).collect();
+    if open.is_empty() {
+        *root = Some(el);
+    } else {
+        done.push(el);
+    }
+}
+
 /// Parse one XML document into its root element, borrowing from `text`.
 pub fn parse_document<'a>(text: &'a str, limits: &XmlLimits) -> Result<Element<'a>, EnvelopeError> {
     let mut reader = NsReader::from_str(text);
     let cfg = reader.config_mut();
-    cfg.expand_empty_elements = true;
+    // `<a/>` comes as one Empty event, read below as a start and an end: expanding it in the
+    // reader would copy its name for the end event (one allocation per empty element).
+    cfg.expand_empty_elements = false;
     cfg.check_end_names = true;
     cfg.trim_text(false);
 
@@ -344,7 +363,7 @@ pub fn parse_document<'a>(text: &'a str, limits: &XmlLimits) -> Result<Element<'
     loop {
         let (res, ev) = reader.read_resolved_event().map_err(syntax)?;
         match ev {
-            Event::Start(e) => {
+            Event::Start(ref e) | Event::Empty(ref e) => {
                 if root.is_some() {
                     return Err(EnvelopeError::Syntax(
                         "content after the root element".into(),
@@ -386,18 +405,17 @@ pub fn parse_document<'a>(text: &'a str, limits: &XmlLimits) -> Result<Element<'
                     }
                 }
                 seen_any = true;
-                stack.push((el, done.len()));
+                if matches!(ev, Event::Empty(_)) {
+                    close(el, done.len(), &stack, &mut done, &mut root);
+                } else {
+                    stack.push((el, done.len()));
+                }
             }
             Event::End(_) => {
-                let (mut el, first) = stack
+                let (el, first) = stack
                     .pop()
                     .ok_or_else(|| EnvelopeError::Syntax("unbalanced end tag".into()))?;
-                el.children = done.drain(first..).collect();
-                if stack.is_empty() {
-                    root = Some(el);
-                } else {
-                    done.push(el);
-                }
+                close(el, first, &stack, &mut done, &mut root);
             }
             Event::Text(t) => {
                 let s = unescaped(text, &t)?;
@@ -434,7 +452,6 @@ pub fn parse_document<'a>(text: &'a str, limits: &XmlLimits) -> Result<Element<'
                 return Err(EnvelopeError::Syntax("misplaced XML declaration".into()))
             }
             Event::Comment(_) => {}
-            Event::Empty(_) => unreachable!("expand_empty_elements is set"),
             Event::Eof => break,
         }
     }
