@@ -81,4 +81,4 @@ fn a_sale_parses_within_its_allocation_budget() {
     );
 }
 
-const BUDGET: usize = 37;
+const BUDGET: usize = 29;

@@ -12,10 +12,12 @@
 //! name is bounded too (`MAX_NAMESPACE_BYTES`). Error messages quote the request only in short
 //! excerpts, cut on a character boundary.
 
-use quick_xml::events::Event;
+use quick_xml::events::attributes::AttrError;
+use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{QName, ResolveResult};
 use quick_xml::NsReader;
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 
 pub const SOAP_ENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -320,6 +322,33 @@ fn xml_space(s: &str) -> bool {
     s.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
 }
 
+/// quick-xml's duplicate attribute check, on one list of names for the whole document: its own
+/// check allocates a list per element with attributes (nine per sale). The same comparison
+/// (the raw qualified names) and the same error, positions counted from the start of the tag.
+fn check_duplicate(
+    tag: &[u8],
+    key: &[u8],
+    keys: &mut Vec<Range<usize>>,
+) -> Result<(), EnvelopeError> {
+    // The key is a slice of the tag (the attribute iterator slices it): where it starts.
+    let at = (key.as_ptr() as usize).wrapping_sub(tag.as_ptr() as usize);
+    if let Some(prev) = keys.iter().find(|r| tag.get((*r).clone()) == Some(key)) {
+        return Err(syntax(AttrError::Duplicated(at, prev.start)));
+    }
+    keys.push(at..at + key.len());
+    Ok(())
+}
+
+/// The error of a malformed attribute, as quick-xml's checking iterator gives it: that one
+/// checks for a duplicate name before it reads the value, so `a="1" a=2` is a duplicate there,
+/// not an unquoted value. Only reached on an error, so the second pass costs nothing otherwise.
+fn attribute_error(tag: &BytesStart) -> EnvelopeError {
+    match tag.attributes().find_map(Result::err) {
+        Some(e) => syntax(e),
+        None => EnvelopeError::Syntax("malformed attribute".into()),
+    }
+}
+
 /// An element's end: its children (`done[first..]`) move into it, and it joins `done` to wait
 /// for its parent's end, or is the root when no element is open.
 fn close<'a>(
@@ -357,6 +386,8 @@ pub fn parse_document<'a>(text: &'a str, limits: &XmlLimits) -> Result<Element<'
         known: Vec::with_capacity(8),
         last: 0,
     };
+    // The attribute names of the element being read (see `check_duplicate`).
+    let mut keys: Vec<Range<usize>> = Vec::new();
     let mut root: Option<Element> = None;
     let mut elements = 0usize;
     let mut seen_any = false;
@@ -382,8 +413,12 @@ pub fn parse_document<'a>(text: &'a str, limits: &XmlLimits) -> Result<Element<'
                     ..Element::default()
                 };
                 let mut count = 0;
-                for a in e.attributes() {
-                    let a = a.map_err(syntax)?;
+                keys.clear();
+                for a in e.attributes().with_checks(false) {
+                    let Ok(a) = a else {
+                        return Err(attribute_error(e));
+                    };
+                    check_duplicate(e, a.key.into_inner(), &mut keys)?;
                     count += 1;
                     if count > limits.max_attributes {
                         return Err(EnvelopeError::TooManyAttributes(limits.max_attributes));
