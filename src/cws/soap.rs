@@ -774,6 +774,40 @@ mod tests {
     }
 
     #[test]
+    fn attribute_errors_are_quick_xmls_own() {
+        // Duplicates are checked here (one list per document), malformed attributes re-read
+        // with quick-xml's checks: the messages are the ones quick-xml's checking iterator
+        // gives, which sees a duplicate name before it reads the value.
+        let err = |x: &str| match parse_document(x, &LIMITS) {
+            Err(EnvelopeError::Syntax(m)) => m,
+            other => panic!("{x}: {other:?}"),
+        };
+        let dup = "position 8: duplicated attribute, previous declaration at position 2";
+        assert_eq!(err(r#"<r a="1" a="2"/>"#), dup);
+        assert_eq!(err(r#"<r a="1" a=2/>"#), dup);
+        assert_eq!(err(r#"<r a="1" a="2"></r>"#), dup);
+        assert_eq!(
+            err(r#"<r xmlns:p="urn:p"><s p:a="1" b="2" p:a="3"/></r>"#),
+            "position 16: duplicated attribute, previous declaration at position 2"
+        );
+        assert_eq!(
+            err(r#"<r a="1" b c="2"/>"#),
+            "position 10: attribute key must be directly followed by `=` or space"
+        );
+        // The same name on two elements is no duplicate; a prefixed and an unprefixed one
+        // are two names.
+        let ok = r#"<r a="1" xmlns:p="urn:p" p:a="2"><s a="1"/><t a="1"></t></r>"#;
+        assert_eq!(parse_document(ok, &LIMITS).unwrap().children.len(), 2);
+        // An empty element counts against depth and elements like an open one.
+        let nest = |n: usize| format!("{}<e/>{}", "<d>".repeat(n), "</d>".repeat(n));
+        assert!(parse_document(&nest(31), &LIMITS).is_ok());
+        assert!(matches!(
+            parse_document(&nest(32), &LIMITS),
+            Err(EnvelopeError::TooDeep(32))
+        ));
+    }
+
+    #[test]
     fn i_nil_is_true_or_1_and_nothing_else() {
         // xsd:boolean: "true" and "1" (whitespace trimmed) are nil; "false", "0" and anything
         // else are not.
