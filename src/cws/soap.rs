@@ -11,11 +11,18 @@
 //! (unescaped). A document's elements share one `Arc<str>` per namespace URI, and a namespace
 //! name is bounded too (`MAX_NAMESPACE_BYTES`). Error messages quote the request only in short
 //! excerpts, cut on a character boundary.
+//!
+//! Allocations per parse are counted (`tests/soap_allocations.rs`, issue 9's seventh sitting):
+//! children are gathered on one list and moved into a Vec of their exact size, and quick-xml's
+//! empty-element expansion and per-element duplicate-attribute lists are replaced by our own,
+//! which give the same events and the same errors.
 
-use quick_xml::events::Event;
+use quick_xml::events::attributes::AttrError;
+use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{QName, ResolveResult};
 use quick_xml::NsReader;
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 
 pub const SOAP_ENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -218,15 +225,13 @@ fn syntax(e: impl std::fmt::Display) -> EnvelopeError {
     EnvelopeError::Syntax(m)
 }
 
-/// The resolved namespace URI, checked (bounded, UTF-8), borrowed from the reader.
-fn ns_bytes(r: ResolveResult<'_>) -> Result<Option<&str>, EnvelopeError> {
+/// The resolved namespace URI's bytes, bounded, borrowed from the reader.
+fn ns_bytes(r: ResolveResult<'_>) -> Result<Option<&[u8]>, EnvelopeError> {
     match r {
         ResolveResult::Bound(ns) if ns.into_inner().len() > MAX_NAMESPACE_BYTES => {
             Err(EnvelopeError::NamespaceTooLong(MAX_NAMESPACE_BYTES))
         }
-        ResolveResult::Bound(ns) => Ok(Some(
-            std::str::from_utf8(ns.into_inner()).map_err(|_| EnvelopeError::NotUtf8)?,
-        )),
+        ResolveResult::Bound(ns) => Ok(Some(ns.into_inner())),
         ResolveResult::Unbound => Ok(None),
         ResolveResult::Unknown(p) => Err(syntax(format_args!(
             "undeclared namespace prefix {:?}",
@@ -235,20 +240,34 @@ fn ns_bytes(r: ResolveResult<'_>) -> Result<Option<&str>, EnvelopeError> {
     }
 }
 
-/// The namespace URIs one document has used so far (a handful: a linear scan beats hashing).
+/// The namespace URIs one document has used so far (a handful: a linear scan beats hashing),
+/// and which one was used last: an element's namespace is mostly its previous sibling's, so
+/// that one is compared first.
 #[derive(Default)]
-struct Namespaces(Vec<Arc<str>>);
+struct Namespaces {
+    known: Vec<Arc<str>>,
+    last: usize,
+}
 
 impl Namespaces {
     fn get(&mut self, r: ResolveResult<'_>) -> Result<Option<Arc<str>>, EnvelopeError> {
         let Some(uri) = ns_bytes(r)? else {
             return Ok(None);
         };
-        if let Some(known) = self.0.iter().find(|k| &***k == uri) {
+        // Compared as bytes: a known URI was checked as UTF-8 when it was added, so an equal
+        // one is UTF-8 too; only a new URI is checked.
+        if let Some(known) = self.known.get(self.last).filter(|k| k.as_bytes() == uri) {
             return Ok(Some(known.clone()));
         }
-        let new: Arc<str> = uri.into();
-        self.0.push(new.clone());
+        if let Some(i) = self.known.iter().position(|k| k.as_bytes() == uri) {
+            self.last = i;
+            return Ok(Some(self.known[i].clone()));
+        }
+        let new: Arc<str> = std::str::from_utf8(uri)
+            .map_err(|_| EnvelopeError::NotUtf8)?
+            .into();
+        self.last = self.known.len();
+        self.known.push(new.clone());
         Ok(Some(new))
     }
 }
@@ -273,6 +292,23 @@ fn borrowed<'a>(src: &'a str, part: &[u8]) -> Result<Cow<'a, str>, EnvelopeError
     }
 }
 
+/// A text event's content, unescaped, as `BytesText::unescape` gives it but without its UTF-8
+/// check (the reader's text is a slice of a `&str`, so `borrowed` only checks the slice's
+/// ends) and without its scan for references when the text has no `&` (most texts).
+fn unescaped<'a>(src: &'a str, raw: &[u8]) -> Result<Cow<'a, str>, EnvelopeError> {
+    let s = borrowed(src, raw)?;
+    if !raw.contains(&b'&') {
+        return Ok(s);
+    }
+    // The same error as `BytesText::unescape` gives (quick-xml's `Error::Escape`).
+    let copy = match quick_xml::escape::unescape(&s) {
+        Ok(Cow::Borrowed(_)) => None,
+        Ok(Cow::Owned(u)) => Some(u),
+        Err(e) => return Err(syntax(quick_xml::Error::from(e))),
+    };
+    Ok(copy.map_or(s, Cow::Owned))
+}
+
 /// Append a piece of an element's text: the first piece is kept as it is (borrowed when it
 /// had no reference to unescape), a second one (text around a comment, CDATA) makes a copy.
 /// Whitespace after whitespace is dropped: it is what indentation between a parent's children
@@ -291,23 +327,79 @@ fn xml_space(s: &str) -> bool {
     s.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
 }
 
+/// quick-xml's duplicate attribute check, on one list of names for the whole document: its own
+/// check allocates a list per element with attributes (nine per sale). The same comparison
+/// (the raw qualified names) and the same error, positions counted from the start of the tag.
+fn check_duplicate(
+    tag: &[u8],
+    key: &[u8],
+    keys: &mut Vec<Range<usize>>,
+) -> Result<(), EnvelopeError> {
+    // The key is a slice of the tag (the attribute iterator slices it): where it starts.
+    let at = (key.as_ptr() as usize).wrapping_sub(tag.as_ptr() as usize);
+    if let Some(prev) = keys.iter().find(|r| tag.get((*r).clone()) == Some(key)) {
+        return Err(syntax(AttrError::Duplicated(at, prev.start)));
+    }
+    keys.push(at..at + key.len());
+    Ok(())
+}
+
+/// The error of a malformed attribute, as quick-xml's checking iterator gives it: that one
+/// checks for a duplicate name before it reads the value, so `a="1" a=2` is a duplicate there,
+/// not an unquoted value. Only reached on an error, so the second pass costs nothing otherwise.
+fn attribute_error(tag: &BytesStart) -> EnvelopeError {
+    match tag.attributes().find_map(Result::err) {
+        Some(e) => syntax(e),
+        None => EnvelopeError::Syntax("malformed attribute".into()),
+    }
+}
+
+/// An element's end: its children (`done[first..]`) move into it, and it joins `done` to wait
+/// for its parent's end, or is the root when no element is open.
+fn close<'a>(
+    mut el: Element<'a>,
+    first: usize,
+    open: &[(Element<'a>, usize)],
+    done: &mut Vec<Element<'a>>,
+    root: &mut Option<Element<'a>>,
+) {
+    el.children = done.drain(first..).collect();
+    if open.is_empty() {
+        *root = Some(el);
+    } else {
+        done.push(el);
+    }
+}
+
 /// Parse one XML document into its root element, borrowing from `text`.
 pub fn parse_document<'a>(text: &'a str, limits: &XmlLimits) -> Result<Element<'a>, EnvelopeError> {
     let mut reader = NsReader::from_str(text);
     let cfg = reader.config_mut();
-    cfg.expand_empty_elements = true;
+    // `<a/>` comes as one Empty event, read below as a start and an end: expanding it in the
+    // reader would copy its name for the end event (one allocation per empty element).
+    cfg.expand_empty_elements = false;
     cfg.check_end_names = true;
     cfg.trim_text(false);
 
-    let mut stack: Vec<Element> = Vec::with_capacity(16);
-    let mut namespaces = Namespaces::default();
+    // Open elements, each with where its children start in `done`: the elements read but not
+    // yet given to their parent. A parent's children are moved out of `done` at its end tag
+    // into one Vec of their exact size, instead of each parent's Vec growing child by child
+    // (the growth and its copies were a tenth of the parse under load).
+    let mut stack: Vec<(Element, usize)> = Vec::with_capacity(16);
+    let mut done: Vec<Element> = Vec::with_capacity(16);
+    let mut namespaces = Namespaces {
+        known: Vec::with_capacity(8),
+        last: 0,
+    };
+    // The attribute names of the element being read (see `check_duplicate`).
+    let mut keys: Vec<Range<usize>> = Vec::new();
     let mut root: Option<Element> = None;
     let mut elements = 0usize;
     let mut seen_any = false;
     loop {
         let (res, ev) = reader.read_resolved_event().map_err(syntax)?;
         match ev {
-            Event::Start(e) => {
+            Event::Start(ref e) | Event::Empty(ref e) => {
                 if root.is_some() {
                     return Err(EnvelopeError::Syntax(
                         "content after the root element".into(),
@@ -326,8 +418,12 @@ pub fn parse_document<'a>(text: &'a str, limits: &XmlLimits) -> Result<Element<'
                     ..Element::default()
                 };
                 let mut count = 0;
-                for a in e.attributes() {
-                    let a = a.map_err(syntax)?;
+                keys.clear();
+                for a in e.attributes().with_checks(false) {
+                    let Ok(a) = a else {
+                        return Err(attribute_error(e));
+                    };
+                    check_duplicate(e, a.key.into_inner(), &mut keys)?;
                     count += 1;
                     if count > limits.max_attributes {
                         return Err(EnvelopeError::TooManyAttributes(limits.max_attributes));
@@ -349,21 +445,22 @@ pub fn parse_document<'a>(text: &'a str, limits: &XmlLimits) -> Result<Element<'
                     }
                 }
                 seen_any = true;
-                stack.push(el);
-            }
-            Event::End(_) => {
-                let el = stack
-                    .pop()
-                    .ok_or_else(|| EnvelopeError::Syntax("unbalanced end tag".into()))?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(el),
-                    None => root = Some(el),
+                if matches!(ev, Event::Empty(_)) {
+                    close(el, done.len(), &stack, &mut done, &mut root);
+                } else {
+                    stack.push((el, done.len()));
                 }
             }
+            Event::End(_) => {
+                let (el, first) = stack
+                    .pop()
+                    .ok_or_else(|| EnvelopeError::Syntax("unbalanced end tag".into()))?;
+                close(el, first, &stack, &mut done, &mut root);
+            }
             Event::Text(t) => {
-                let s = t.unescape().map_err(syntax)?;
+                let s = unescaped(text, &t)?;
                 match stack.last_mut() {
-                    Some(el) => append(&mut el.text, s),
+                    Some((el, _)) => append(&mut el.text, s),
                     None if s.trim().is_empty() => {}
                     None => {
                         return Err(EnvelopeError::Syntax(
@@ -380,7 +477,7 @@ pub fn parse_document<'a>(text: &'a str, limits: &XmlLimits) -> Result<Element<'
                     }
                 };
                 match stack.last_mut() {
-                    Some(el) => append(&mut el.text, s),
+                    Some((el, _)) => append(&mut el.text, s),
                     None => {
                         return Err(EnvelopeError::Syntax(
                             "CDATA outside the root element".into(),
@@ -395,7 +492,6 @@ pub fn parse_document<'a>(text: &'a str, limits: &XmlLimits) -> Result<Element<'
                 return Err(EnvelopeError::Syntax("misplaced XML declaration".into()))
             }
             Event::Comment(_) => {}
-            Event::Empty(_) => unreachable!("expand_empty_elements is set"),
             Event::Eof => break,
         }
     }
@@ -679,6 +775,40 @@ mod tests {
         assert!(matches!(
             parse_document(&attrs(17), &LIMITS),
             Err(EnvelopeError::TooManyAttributes(16))
+        ));
+    }
+
+    #[test]
+    fn attribute_errors_are_quick_xmls_own() {
+        // Duplicates are checked here (one list per document), malformed attributes re-read
+        // with quick-xml's checks: the messages are the ones quick-xml's checking iterator
+        // gives, which sees a duplicate name before it reads the value.
+        let err = |x: &str| match parse_document(x, &LIMITS) {
+            Err(EnvelopeError::Syntax(m)) => m,
+            other => panic!("{x}: {other:?}"),
+        };
+        let dup = "position 8: duplicated attribute, previous declaration at position 2";
+        assert_eq!(err(r#"<r a="1" a="2"/>"#), dup);
+        assert_eq!(err(r#"<r a="1" a=2/>"#), dup);
+        assert_eq!(err(r#"<r a="1" a="2"></r>"#), dup);
+        assert_eq!(
+            err(r#"<r xmlns:p="urn:p"><s p:a="1" b="2" p:a="3"/></r>"#),
+            "position 16: duplicated attribute, previous declaration at position 2"
+        );
+        assert_eq!(
+            err(r#"<r a="1" b c="2"/>"#),
+            "position 10: attribute key must be directly followed by `=` or space"
+        );
+        // The same name on two elements is no duplicate; a prefixed and an unprefixed one
+        // are two names.
+        let ok = r#"<r a="1" xmlns:p="urn:p" p:a="2"><s a="1"/><t a="1"></t></r>"#;
+        assert_eq!(parse_document(ok, &LIMITS).unwrap().children.len(), 2);
+        // An empty element counts against depth and elements like an open one.
+        let nest = |n: usize| format!("{}<e/>{}", "<d>".repeat(n), "</d>".repeat(n));
+        assert!(parse_document(&nest(31), &LIMITS).is_ok());
+        assert!(matches!(
+            parse_document(&nest(32), &LIMITS),
+            Err(EnvelopeError::TooDeep(32))
         ));
     }
 
