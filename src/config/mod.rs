@@ -187,9 +187,6 @@ pub struct StoreConfig {
     /// sled: checkpoint the write-ahead log (flush sled, start a new segment) once its segment
     /// holds this many MiB; also the most a start replays.
     pub wal_checkpoint_mb: u64,
-    /// sled: terminal records kept decoded in memory, so a sale reads its terminal without
-    /// walking sled's tree (0: none).
-    pub terminal_cache: usize,
     /// Where terminals and transactions live: the embedded sled folder (`path`), or a
     /// PostgreSQL database shared by several nodes (`url`).
     pub backend: StoreBackend,
@@ -243,7 +240,6 @@ impl Default for StoreConfig {
             cache_mb: crate::store::DEFAULT_CACHE_BYTES >> 20,
             wal: true,
             wal_checkpoint_mb: crate::store::DEFAULT_WAL_CHECKPOINT_BYTES >> 20,
-            terminal_cache: crate::store::DEFAULT_TERMINAL_CACHE_ENTRIES,
             backend: StoreBackend::Sled,
             url: None,
             pool_size: 16,
@@ -497,13 +493,11 @@ impl StoreConfig {
         self.cache_mb << 20
     }
 
-    /// How to open the sled folder (`cache_mb`, `wal`, `wal_checkpoint_mb`, `terminal_cache`,
-    /// all bounded).
+    /// How to open the sled folder (`cache_mb`, `wal`, `wal_checkpoint_mb`, all bounded).
     pub fn sled_options(&self) -> crate::store::SledOptions {
         crate::store::SledOptions {
             cache_bytes: self.cache_bytes(),
             wal_checkpoint_bytes: self.wal.then_some(self.wal_checkpoint_mb << 20),
-            terminal_cache_entries: self.terminal_cache,
         }
     }
 

@@ -113,7 +113,6 @@ impl Config {
         )?;
         bounded("store.cache_mb", st.cache_mb, 1..=1 << 16)?;
         bounded("store.wal_checkpoint_mb", st.wal_checkpoint_mb, 1..=1 << 16)?;
-        bounded("store.terminal_cache", st.terminal_cache, 0..=1 << 24)?;
         let pr = &self.processor;
         bounded(
             "processor.sandbox_retention_days",
@@ -276,9 +275,6 @@ mod bounds_tests {
             ("store.cache_mb", |c| c.store.cache_mb = u64::MAX >> 10),
             ("store.cache_mb", |c| c.store.cache_mb = 0),
             ("store.wal_checkpoint_mb", |c| c.store.wal_checkpoint_mb = 0),
-            ("store.terminal_cache", |c| {
-                c.store.terminal_cache = usize::MAX
-            }),
             ("store.wal_checkpoint_mb", |c| {
                 c.store.wal_checkpoint_mb = u64::MAX
             }),

@@ -14,7 +14,6 @@ mod commit;
 pub mod profiles;
 mod sled;
 mod sled_profiles;
-mod terminal_cache;
 #[cfg(test)]
 mod tests;
 mod wal;
@@ -30,7 +29,6 @@ pub use self::sled::{
     SledOptions, SledStore, SledTransactions, DEFAULT_CACHE_BYTES, DEFAULT_WAL_CHECKPOINT_BYTES,
 };
 pub use self::sled_profiles::SledProfiles;
-pub use self::terminal_cache::DEFAULT_TERMINAL_CACHE_ENTRIES;
 
 pub mod pairing;
 

@@ -4,7 +4,6 @@
 //! `terminal_transactions` trees, all in one database.
 
 use super::codec;
-use super::terminal_cache::{Entry, TerminalCache, DEFAULT_TERMINAL_CACHE_ENTRIES};
 use super::wal::{Ops, Tree, Wal};
 use super::{StoreError, TerminalId, TerminalRecord, TerminalStore, TransactionStore, TxnId};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -213,8 +212,7 @@ pub const DEFAULT_WAL_CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
 /// The write-ahead log's folder inside sled's.
 const WAL_DIR: &str = "wal";
 
-/// How to open a sled store (`[store]`: `cache_mb`, `wal`, `wal_checkpoint_mb`,
-/// `terminal_cache`).
+/// How to open a sled store (`[store]`: `cache_mb`, `wal`, `wal_checkpoint_mb`).
 #[derive(Clone, Copy, Debug)]
 pub struct SledOptions {
     pub cache_bytes: u64,
@@ -222,8 +220,6 @@ pub struct SledOptions {
     /// durable flush is sled's flush then fdatasync. A log left by an earlier process is
     /// replayed at open either way.
     pub wal_checkpoint_bytes: Option<u64>,
-    /// Terminal records kept decoded in memory (`terminal_cache.rs`); 0 keeps none.
-    pub terminal_cache_entries: usize,
 }
 
 impl Default for SledOptions {
@@ -231,7 +227,6 @@ impl Default for SledOptions {
         SledOptions {
             cache_bytes: DEFAULT_CACHE_BYTES,
             wal_checkpoint_bytes: Some(DEFAULT_WAL_CHECKPOINT_BYTES),
-            terminal_cache_entries: DEFAULT_TERMINAL_CACHE_ENTRIES,
         }
     }
 }
@@ -249,9 +244,6 @@ pub struct SledStore {
     sync: Option<Arc<DataSync>>,
     /// The hot trees' write-ahead log (`SledOptions::wal_checkpoint_bytes`).
     wal: Option<Arc<Wal>>,
-    /// Recently used terminal records (`SledOptions::terminal_cache_entries`); None for a
-    /// `from_db` store, which may share its database with another store.
-    cache: Option<Arc<TerminalCache>>,
 }
 
 /// What sled 0.34's `flush` does not make durable, and the handles to make it so.
@@ -397,43 +389,7 @@ impl SledStore {
             None => None,
         };
         s.wal = wal.map(Arc::new);
-        s.cache = Some(Arc::new(TerminalCache::new(opts.terminal_cache_entries)));
         Ok(s)
-    }
-
-    /// Write `new` for `id` if the stored record is `expected`, under the log's lock (`ops`).
-    fn swap_bytes(
-        &self,
-        ops: &mut Ops<'_>,
-        id: &TerminalId,
-        expected: Option<&TerminalRecord>,
-        new: &sled::IVec,
-    ) -> Result<bool, StoreError> {
-        // Names looked up, not interned: if one has no index here, these bytes will not match
-        // and the check below decides.
-        let old = expected.map(|r| self.encode_with(r, false)).transpose()?;
-        let Err(moved) = self
-            .terminals
-            .compare_and_swap(id.0, old, Some(new.clone()))?
-        else {
-            ops.put(Tree::Terminals, &id.0, new);
-            return Ok(true);
-        };
-        // Other bytes can hold the same record: the earlier layout, or indexes this store
-        // has not cached. Compare the records, then swap against the bytes actually stored.
-        match (expected, moved.current) {
-            (Some(expected), Some(current)) if self.decode(&current)? == *expected => {
-                let swapped = self
-                    .terminals
-                    .compare_and_swap(id.0, Some(current), Some(new.clone()))?
-                    .is_ok();
-                if swapped {
-                    ops.put(Tree::Terminals, &id.0, new);
-                }
-                Ok(swapped)
-            }
-            _ => Ok(false),
-        }
     }
 
     fn settle(&self) -> Result<(), StoreError> {
@@ -446,12 +402,6 @@ impl SledStore {
         f: impl FnOnce(&mut Ops<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         logged(&self.wal, f)
-    }
-
-    /// Terminal records the cache holds now.
-    #[cfg(test)]
-    pub(super) fn cache_len(&self) -> usize {
-        self.cache.as_ref().map_or(0, |c| c.len())
     }
 
     /// Write-ahead log checkpoints since the open.
@@ -470,7 +420,6 @@ impl SledStore {
             names,
             sync: None,
             wal: None,
-            cache: None,
         })
     }
 
@@ -528,24 +477,10 @@ impl SledStore {
 
 impl TerminalStore for SledStore {
     fn get(&self, id: &TerminalId) -> Result<Option<TerminalRecord>, StoreError> {
-        let Some(cache) = &self.cache else {
-            return match self.terminals.get(id.0)? {
-                Some(v) => Ok(Some(self.decode(&v)?)),
-                None => Ok(None),
-            };
-        };
-        // Held across sled's read and the fill, so a writer cannot slip in between.
-        let mut shard = cache.lock(&id.0);
-        if let Some(bytes) = shard.get(&id.0) {
-            return Ok(Some(self.decode(bytes)?));
+        match self.terminals.get(id.0)? {
+            Some(v) => Ok(Some(self.decode(&v)?)),
+            None => Ok(None),
         }
-        let Some(bytes) = self.terminals.get(id.0)? else {
-            return Ok(None);
-        };
-        let record = self.decode(&bytes)?;
-        // A copy: sled's value can be a slice of a whole node, which it would pin.
-        shard.put(id.0, Entry::from(&bytes[..]));
-        Ok(Some(record))
     }
 
     fn compare_and_swap(
@@ -555,44 +490,33 @@ impl TerminalStore for SledStore {
         new: &TerminalRecord,
     ) -> Result<bool, StoreError> {
         // Encoded before the log's lock: a new name's interning waits for a flush.
-        let new_bytes = sled::IVec::from(self.encode(new)?);
-        let Some(cache) = &self.cache else {
-            return self.logged(|ops| self.swap_bytes(ops, id, expected, &new_bytes));
-        };
+        let new = sled::IVec::from(self.encode(new)?);
+        // Names looked up, not interned: if one has no index here, these bytes will not match
+        // and the check below decides.
+        let old = expected.map(|r| self.encode_with(r, false)).transpose()?;
         self.logged(|ops| {
-            let mut shard = cache.lock(&id.0);
-            let swapped = match shard.get(&id.0) {
-                // The entry is what sled holds: compare records, swap against its bytes.
-                Some(bytes) => match expected {
-                    Some(exp) if self.decode(bytes)? == *exp => {
-                        let old = bytes.clone();
-                        let r = self.terminals.compare_and_swap(
-                            id.0,
-                            Some(old),
-                            Some(new_bytes.clone()),
-                        );
-                        match r {
-                            Ok(Ok(())) => {
-                                ops.put(Tree::Terminals, &id.0, &new_bytes);
-                                Ok(true)
-                            }
-                            // Only if something wrote the tree behind the store's back.
-                            Ok(Err(_)) => {
-                                shard.forget(&id.0);
-                                self.swap_bytes(ops, id, expected, &new_bytes)
-                            }
-                            Err(e) => Err(e.into()),
-                        }
-                    }
-                    _ => return Ok(false),
-                },
-                None => self.swap_bytes(ops, id, expected, &new_bytes),
+            let Err(moved) = self
+                .terminals
+                .compare_and_swap(id.0, old, Some(new.clone()))?
+            else {
+                ops.put(Tree::Terminals, &id.0, &new);
+                return Ok(true);
             };
-            match swapped {
-                Ok(true) => shard.put(id.0, new_bytes.clone()),
-                _ => shard.forget(&id.0),
+            // Other bytes can hold the same record: the earlier layout, or indexes this store
+            // has not cached. Compare the records, then swap against the bytes actually stored.
+            match (expected, moved.current) {
+                (Some(expected), Some(current)) if self.decode(&current)? == *expected => {
+                    let swapped = self
+                        .terminals
+                        .compare_and_swap(id.0, Some(current), Some(new.clone()))?
+                        .is_ok();
+                    if swapped {
+                        ops.put(Tree::Terminals, &id.0, &new);
+                    }
+                    Ok(swapped)
+                }
+                _ => Ok(false),
             }
-            swapped
         })
     }
 

@@ -122,9 +122,6 @@ pub struct LoadArgs {
     /// In-process snapgate's `store.wal` (unset: its default, on).
     #[arg(long)]
     pub wal: Option<bool>,
-    /// In-process snapgate's `store.terminal_cache`, entries (unset: its default).
-    #[arg(long)]
-    pub terminal_cache: Option<u32>,
     /// In-process snapgate's `security.ipek_cache_entries` (unset: its default; 0: off).
     #[arg(long)]
     pub ipek_cache_entries: Option<u32>,

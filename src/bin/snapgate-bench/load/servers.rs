@@ -116,9 +116,6 @@ pub(super) fn in_process(rt: &Runtime, args: &LoadArgs) -> Result<Server, String
     if args.cache_mb > 0 {
         cfg.store.cache_mb = args.cache_mb;
     }
-    if let Some(n) = args.terminal_cache {
-        cfg.store.terminal_cache = n as usize;
-    }
     if let Some(w) = args.wal {
         cfg.store.wal = w;
     }
