@@ -779,6 +779,23 @@ mod tests {
     }
 
     #[test]
+    fn an_xml_declaration_is_read_only_before_the_root() {
+        // Found by cargo-mutants (seventh sitting): nothing held a declaration to the start.
+        assert!(parse_document(r#"<?xml version="1.0"?><r/>"#, &LIMITS).is_ok());
+        for x in [
+            r#"<r><?xml version="1.0"?></r>"#,
+            r#"<r/><?xml version="1.0"?>"#,
+        ] {
+            match parse_document(x, &LIMITS) {
+                Err(EnvelopeError::Syntax(m)) => {
+                    assert_eq!(m, "misplaced XML declaration", "{x}")
+                }
+                other => panic!("{x}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn attribute_errors_are_quick_xmls_own() {
         // Duplicates are checked here (one list per document), malformed attributes re-read
         // with quick-xml's checks: the messages are the ones quick-xml's checking iterator
