@@ -90,7 +90,7 @@ struct ConnectorResult {
 /// The hidden child: serve the folder's config until stdin closes.
 pub fn serve_child(dir: &Path, threads: usize) -> Result<(), String> {
     let cfg = Config::load(&dir.join("snapgate.toml")).map_err(|e| e.to_string())?;
-    let keys = config::Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
+    let keys = config::Keys::load_for(&cfg.security).map_err(|e| e.to_string())?;
     let store = snapgate::store::SledStore::open(&cfg.store.path).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))

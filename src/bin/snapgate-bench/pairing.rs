@@ -66,7 +66,7 @@ async fn start(pool: usize) -> Result<Node, String> {
     // The bench reuses loopback for every pairing: no address limit here.
     p.max_failures_per_address = u32::MAX;
     cfg.log.level = "warn".into();
-    let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
+    let keys = Keys::load_for(&cfg.security).map_err(|e| e.to_string())?;
     let store = SledStore::open(&cfg.store.path).map_err(|e| e.to_string())?;
     let ca = dir.path().join("tls/ca.pem");
     let app = App::new(cfg, keys, store, Arc::new(SystemClock))?;

@@ -224,7 +224,7 @@ pub(super) async fn start_forward(
     // refuses it otherwise), and it gets its own session token, never the terminal's.
     cfg.processor.allow_insecure_upstream = true;
     cfg.processor.upstream_session_token = Some("snapgate-bench-upstream".into());
-    let keys = Keys::load(&cfg.security.keys_file).map_err(|e| e.to_string())?;
+    let keys = Keys::load_for(&cfg.security).map_err(|e| e.to_string())?;
     let store = l.store.clone();
     let (tx, rx) = oneshot::channel::<()>();
     let (addr_tx, addr_rx) = oneshot::channel();
