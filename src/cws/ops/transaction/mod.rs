@@ -5,7 +5,8 @@
 //! `sessionToken`, read the card from encrypted track data, settle the refresh flow, run the
 //! processor (or relay upstream), make it durable, and append a renewed TerminalAccessToken as
 //! a SOAP header when one is due. On the sandbox path every store read and write of a request
-//! is one trip off the async worker (`store::blocking`); forward mode relays between its trips.
+//! is one trip off the async worker (`store::blocking`); forward mode's one trip settles, and
+//! the relay follows it.
 
 use super::{soap_action, CommitPoint, Context, OpName, Reply, SIS_PATH};
 use crate::app::App;
@@ -186,7 +187,7 @@ fn check_application(app: &App, name: OpName, id: Option<&str>) -> Result<(), Er
 ///
 /// On the sandbox path everything up to the stored sale (reads, the idempotency look-up, the
 /// card, settle, process) is one trip to a store thread (`store::offload`), which owns what it
-/// needs. Forward mode relays in between, so it keeps its own trips.
+/// needs. Forward mode's trip reads and settles, and the relay follows it (`relay_new`).
 pub async fn run_new(
     app: &Arc<App>,
     ctx: &Context,
@@ -202,20 +203,22 @@ pub async fn run_new(
         request,
     } = t;
     if app.forward.is_some() {
-        let a = app.clone();
-        let session = store::offload(move || read_caller(&a, name, &caller)).await?;
-        let n = request?;
-        let track = n.secure.as_ref().map(|s| TrackKsn(s.ksn));
-        match &n.secure {
-            // Not decrypted here, but its device and counter are checked just the same.
-            Some(s) => session::check_track(app, &session, &s.ksn)?,
-            None => {
-                if let Some(pan) = &n.keyed_pan {
-                    read_card(app, &session, None, Some(pan))?;
+        return relay_new(app, ctx, name, element, move |app: &App| {
+            let session = read_caller(app, name, &caller)?;
+            let n = request?;
+            let track = n.secure.as_ref().map(|s| TrackKsn(s.ksn));
+            match &n.secure {
+                // Not decrypted here, but its device and counter are checked just the same.
+                Some(s) => session::check_track(app, &session, &s.ksn)?,
+                None => {
+                    if let Some(pan) = &n.keyed_pan {
+                        read_card(app, &session, None, Some(pan))?;
+                    }
                 }
             }
-        }
-        return relay_new(app, ctx, name, element, session, track).await;
+            Ok((session, track))
+        })
+        .await;
     }
     let (app2, commit) = (app.clone(), ctx.commit.clone());
     // The trip queues the group commit itself, so this task wakes once, after the flush.
@@ -471,10 +474,12 @@ pub async fn run_follow<F: Send + 'static>(
         follow,
     } = f;
     if app.forward.is_some() {
-        let a = app.clone();
-        let session = store::offload(move || read_caller(&a, name, &caller)).await?;
-        follow?;
-        return relay_new(app, ctx, name, element, session, None).await;
+        return relay_new(app, ctx, name, element, move |app: &App| {
+            let session = read_caller(app, name, &caller)?;
+            follow?;
+            Ok((session, None))
+        })
+        .await;
     }
     let (app2, commit) = (app.clone(), ctx.commit.clone());
     let (done, flushed) = store::offload_durable(&app.commit, move || {
@@ -513,29 +518,37 @@ fn settle_and_process(
     Ok((settled, process(&app.sandbox, &session.terminal_id, now)?))
 }
 
-/// Forward mode: settle the refresh flow, then relay upstream.
+/// Forward mode: in one store trip, read the caller (`check`: authenticate, validate, the
+/// card's device and counter) and settle the refresh flow; then relay upstream. One trip,
+/// like the sandbox path's: the relay comes after both, so nothing needs the worker between
+/// them (two trips cost a second hand-off to a store thread and back per sale).
 async fn relay_new(
     app: &Arc<App>,
     ctx: &Context,
     name: OpName,
     element: &Element<'_>,
-    session: Session,
-    track: Option<TrackKsn>,
+    check: impl FnOnce(&App) -> Result<(Session, Option<TrackKsn>), Error> + Send + 'static,
 ) -> Result<Reply, Error> {
     let fwd = app
         .forward
         .as_ref()
         .ok_or_else(|| Error::Internal("relay without an upstream".into()))?;
-    // The commit point: from the first write on, the request is finished, not abandoned.
-    ctx.commit.mark()?;
-    let a = app.clone();
+    let (a, commit) = (app.clone(), ctx.commit.clone());
     // What authenticate and settle recorded (counter, flag, pending or promoted token) is
     // durable before the relay, as the sandbox path's single flush makes it there; the trip
-    // queues that flush itself (`store::offload_durable`).
+    // queues that flush itself (`store::offload_durable`). A request refused before settle
+    // answers at once, as before: nothing it may have written is waited for.
     let (settled, flushed) = store::offload_durable(&app.commit, move || {
-        let settled = session::settle(&a, &session, track, None);
-        let wrote = matches!(&settled, Ok(s) if s.wrote || session.wrote);
-        (settled, wrote)
+        let settled = check(&a).and_then(|(session, track)| {
+            // The commit point: from the first write on, the request is finished, not
+            // abandoned.
+            commit.mark()?;
+            let settled = session::settle(&a, &session, track, None)?;
+            let wrote = settled.wrote || session.wrote;
+            Ok((settled, wrote))
+        });
+        let wrote = matches!(&settled, Ok((_, true)));
+        (settled.map(|(s, _)| s), wrote)
     })
     .await;
     let settled = settled?;
