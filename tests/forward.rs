@@ -140,3 +140,34 @@ async fn an_https_upstream_is_verified_against_the_configured_ca() {
     assert!(!r.successful() && r.fault().is_some(), "{}", r.body);
     assert_eq!(up.requests().len(), 1, "nothing reached the upstream");
 }
+
+/// Forward mode checks the card's counter in the same store trip that settles it: a replayed
+/// counter is refused before anything is settled or relayed, and the next counter still goes.
+#[tokio::test]
+async fn forward_mode_refuses_a_replayed_counter_before_settling_or_relaying() {
+    let up = Upstream::start(200, UPSTREAM_OK).await;
+    let srv = TestServer::start_with(|c| {
+        forward_to(c, up.url(TPS_PATH));
+        c.processor.upstream_session_token = Some("UPSTREAM-SESSION".into());
+    })
+    .await;
+    let tok = srv.register_ok(&ksn(TDES_KSN_BASE, 1), "MP1|B1").await;
+    srv.swipe("AuthorizeAndCapture", &tok, &ksn(TDES_KSN_BASE, 2), "1.00")
+        .await
+        .assert_ok();
+    assert_eq!(up.requests().len(), 1);
+    srv.swipe("AuthorizeAndCapture", &tok, &ksn(TDES_KSN_BASE, 2), "1.00")
+        .await
+        .assert_fault("AuthenticationFault", 406);
+    assert_eq!(up.requests().len(), 1, "a refused request is not relayed");
+    let stored = |srv: &TestServer| {
+        let id = snapgate::store::TerminalId::new(SERVICE_KEY, "B1");
+        srv.app.store.get(&id).unwrap().unwrap().last_counter
+    };
+    assert_eq!(stored(&srv), 2, "the refusal settled nothing");
+    srv.swipe("AuthorizeAndCapture", &tok, &ksn(TDES_KSN_BASE, 3), "1.00")
+        .await
+        .assert_ok();
+    assert_eq!(up.requests().len(), 2);
+    assert_eq!(stored(&srv), 3);
+}
