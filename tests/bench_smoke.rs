@@ -1,7 +1,7 @@
 //! `snapgate-bench load` still runs every phase end to end (register, baseline, transactions,
-//! forward, mixed) against the real server: a short debug run, no figures asserted (speed is
-//! measured in benchmarks, not tests). It caught the forward phase refusing to start once
-//! forward mode required its own upstream session token.
+//! relay, forward, mixed) against the real server: a short debug run, no figures asserted
+//! (speed is measured in benchmarks, not tests). It caught the forward phase refusing to start
+//! once forward mode required its own upstream session token.
 
 use std::process::Command;
 
@@ -18,11 +18,22 @@ fn a_short_load_run_completes_every_phase_without_errors() {
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    for phase in ["register", "baseline", "transactions", "forward", "mixed"] {
+    for phase in [
+        "register",
+        "baseline",
+        "transactions",
+        "relay",
+        "forward",
+        "mixed",
+    ] {
         let line = text
             .lines()
             .find(|l| l.trim_start().starts_with(&format!("{phase}:")))
             .unwrap_or_else(|| panic!("no {phase} phase:\n{text}"));
         assert!(line.contains(" 0 errors"), "{line}\n{text}");
     }
+    assert!(
+        text.contains("snapgate forward / plain relay: "),
+        "no forward against relay line:\n{text}"
+    );
 }

@@ -7,8 +7,10 @@
 //! 4. `baseline`: the plain hyper server (in this process, runtime like snapgate's), driven by
 //!    the same client code, connections and request bodies as the next phase.
 //! 5. `transactions`: AuthorizeAndCapture against snapgate.
-//! 6. `forward` (in-process only): AuthorizeAndCapture against a second snapgate on the same
-//!    store in forward mode, relaying to an in-process upstream that answers the probe's bytes.
+//! 6. `relay` and `forward` (in-process only): AuthorizeAndCapture against a plain relay
+//!    (`baseline::serve_relay`: snapgate's upstream client, none of the gateway's work), then
+//!    against a second snapgate on the same store in forward mode; both relay to an in-process
+//!    upstream that answers the probe's bytes. forward / relay is the gateway's own cost.
 //! 7. `transactions @N` (with `--prefill N`, in-process only): N more sandbox transactions are
 //!    written straight into the store, then AuthorizeAndCapture again: the cost per sale at N
 //!    stored transactions, against phase 5's.
@@ -138,9 +140,41 @@ struct LoadResult {
     phases: Vec<PhaseReport>,
     /// snapgate transactions req/s / baseline req/s.
     ratio: f64,
+    /// With the relay and forward phases: what forward mode costs against a plain relay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forward_vs_relay: Option<VsRelay>,
     /// This process's peak resident memory (client, baseline and in-process server together).
     peak_rss_bytes: u64,
     goals: Vec<Goal>,
+}
+
+/// Forward mode against the plain relay, from the same run: the gateway's own cost.
+#[derive(Serialize)]
+struct VsRelay {
+    /// forward req/s / relay req/s.
+    ratio: f64,
+    /// The CPU this process spent outside the client threads, per successful sale.
+    forward_server_us_per_sale: f64,
+    relay_server_us_per_sale: f64,
+}
+
+impl VsRelay {
+    fn of(phases: &[PhaseReport]) -> Option<VsRelay> {
+        let find = |name: &str| phases.iter().find(|p| p.phase == name);
+        let (relay, fwd) = (find("relay")?, find("forward")?);
+        Some(VsRelay {
+            ratio: fwd.rps / relay.rps,
+            forward_server_us_per_sale: server_us_per_sale(fwd),
+            relay_server_us_per_sale: server_us_per_sale(relay),
+        })
+    }
+}
+
+/// The CPU this process spent outside the client threads (server, baseline, relay, sled),
+/// per successful sale of the phase.
+fn server_us_per_sale(p: &PhaseReport) -> f64 {
+    let ok = p.op(Op::Sale).map_or(0, |o| o.ok);
+    p.cpu.this_process_other_s * 1e6 / ok.max(1) as f64
 }
 
 #[derive(Serialize)]
@@ -359,6 +393,22 @@ async fn measure(
         // The upstream answers the probe's bytes, as the baseline did.
         let (up_stop, up_task, up_addr) =
             start_baseline(server_rt, body.clone(), ctype.clone()).await?;
+        // First a plain relay to the same upstream (the gateway's work left out), then
+        // snapgate in forward mode: their difference is the gateway's own cost.
+        let (relay_stop, relay_task, relay_addr) =
+            start_relay(server_rt, l, up_addr, ctype.clone()).await?;
+        let (report, c2) = run(
+            "relay",
+            Target::new(relay_addr),
+            "relay",
+            Mode::Sales,
+            conns,
+        )
+        .await;
+        phases.push(report);
+        conns = c2;
+        let _ = relay_stop.send(());
+        let _ = relay_task.await;
         let (fwd_stop, fwd_task, fwd_addr) = start_forward(server_rt, l, up_addr).await?;
         let (report, c2) = run(
             "forward",
@@ -445,10 +495,7 @@ async fn measure(
             reg >= 5000.0,
         ),
         {
-            let per_sale = |p: &PhaseReport| {
-                let ok = p.op(Op::Sale).map_or(0, |o| o.ok);
-                p.cpu.this_process_other_s * 1e6 / ok.max(1) as f64
-            };
+            let per_sale = server_us_per_sale;
             match phases
                 .iter()
                 .find(|p| p.phase.starts_with("transactions @"))
@@ -484,6 +531,7 @@ async fn measure(
         settings: args.clone(),
         response_bytes: body.len(),
         peak_rss_bytes: sys::memory().1,
+        forward_vs_relay: VsRelay::of(&phases),
         phases,
         ratio,
         goals,
@@ -551,6 +599,16 @@ fn write_outputs(args: &LoadArgs, r: &LoadResult) -> Result<(), String> {
         r.ratio * 100.0,
         r.response_bytes
     );
+    if let Some(v) = &r.forward_vs_relay {
+        println!(
+            "snapgate forward / plain relay: {:.1}%; server CPU per sale {:.1} µs against the \
+             relay's {:.1} µs: the gateway's own work {:.1} µs",
+            v.ratio * 100.0,
+            v.forward_server_us_per_sale,
+            v.relay_server_us_per_sale,
+            v.forward_server_us_per_sale - v.relay_server_us_per_sale
+        );
+    }
     println!(
         "peak RSS of this process (client + servers): {} MiB",
         r.peak_rss_bytes >> 20

@@ -258,6 +258,42 @@ pub(super) async fn start_forward(
 pub(super) type BaselineHandle = (oneshot::Sender<()>, tokio::task::JoinHandle<()>, SocketAddr);
 
 /// Start the baseline server on the server runtime, on 127.0.0.1:0.
+/// The relay baseline (`baseline::serve_relay`) in front of `upstream`, with the client and
+/// the upstream timeout the forward-mode snapgate gets from the same config.
+pub(super) async fn start_relay(
+    rt: &Runtime,
+    l: &Local,
+    upstream: SocketAddr,
+    ctype: HeaderValue,
+) -> Result<BaselineHandle, String> {
+    let cfg = Config::load(&l.cfg_path).map_err(|e| e.to_string())?;
+    let fwd = snapgate::cws::processor::forward::Forward::new(
+        &format!("http://{upstream}/"),
+        std::time::Duration::from_millis(cfg.processor.upstream_timeout_ms),
+        None,
+    )?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let task = rt.spawn(async move {
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = addr_tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        let _ = addr_tx.send(listener.local_addr().map_err(|e| e.to_string()));
+        baseline::serve_relay(listener, fwd, ctype, async move {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    let addr = addr_rx
+        .await
+        .map_err(|_| "the relay baseline did not start".to_string())??;
+    Ok((tx, task, addr))
+}
+
 pub(super) async fn start_baseline(
     rt: &Runtime,
     body: bytes::Bytes,
