@@ -106,7 +106,7 @@ pub struct LoadArgs {
     /// measure sales again (in-process only; 0 skips it).
     #[arg(long, default_value_t = 0)]
     pub prefill: u64,
-    /// Skip the forward-mode phase.
+    /// Skip the relay and forward-mode phases.
     #[arg(long)]
     pub no_forward: bool,
     /// In-process snapgate's `store.threads` (0: its default).
