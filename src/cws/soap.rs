@@ -640,6 +640,19 @@ impl Fault {
 /// Write an element tree back out as XML (namespaces declared where they change). Used to relay
 /// requests and responses: only what the tree keeps (names, `i:type`, `i:nil`, text) survives.
 pub fn write_element(out: &mut String, e: &Element, parent_ns: Option<&str>) {
+    write_element_with(out, e, parent_ns, |out, c| {
+        write_element(out, c, e.ns.as_deref())
+    });
+}
+
+/// `write_element`, with each child written by `child` (which may leave one out or write
+/// another in its place): the relay rewrites one child without copying the tree.
+pub fn write_element_with(
+    out: &mut String,
+    e: &Element,
+    parent_ns: Option<&str>,
+    mut child: impl FnMut(&mut String, &Element),
+) {
     out.push('<');
     out.push_str(&e.name);
     if e.ns.as_deref() != parent_ns {
@@ -673,7 +686,7 @@ pub fn write_element(out: &mut String, e: &Element, parent_ns: Option<&str>) {
     out.push('>');
     escape_into(out, &e.text);
     for c in &e.children {
-        write_element(out, c, e.ns.as_deref());
+        child(out, c);
     }
     out.push_str("</");
     out.push_str(&e.name);
@@ -745,6 +758,38 @@ mod tests {
         assert_eq!(out.matches("xmlns=\"urn:a\"").count(), 1, "{out}");
         assert!(out.contains("<none xmlns=\"\">"), "{out}");
         assert!(out.contains("<empty/>"), "{out}");
+    }
+
+    #[test]
+    fn write_element_with_leaves_out_or_replaces_children_as_told() {
+        // The relay's use: one child left out, one written in another's place, the rest as
+        // `write_element` writes them, with the root's namespace in scope for the children.
+        let src = r#"<Op xmlns="urn:a"><drop>secret</drop><swap>old</swap><keep b="x">1 &amp; 2</keep></Op>"#;
+        let tree = parse_document(src, &LIMITS).unwrap();
+        let mut out = String::new();
+        write_element_with(&mut out, &tree, None, |out, c| match &*c.name {
+            "drop" => {}
+            "swap" => {
+                let new = Element {
+                    text: "new".into(),
+                    ..c.clone()
+                };
+                write_element(out, &new, tree.ns.as_deref());
+            }
+            _ => write_element(out, c, tree.ns.as_deref()),
+        });
+        assert_eq!(
+            out,
+            r#"<Op xmlns="urn:a"><swap>new</swap><keep>1 &amp; 2</keep></Op>"#
+        );
+        // Every child written as is: the same bytes as write_element.
+        let mut all = String::new();
+        write_element_with(&mut all, &tree, None, |out, c| {
+            write_element(out, c, tree.ns.as_deref())
+        });
+        let mut plain = String::new();
+        write_element(&mut plain, &tree, None);
+        assert_eq!(all, plain);
     }
 
     #[test]

@@ -567,20 +567,28 @@ async fn relay(
     op: &Element<'_>,
     base: Base,
 ) -> Result<String, Error> {
-    let mut op = op.clone();
     // Never the terminal's own token: the upstream's (config requires one), or none at all.
-    let upstream = app.config.processor.upstream_session_token.clone();
-    op.children
-        .retain(|c| c.name != "sessionToken" || upstream.is_some());
-    if let Some(tok) = upstream {
-        if let Some(st) = op.children.iter_mut().find(|c| c.name == "sessionToken") {
-            st.text = tok.into();
-        }
-    }
-    // Our copies of a keyed PAN are zeroized; the envelope handed to the client is not ours.
+    // Written in its place as the element is written, so the tree is not copied.
+    let upstream = app.config.processor.upstream_session_token.as_deref();
+    // Our copy of a keyed PAN is zeroized; the envelope handed to the client is not ours.
     let mut body = zeroize::Zeroizing::new(String::with_capacity(2048));
-    soap::write_element(&mut body, &op, None);
-    soap::wipe(&mut op);
+    soap::write_element_with(&mut body, op, None, |out, c| {
+        if c.name != "sessionToken" {
+            return soap::write_element(out, c, op.ns.as_deref());
+        }
+        if let Some(tok) = upstream {
+            // Built from the child's name only: the terminal's token is not copied.
+            let st = Element {
+                ns: c.ns.clone(),
+                name: c.name.clone(),
+                xsi_type: None,
+                nil: false,
+                text: tok.into(),
+                children: Vec::new(),
+            };
+            soap::write_element(out, &st, op.ns.as_deref());
+        }
+    });
     let up = fwd
         .send(
             &soap_action(Service::Tps, base, name.as_str()),
