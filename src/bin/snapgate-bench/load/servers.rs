@@ -258,6 +258,17 @@ pub(super) async fn start_forward(
 pub(super) type BaselineHandle = (oneshot::Sender<()>, tokio::task::JoinHandle<()>, SocketAddr);
 
 /// Start the baseline server on the server runtime, on 127.0.0.1:0.
+pub(super) async fn start_baseline(
+    rt: &Runtime,
+    body: bytes::Bytes,
+    ctype: HeaderValue,
+) -> Result<BaselineHandle, String> {
+    spawn_server(rt, "the baseline server", move |listener, stop| {
+        baseline::serve(listener, body, ctype, stop)
+    })
+    .await
+}
+
 /// The relay baseline (`baseline::serve_relay`) in front of `upstream`, with the client and
 /// the upstream timeout the forward-mode snapgate gets from the same config.
 pub(super) async fn start_relay(
@@ -272,6 +283,19 @@ pub(super) async fn start_relay(
         std::time::Duration::from_millis(cfg.processor.upstream_timeout_ms),
         None,
     )?;
+    spawn_server(rt, "the relay baseline", move |listener, stop| {
+        baseline::serve_relay(listener, fwd, ctype, stop)
+    })
+    .await
+}
+
+/// Bind 127.0.0.1:0 on the server runtime and run `serve(listener, stop)` there until the
+/// handle's sender fires; `what` names the server in the error if it does not start.
+async fn spawn_server<F, Fut>(rt: &Runtime, what: &str, serve: F) -> Result<BaselineHandle, String>
+where
+    F: FnOnce(tokio::net::TcpListener, StopSignal) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let (tx, rx) = oneshot::channel::<()>();
     let (addr_tx, addr_rx) = oneshot::channel();
     let task = rt.spawn(async move {
@@ -283,40 +307,16 @@ pub(super) async fn start_relay(
             }
         };
         let _ = addr_tx.send(listener.local_addr().map_err(|e| e.to_string()));
-        baseline::serve_relay(listener, fwd, ctype, async move {
+        let stop: StopSignal = Box::pin(async move {
             let _ = rx.await;
-        })
-        .await;
+        });
+        serve(listener, stop).await;
     });
     let addr = addr_rx
         .await
-        .map_err(|_| "the relay baseline did not start".to_string())??;
+        .map_err(|_| format!("{what} did not start"))??;
     Ok((tx, task, addr))
 }
 
-pub(super) async fn start_baseline(
-    rt: &Runtime,
-    body: bytes::Bytes,
-    ctype: HeaderValue,
-) -> Result<BaselineHandle, String> {
-    let (tx, rx) = oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = oneshot::channel();
-    let task = rt.spawn(async move {
-        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = addr_tx.send(Err(e.to_string()));
-                return;
-            }
-        };
-        let _ = addr_tx.send(listener.local_addr().map_err(|e| e.to_string()));
-        baseline::serve(listener, body, ctype, async move {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    let addr = addr_rx
-        .await
-        .map_err(|_| "the baseline server did not start".to_string())??;
-    Ok((tx, task, addr))
-}
+/// Resolves when the server is told to stop.
+type StopSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
