@@ -495,13 +495,12 @@ async fn measure(
             reg >= 5000.0,
         ),
         {
-            let per_sale = server_us_per_sale;
             match phases
                 .iter()
                 .find(|p| p.phase.starts_with("transactions @"))
             {
                 Some(full) => {
-                    let (a, b) = (per_sale(txn), per_sale(full));
+                    let (a, b) = (server_us_per_sale(txn), server_us_per_sale(full));
                     Goal::new(
                         "server CPU per sale flat (within 10%) from empty to prefilled store",
                         format!(
